@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="crackseg",
+    version="0.1.0",
+    description="Two-stage crack segmentation: a U-Net and a crack / no-crack gate on its frozen encoder",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "catalyst==22.4",
+        "accelerate==0.34.2",  # catalyst 22.4 crashes with accelerate>=1.0 (DistributedType.TPU was removed)
+        "pillow>=10",
+        "numpy>=1.24",
+        "matplotlib>=3.7",
+        "tensorboardX>=2.6",  # catalyst's TensorboardLogger writes through it
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)

@@ -1,0 +1,50 @@
+"""Checkpoint files: a dict of weights plus the metadata needed to rebuild the model from the file alone."""
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+FORMAT = "crackseg-checkpoint"
+STAGES = ("segmentation", "classification")
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not what the caller needs."""
+
+
+def save_checkpoint(path: PathLike, stage: str, model_state: Dict[str, torch.Tensor], config: Dict[str, Any],
+                    epoch: int, metrics: Optional[Dict[str, float]] = None, **extra: Any) -> None:
+    """Write a checkpoint atomically: to a temporary file first, then renamed over `path`."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}, expected one of {STAGES}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "stage": stage, "config": dict(config), "epoch": epoch,
+               "metrics": dict(metrics or {}), "model": model_state, **extra}
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: PathLike, stage: Optional[str] = None, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, checking that it exists and (optionally) its stage."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error.__class__.__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a crackseg checkpoint")
+    if stage is not None and payload["stage"] != stage:
+        raise CheckpointError(f"{path}: a {payload['stage']} checkpoint, but a {stage} checkpoint is needed")
+    return payload
+
+
+def submodule_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """The entries of a state dict under `prefix.`, with the prefix removed."""
+    start = prefix + "."
+    return {key[len(start):]: value for key, value in state.items() if key.startswith(start)}

@@ -1,0 +1,81 @@
+"""Command lines of the two training stages (segmentation.py and classification.py are thin wrappers)."""
+import argparse
+import sys
+from typing import List, Optional
+
+from crackseg.checkpoints import CheckpointError, load_checkpoint
+from crackseg.config import CPU, CPU_STAGES, THESIS, TrainConfig, build_config
+from crackseg.data import DatasetError
+from crackseg.synthetic import ensure_dataset
+
+SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
+DESCRIPTIONS = {
+    "segmentation": "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice)).",
+    "classification": "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
+}
+SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
+         "seed", "workers", "amp", "data_root", "log_dir")
+
+
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    """Flags for every hyperparameter; unset ones come from the preset."""
+    parser = argparse.ArgumentParser(
+        prog=f"{stage}.py", description=DESCRIPTIONS[stage],
+        epilog=f"Presets: thesis = SPEC.md's schedule {THESIS}; cpu = {CPU} with {CPU_STAGES[stage]}. "
+               "auto (default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=["auto", "thesis", "cpu"], default=None, help="schedule preset [auto]")
+    parser.add_argument("--data-root", default=None,
+                        help="folder with {train,valid}/{images,masks}; a synthetic set is generated there if it "
+                             "holds no images [dataset]")
+    parser.add_argument("--log-dir", default=None, help=f"where logs and checkpoints go [logs/{stage}]")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (5 crops each)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    parser.add_argument("--milestones", type=int, nargs="+", default=None,
+                        help="epochs after which MultiStepLR multiplies the learning rate by --gamma")
+    parser.add_argument("--gamma", type=float, default=None)
+    if stage == "segmentation":
+        parser.add_argument("--width", type=int, default=None, help="base width f of the U-Net")
+        parser.add_argument("--crop", type=int, default=None, help="crop side in px (a multiple of 32)")
+        parser.add_argument("--skip-dropout", type=float, default=None,
+                            help="probability of zeroing a skip map per crop while training, so the bottleneck "
+                                 "keeps crack evidence for the gate [thesis 0, cpu 0.7]")
+    else:
+        parser.add_argument("--segmentation-checkpoint", default="logs/segmentation/checkpoints/best.pth",
+                            help="stage 1's best checkpoint; width, crop and skip dropout are read from it")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="data loader worker processes [0]")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")
+    parser.add_argument("--amp", action="store_true", default=None,
+                        help="mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 support")
+    return parser
+
+
+def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
+    """Parse flags into a config; stage 2 takes width and crop from stage 1's checkpoint."""
+    args = vars(build_parser(stage).parse_args(argv))
+    if stage == "classification":
+        checkpoint = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
+        args.update({key: checkpoint["config"][key] for key in ("width", "crop", "skip_dropout")})
+    return build_config(stage, args)
+
+
+def run(stage: str, argv: Optional[List[str]] = None) -> int:
+    """Entry point of a stage: resolve flags, make sure there is data, train, print the best validation metrics."""
+    from crackseg.training import train  # imports Catalyst, which is slow: only after the flags parse
+
+    try:
+        config = resolve(stage, argv)
+        print(f"{stage}: " + ", ".join(f"{key}={getattr(config, key)}" for key in SHOWN), flush=True)
+        ensure_dataset(config.data_root, config.seed, 2 * config.crop, SYNTHETIC_COUNTS)
+        result = train(config)
+    except (DatasetError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        if isinstance(error, CheckpointError) and stage == "classification":
+            print("hint: run `python segmentation.py` first, or pass --segmentation-checkpoint", file=sys.stderr)
+        return 2
+    metrics = ", ".join(f"{key}={value:.4f}" for key, value in sorted(result["metrics"].items()))
+    print(f"\n{stage} done in {result['seconds'] / 60:.1f} min; best epoch {result['epoch']} "
+          f"(lowest valid loss), saved to {result['best']}\nvalid: {metrics}", flush=True)
+    return 0

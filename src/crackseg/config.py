@@ -1,0 +1,73 @@
+"""Hyperparameters: one dataclass, the presets, and the rules that resolve them."""
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+STAGES = ("segmentation", "classification")
+
+# SPEC.md's schedule, the same for both stages.
+THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
+              skip_dropout=0.0)
+# Sized to train both stages on a 2-core CPU in minutes (smaller width and crops; images of 2x the crop).
+# Skip dropout: on schedules this short the bottleneck of a plain U-Net collapses (the decoder segments from the
+# shallow skips alone) and the gate then has nothing to classify; see README, "Why skip dropout".
+CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dropout=0.7)
+CPU_STAGES = {"segmentation": dict(epochs=13, milestones=(11,)), "classification": dict(epochs=6, milestones=(4,))}
+
+
+def preset_values(preset: str, stage: str) -> Dict[str, Any]:
+    """The hyperparameters a preset sets for a stage."""
+    if preset == "thesis":
+        return dict(THESIS)
+    if preset == "cpu":
+        return {**CPU, **CPU_STAGES[stage]}
+    raise ValueError(f"unknown preset {preset!r}; expected thesis, cpu or auto")
+
+
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu'."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training stage needs; saved into its checkpoints."""
+
+    stage: str
+    data_root: str = "dataset"
+    log_dir: str = ""
+    preset: str = "auto"
+    epochs: int = THESIS["epochs"]
+    batch_size: int = THESIS["batch_size"]
+    lr: float = THESIS["lr"]
+    milestones: Tuple[int, ...] = THESIS["milestones"]
+    gamma: float = THESIS["gamma"]
+    width: int = THESIS["width"]
+    crop: int = THESIS["crop"]
+    seed: int = THESIS["seed"]
+    skip_dropout: float = THESIS["skip_dropout"]
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = False
+    segmentation_checkpoint: Optional[str] = None  # stage 2 only: stage 1's best checkpoint
+
+    def to_dict(self) -> Dict[str, Any]:
+        values = asdict(self)
+        values["milestones"] = list(self.milestones)
+        return values
+
+
+def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
+    """Resolve a config: explicit values (not None) win over the preset; 'auto' picks thesis on GPU, cpu on CPU."""
+    explicit = {key: value for key, value in overrides.items() if value is not None}
+    device = resolve_device(explicit.get("device", "auto"))
+    preset = explicit.get("preset", "auto")
+    if preset == "auto":
+        preset = "thesis" if device.startswith("cuda") else "cpu"
+    values = {**preset_values(preset, stage), **explicit, "preset": preset, "device": device, "stage": stage}
+    values.setdefault("log_dir", f"logs/{stage}")
+    values["milestones"] = tuple(values["milestones"])
+    return TrainConfig(**values)

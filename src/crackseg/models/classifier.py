@@ -1,0 +1,60 @@
+"""Stage 2: a crack / no-crack head on the bottleneck of a frozen encoder."""
+import torch
+from torch import nn
+
+from crackseg.models.unet import DEPTH, VGGEncoder
+
+
+class ClassifierHead(nn.Module):
+    """AvgPool2d(2) -> Flatten -> FC 2048 -> FC 1024 -> FC 1 (logit).
+
+    forward: bottleneck (N, C, crop/16, crop/16) -> crack logits (N, 1). The input size of the first
+    layer follows from the channels and the crop size (512*7*7 at width 32, crop 224).
+    """
+
+    def __init__(self, in_channels: int, crop_size: int, hidden: tuple = (2048, 1024)):
+        super().__init__()
+        multiple = 2 ** (DEPTH + 1)
+        if crop_size % multiple:
+            raise ValueError(f"crop size must be a multiple of {multiple} for the classifier head, got {crop_size}")
+        self.crop_size = crop_size
+        side = crop_size // multiple
+        layers = [nn.AvgPool2d(2), nn.Flatten()]
+        previous = in_channels * side * side
+        for size in hidden:
+            layers += [nn.Linear(previous, size), nn.BatchNorm1d(size), nn.ReLU(inplace=True)]
+            previous = size
+        layers.append(nn.Linear(previous, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        return self.layers(bottleneck)
+
+
+class VGGEncoderClassifier(nn.Module):
+    """A frozen VGG encoder and a trainable head: (N, 3, crop, crop) -> crack logits (N, 1).
+
+    The encoder never receives gradients and its BatchNorm statistics never change, even after `.train()`.
+    """
+
+    def __init__(self, encoder: VGGEncoder, crop_size: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = ClassifierHead(encoder.out_channels, crop_size)
+        self.freeze_encoder()
+
+    def freeze_encoder(self) -> None:
+        """Stop gradients into the encoder and keep its BatchNorm layers in eval mode."""
+        for parameter in self.encoder.parameters():
+            parameter.requires_grad_(False)
+        self.encoder.eval()
+
+    def train(self, mode: bool = True) -> "VGGEncoderClassifier":
+        super().train(mode)
+        self.encoder.eval()  # frozen: BatchNorm must keep the running statistics of stage 1
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            bottleneck, _ = self.encoder(x)
+        return self.head(bottleneck)

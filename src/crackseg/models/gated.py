@@ -1,0 +1,60 @@
+"""UNetClassifier: encode every image, classify it, and decode a mask only for the images called cracked."""
+from typing import Any, Tuple
+
+import torch
+from torch import nn
+
+from crackseg.checkpoints import CheckpointError, PathLike, load_checkpoint, submodule_state
+from crackseg.models.classifier import ClassifierHead
+from crackseg.models.unet import Decoder, VGGEncoder
+
+
+class UNetClassifier(nn.Module):
+    """Gated crack segmentation: (N, 3, crop, crop) -> (masks (N, 1, crop, crop), crack_probs (N, 1)).
+
+    Masks hold crack probabilities; images whose crack probability is not above `threshold` get an all-zero
+    mask without any decoder work.
+    """
+
+    def __init__(self, width: int = 32, crop_size: int = 224, threshold: float = 0.5):
+        super().__init__()
+        self.width = width
+        self.crop_size = crop_size
+        self.threshold = threshold
+        self.encoder = VGGEncoder(width)
+        self.decoder = Decoder(width)
+        self.head = ClassifierHead(self.encoder.out_channels, crop_size)
+
+    @classmethod
+    def from_checkpoints(cls, segmentation: PathLike, classification: PathLike, threshold: float = 0.5,
+                         map_location: Any = "cpu") -> "UNetClassifier":
+        """Build the combined model (in eval mode) from the best checkpoints of stage 1 and stage 2.
+
+        The decoder comes from the segmentation checkpoint, the encoder and the head from the
+        classification one (its encoder is stage 1's, frozen).
+        """
+        seg = load_checkpoint(segmentation, stage="segmentation", map_location=map_location)
+        cls_ = load_checkpoint(classification, stage="classification", map_location=map_location)
+        width, crop = cls_["config"]["width"], cls_["config"]["crop"]
+        if seg["config"]["width"] != width:
+            raise CheckpointError(
+                f"{segmentation}: width {seg['config']['width']} does not match {classification} (width {width})")
+        model = cls(width=width, crop_size=crop, threshold=threshold)
+        model.decoder.load_state_dict(submodule_state(seg["model"], "decoder"))
+        model.encoder.load_state_dict(submodule_state(cls_["model"], "encoder"))
+        model.head.load_state_dict(submodule_state(cls_["model"], "head"))
+        return model.eval()
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        n, _, height, width = images.shape
+        if height != self.crop_size or width != self.crop_size:
+            raise ValueError(f"UNetClassifier takes {self.crop_size}x{self.crop_size} crops "
+                             f"(the head's input size follows from the crop), got {height}x{width}")
+        bottleneck, skips = self.encoder(images)
+        crack_probs = torch.sigmoid(self.head(bottleneck).float())
+        masks = torch.zeros(n, 1, height, width, dtype=crack_probs.dtype, device=images.device)
+        cracked = (crack_probs[:, 0] > self.threshold).nonzero().squeeze(1)
+        if cracked.numel():
+            logits = self.decoder(bottleneck[cracked], [skip[cracked] for skip in skips])
+            masks[cracked] = torch.sigmoid(logits.float())
+        return masks, crack_probs

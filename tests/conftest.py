@@ -1,0 +1,15 @@
+import pytest
+import torch
+
+from crackseg.synthetic import generate
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A synthetic dataset of 64x64 px images: 6 train, 3 valid (crops of 32 px)."""
+    return generate(tmp_path_factory.mktemp("data"), seed=3, image_size=64, counts={"train": 6, "valid": 3})

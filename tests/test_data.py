@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crackseg.data import CracksDataset, DatasetError, collate_crops, crack_labels, pair_files
+from crackseg.transforms import train_transform, valid_transform
+
+
+def test_crack_label_boundary_at_a_tenth_of_a_percent():
+    masks = torch.zeros(3, 1, 100, 100)  # 10,000 px: 0.1% is exactly 10 px
+    masks[0].view(-1)[:9] = 1
+    masks[1].view(-1)[:10] = 1
+    masks[2].view(-1)[:500] = 1
+    zeroed, labels = crack_labels(masks)
+    assert labels.tolist() == [[0.0], [1.0], [1.0]]
+    assert zeroed[0].sum() == 0  # stray pixels of a label-0 crop are dropped
+    assert zeroed[1].sum() == 10 and zeroed[2].sum() == 500
+
+
+def write(path, size=(64, 64), value=0, mode="L"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+
+
+def test_pairs_by_stem_with_mixed_extensions(tmp_path):
+    for name in ["a.jpg", "b.png", "c.JPEG"]:
+        write(tmp_path / "images" / name, mode="RGB")
+    for name in ["a.png", "b.bmp", "c.tif"]:
+        write(tmp_path / "masks" / name)
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    pairs = pair_files(tmp_path / "images", tmp_path / "masks")
+    assert [(i.name, m.name) for i, m in pairs] == [("a.jpg", "a.png"), ("b.png", "b.bmp"), ("c.JPEG", "c.tif")]
+
+
+def test_unpaired_files_fail_naming_each_file(tmp_path):
+    for name in ["a.jpg", "b.jpg", "c.jpg"]:
+        write(tmp_path / "images" / name, mode="RGB")
+    for name in ["a.png", "c.png", "z.png"]:
+        write(tmp_path / "masks" / name)
+    with pytest.raises(DatasetError) as error:
+        pair_files(tmp_path / "images", tmp_path / "masks")
+    message = str(error.value)
+    assert "2 unpaired" in message
+    assert str(tmp_path / "images" / "b.jpg") in message and "no mask" in message
+    assert str(tmp_path / "masks" / "z.png") in message and "no image" in message
+
+
+def test_missing_folder_and_size_mismatch_are_clear(tmp_path):
+    with pytest.raises(DatasetError, match="folder not found"):
+        CracksDataset(tmp_path, "train", valid_transform(32))
+    write(tmp_path / "train" / "images" / "a.jpg", size=(64, 64), mode="RGB")
+    write(tmp_path / "train" / "masks" / "a.png", size=(64, 48))
+    dataset = CracksDataset(tmp_path, "train", valid_transform(32))
+    with pytest.raises(DatasetError, match="a.jpg: image is 64x64 px but its mask a.png is 64x48 px"):
+        dataset[0]
+
+
+def test_dataset_items_and_collate(tmp_path):
+    (tmp_path / "valid" / "masks").mkdir(parents=True)
+    for index in range(3):
+        write(tmp_path / "valid" / "images" / f"{index}.jpg", mode="RGB", value=(100, 100, 100))
+        mask = np.zeros((64, 64), np.uint8)
+        mask[: 10 * index, 5] = 255  # a vertical line in the top-left crop, none for image 0
+        Image.fromarray(mask).save(tmp_path / "valid" / "masks" / f"{index}.png")
+    dataset = CracksDataset(tmp_path, "valid", valid_transform(32))
+    images, masks, labels = dataset[2]
+    assert images.shape == (5, 3, 32, 32) and masks.shape == (5, 1, 32, 32) and labels.shape == (5, 1)
+    assert labels[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]  # only the top-left corner crop holds the line
+    assert masks[0].sum() == 20
+    batch = collate_crops([dataset[i] for i in range(3)])
+    assert batch["images"].shape == (15, 3, 32, 32)
+    assert batch["masks"].shape == (15, 1, 32, 32) and batch["labels"].shape == (15, 1)
+    assert batch["labels"][:, 0].tolist() == [0.0] * 5 + [1.0] + [0.0] * 4 + [1.0] + [0.0] * 4
+
+
+def test_synthetic_dataset_trains_through_the_dataset(tiny_dataset):
+    dataset = CracksDataset(tiny_dataset, "train", train_transform(32))
+    assert len(dataset) == 6
+    images, masks, labels = dataset[0]
+    assert images.shape == (5, 3, 32, 32) and set(masks.unique().tolist()) <= {0.0, 1.0}

@@ -1,0 +1,79 @@
+"""One-epoch Catalyst runs of both stages on a tiny synthetic dataset, through the command-line entry."""
+import pytest
+import torch
+
+from crackseg import UNetClassifier
+from crackseg.checkpoints import load_checkpoint
+from crackseg import cli
+from crackseg.cli import run
+from crackseg.config import build_config
+from crackseg.synthetic import generate
+
+TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def stage_one(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    data = root / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "SYNTHETIC_COUNTS", {"train": 8, "valid": 4})  # a small embedded default
+        assert run("segmentation", TINY + ["--data-root", str(data), "--log-dir", str(root / "seg")]) == 0
+    return root
+
+
+def test_segmentation_generates_data_trains_and_checkpoints(stage_one):
+    assert (stage_one / "data" / "synthetic.json").is_file()  # the embedded default was generated
+    assert len(list((stage_one / "data" / "train" / "images").iterdir())) == 8
+    assert len(list((stage_one / "data" / "valid" / "masks").iterdir())) == 4
+    checkpoint = load_checkpoint(stage_one / "seg" / "checkpoints" / "best.pth", stage="segmentation")
+    assert checkpoint["epoch"] == 1 and checkpoint["config"]["width"] == 4 and checkpoint["config"]["crop"] == 32
+    for key in ("loss", "bce", "dice", "iou"):
+        assert 0.0 <= checkpoint["metrics"][key] <= 10.0, key
+    header = (stage_one / "seg" / "csv" / "valid.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "loss", "bce", "dice", "iou"} <= set(header)
+    assert any((stage_one / "seg" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_classification_freezes_the_stage_one_encoder_and_combines(stage_one):
+    seg_path = stage_one / "seg" / "checkpoints" / "best.pth"
+    argv = ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--data-root", str(stage_one / "data"),
+            "--log-dir", str(stage_one / "cls"), "--segmentation-checkpoint", str(seg_path)]
+    assert run("classification", argv) == 0
+    seg = load_checkpoint(seg_path, stage="segmentation")
+    cls = load_checkpoint(stage_one / "cls" / "checkpoints" / "best.pth", stage="classification")
+    for key in ("width", "crop", "skip_dropout"):  # read from stage 1's checkpoint
+        assert cls["config"][key] == seg["config"][key], key
+    assert cls["config"]["crop"] == 32
+    for key in ("precision_0", "recall_1", "f1_mean", "loss"):
+        assert key in cls["metrics"]
+    encoder_keys = [k for k in seg["model"] if k.startswith("encoder.")]
+    assert any("running_mean" in k for k in encoder_keys)
+    for key in encoder_keys:  # weights AND BatchNorm statistics unchanged by a classification epoch
+        assert torch.equal(seg["model"][key], cls["model"][key]), key
+
+    model = UNetClassifier.from_checkpoints(seg_path, stage_one / "cls" / "checkpoints" / "best.pth", threshold=0.0)
+    assert not model.training
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        masks, probs = model(images)
+        unet_logits = model.decoder(*model.encoder(images))
+    assert masks.shape == (3, 1, 32, 32) and probs.shape == (3, 1)
+    torch.testing.assert_close(masks, torch.sigmoid(unet_logits))  # threshold 0: every image decoded
+
+
+def test_classification_without_stage_one_fails_clearly(tmp_path, capsys):
+    code = run("classification", ["--segmentation-checkpoint", str(tmp_path / "missing.pth")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "missing.pth: no such checkpoint file" in err and "python segmentation.py" in err
+
+
+def test_presets():
+    thesis = build_config("segmentation", {"preset": "thesis", "device": "cpu"})
+    assert (thesis.epochs, thesis.batch_size, thesis.lr, thesis.milestones, thesis.seed) == (64, 12, 1e-2, (2, 32, 48), 17)
+    assert (thesis.width, thesis.crop, thesis.gamma, thesis.skip_dropout) == (32, 224, 0.1, 0.0)
+    auto = build_config("segmentation", {"device": "cpu"})
+    assert auto.preset == "cpu" and auto.crop < 224 and auto.skip_dropout == 0.7
+    explicit = build_config("classification", {"device": "cpu", "epochs": 3, "lr": 0.5})
+    assert (explicit.epochs, explicit.lr, explicit.log_dir) == (3, 0.5, "logs/classification")

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from crackseg.transforms import (FiveCrop, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip,
+                                 five_crop_boxes, train_transform, valid_transform)
+
+
+def asymmetric_pair(height=80, width=96):
+    """A mask with an L-shaped mark off centre, and an image whose red channel carries the same mark."""
+    mask = torch.zeros(1, height, width, dtype=torch.uint8)
+    mask[0, 5:40, 7:12] = 1
+    mask[0, 35:40, 7:50] = 1
+    mask[0, 60:62, 70:90] = 1
+    image = torch.randint(0, 60, (3, height, width), dtype=torch.uint8)
+    image[0][mask[0].bool()] = 250
+    return image, mask
+
+
+def assert_aligned(images, masks):
+    assert set(masks.unique().tolist()) <= {0, 1}
+    assert torch.equal(images[..., 0, :, :] > 0.5 if images.is_floating_point() else images[..., 0, :, :] > 128,
+                       masks[..., 0, :, :].bool())
+
+
+@pytest.mark.parametrize("transform", [RandomHorizontalFlip(p=1.0), RandomVerticalFlip(p=1.0), RandomRotate90(),
+                                       FiveCrop(48)])
+def test_each_paired_transform_keeps_image_and_mask_aligned(transform):
+    image, mask = asymmetric_pair()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out_image, out_mask = transform(image, mask)
+        assert_aligned(out_image, out_mask)
+
+
+def test_train_preset_aligned_over_many_draws_and_actually_random():
+    image, mask = asymmetric_pair()
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        images, masks = train_transform(48)(image, mask)
+        assert images.shape == (5, 3, 48, 48) and masks.shape == (5, 1, 48, 48)
+        assert images.dtype == torch.float32 and images.max() <= 1.0
+        assert_aligned(images, masks)
+        seen.add(masks.numpy().tobytes())
+    assert len(seen) >= 8  # flips x rotations give up to 16 distinct outcomes
+
+
+def test_flips_and_rotation_move_pixels_as_expected():
+    image, mask = asymmetric_pair()
+    flipped_image, flipped_mask = RandomHorizontalFlip(p=1.0)(image, mask)
+    assert torch.equal(flipped_mask, mask.flip(-1)) and torch.equal(flipped_image, image.flip(-1))
+    _, unflipped = RandomVerticalFlip(p=0.0)(image, mask)
+    assert torch.equal(unflipped, mask)
+
+
+def test_valid_preset_is_deterministic_five_crop():
+    image, mask = asymmetric_pair()
+    first = valid_transform(48)(image, mask)
+    second = valid_transform(48)(image, mask)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    boxes = five_crop_boxes(80, 96, 48)
+    assert boxes == [(0, 0), (0, 48), (32, 0), (32, 48), (16, 24)]
+    y, x = boxes[4]
+    assert torch.equal(first[1][4], mask[:, y:y + 48, x:x + 48].float())
+
+
+def test_five_crop_rejects_small_images():
+    with pytest.raises(ValueError, match="smaller than the crop size 64"):
+        five_crop_boxes(48, 100, 64)
