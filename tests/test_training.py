@@ -74,6 +74,6 @@ def test_presets():
     assert (thesis.epochs, thesis.batch_size, thesis.lr, thesis.milestones, thesis.seed) == (64, 12, 1e-2, (2, 32, 48), 17)
     assert (thesis.width, thesis.crop, thesis.gamma, thesis.skip_dropout) == (32, 224, 0.1, 0.0)
     auto = build_config("segmentation", {"device": "cpu"})
-    assert auto.preset == "cpu" and auto.crop < 224 and auto.skip_dropout == 0.7
+    assert auto.preset == "cpu" and auto.crop < 224 and auto.skip_dropout == 0.5
     explicit = build_config("classification", {"device": "cpu", "epochs": 3, "lr": 0.5})
     assert (explicit.epochs, explicit.lr, explicit.log_dir) == (3, 0.5, "logs/classification")

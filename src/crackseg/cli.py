@@ -40,7 +40,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
         parser.add_argument("--crop", type=int, default=None, help="crop side in px (a multiple of 32)")
         parser.add_argument("--skip-dropout", type=float, default=None,
                             help="probability of zeroing a skip map per crop while training, so the bottleneck "
-                                 "keeps crack evidence for the gate [thesis 0, cpu 0.7]")
+                                 "keeps crack evidence for the gate [thesis 0, cpu 0.5]")
     else:
         parser.add_argument("--segmentation-checkpoint", default="logs/segmentation/checkpoints/best.pth",
                             help="stage 1's best checkpoint; width, crop and skip dropout are read from it")

@@ -114,10 +114,10 @@ def make_pair(rng: np.random.Generator, size: int) -> "tuple[Image.Image, Image.
         draw = ImageDraw.Draw(mask)
         for _ in range(1 + int(rng.random() < 0.3)):
             x, y = rng.uniform(0.1, 0.9, 2) * size
-            _crack(rng, draw, size, x, y, rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.2) * size,
+            _crack(rng, draw, size, x, y, rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 1.6) * size,
                    float(np.exp(rng.uniform(np.log(1.0), np.log(9.0)))))  # hairline ... open crack
     crack = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32) / 255
-    image = image * (1 - rng.uniform(0.25, 0.6) * np.clip(crack * 1.5, 0, 1))
+    image = image * (1 - rng.uniform(0.35, 0.65) * np.clip(crack * 1.5, 0, 1))
     image = _lighting(rng, image)
     tint = 1 + rng.normal(0, 0.012, 3)
     rgb = np.clip(image[..., None] * tint * 255, 0, 255).astype(np.uint8)
