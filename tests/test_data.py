@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from crackseg.data import CracksDataset, DatasetError, collate_crops, crack_labels, pair_files
+from crackseg.synthetic import ensure_dataset, generate
 from crackseg.transforms import train_transform, valid_transform
 
 
@@ -79,3 +80,25 @@ def test_synthetic_dataset_trains_through_the_dataset(tiny_dataset):
     assert len(dataset) == 6
     images, masks, labels = dataset[0]
     assert images.shape == (5, 3, 32, 32) and set(masks.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_synthetic_default_is_deterministic_and_never_written_into_user_data(tmp_path):
+    first = generate(tmp_path / "a", seed=5, image_size=64, counts={"train": 3, "valid": 1})
+    second = generate(tmp_path / "b", seed=5, image_size=64, counts={"train": 3, "valid": 1})
+    for path in sorted((first / "train" / "images").iterdir()):
+        assert path.read_bytes() == (second / "train" / "images" / path.name).read_bytes()
+    masks = [np.asarray(Image.open(p)) for p in sorted((first / "train" / "masks").iterdir())]
+    assert all(set(np.unique(m)) <= {0, 255} for m in masks)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".gitkeep").touch()
+    assert ensure_dataset(empty, seed=5, image_size=64, counts={"train": 2, "valid": 1})
+    assert len(list((empty / "valid" / "images").iterdir())) == 1
+    assert not ensure_dataset(empty, seed=5, image_size=64, counts={"train": 2, "valid": 1})  # has images now
+
+    wrong_layout = tmp_path / "mine"
+    write(wrong_layout / "images" / "a.jpg", mode="RGB")
+    with pytest.raises(DatasetError, match="expected train/images"):
+        ensure_dataset(wrong_layout, seed=5, image_size=64, counts={"train": 2, "valid": 1})
+    assert not (wrong_layout / "train").exists()

@@ -22,19 +22,19 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{stage}.py", description=DESCRIPTIONS[stage],
         epilog=f"Presets: thesis = SPEC.md's schedule {THESIS}; cpu = {CPU} with {CPU_STAGES[stage]}. "
-               "auto (default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               "auto (default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it. "
+               "Flags without a default shown take the preset's value.")
     parser.add_argument("--preset", choices=["auto", "thesis", "cpu"], default=None, help="schedule preset [auto]")
     parser.add_argument("--data-root", default=None,
-                        help="folder with {train,valid}/{images,masks}; a synthetic set is generated there if it "
-                             "holds no images [dataset]")
+                        help="folder with {train,valid}/{images,masks}; the synthetic default is generated there if "
+                             "the folder is missing or empty [dataset]")
     parser.add_argument("--log-dir", default=None, help=f"where logs and checkpoints go [logs/{stage}]")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="number of epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (5 crops each)")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     parser.add_argument("--milestones", type=int, nargs="+", default=None,
                         help="epochs after which MultiStepLR multiplies the learning rate by --gamma")
-    parser.add_argument("--gamma", type=float, default=None)
+    parser.add_argument("--gamma", type=float, default=None, help="learning-rate factor at each milestone")
     if stage == "segmentation":
         parser.add_argument("--width", type=int, default=None, help="base width f of the U-Net")
         parser.add_argument("--crop", type=int, default=None, help="crop side in px (a multiple of 32)")
@@ -43,8 +43,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                                  "keeps crack evidence for the gate [thesis 0, cpu 0.5]")
     else:
         parser.add_argument("--segmentation-checkpoint", default="logs/segmentation/checkpoints/best.pth",
-                            help="stage 1's best checkpoint; width, crop and skip dropout are read from it")
-    parser.add_argument("--seed", type=int, default=None)
+                            help="stage 1's best checkpoint; width, crop and skip dropout are read from it "
+                                 "[logs/segmentation/checkpoints/best.pth]")
+    parser.add_argument("--seed", type=int, default=None, help="global seed (data order, augmentation, init)")
     parser.add_argument("--workers", type=int, default=None, help="data loader worker processes [0]")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")
     parser.add_argument("--amp", action="store_true", default=None,

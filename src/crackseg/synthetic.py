@@ -12,6 +12,8 @@ from typing import Dict
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from crackseg.data import DatasetError
+
 MARKER = "synthetic.json"
 CRACK_SHARE = 0.65  # share of images with at least one crack
 
@@ -147,9 +149,17 @@ def has_images(root: Path) -> bool:
 
 
 def ensure_dataset(root: Path, seed: int, image_size: int, counts: Dict[str, int]) -> bool:
-    """Generate the synthetic dataset under `root` when it holds no images; returns True if it did."""
+    """Generate the synthetic dataset when `root` is missing or empty; returns True if it did.
+
+    A root that holds something else than the expected layout is the user's data: it is never written into.
+    """
+    root = Path(root)
     if has_images(root):
         return False
+    if root.is_dir() and any(not entry.name.startswith(".") for entry in root.iterdir()):
+        raise DatasetError(f"{root}: no images in {root / 'train' / 'images'}; expected "
+                           "train/images, train/masks, valid/images, valid/masks (or an empty folder, "
+                           "where the synthetic default is generated)")
     print(f"{root}: no images found; generating the synthetic crack dataset "
           f"({', '.join(f'{n} {split}' for split, n in counts.items())} images of {image_size}x{image_size} px, "
           f"seed {seed}) ...", flush=True)
