@@ -7,7 +7,6 @@ from crackseg.checkpoints import load_checkpoint
 from crackseg import cli
 from crackseg.cli import run
 from crackseg.config import build_config
-from crackseg.synthetic import generate
 
 TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
 
