@@ -4,8 +4,6 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-STAGES = ("segmentation", "classification")
-
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
               skip_dropout=0.0)

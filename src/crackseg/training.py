@@ -117,7 +117,6 @@ class BestCheckpointCallback(dl.Callback):
         self.directory = Path(directory)
         self.config = config
         self.best_loss = float("inf")
-        self.best_epoch = 0
 
     def on_epoch_end(self, runner: "dl.IRunner") -> None:
         if not runner.engine.is_main_process:
@@ -128,7 +127,7 @@ class BestCheckpointCallback(dl.Callback):
                     metrics=metrics)
         save_checkpoint(self.directory / "last.pth", **args)
         if metrics["loss"] < self.best_loss:
-            self.best_loss, self.best_epoch = metrics["loss"], runner.epoch_step
+            self.best_loss = metrics["loss"]
             save_checkpoint(self.directory / "best.pth", **args)
 
 
