@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from crackseg.data import CracksDataset, DatasetError, collate_crops, crack_labels, pair_files
+from crackseg.data import (CracksDataset, DatasetError, collate_crops, crack_labels, load_image, load_mask,
+                           pair_files)
 from crackseg.synthetic import ensure_dataset, generate
 from crackseg.transforms import train_transform, valid_transform
 
@@ -102,3 +103,55 @@ def test_synthetic_default_is_deterministic_and_never_written_into_user_data(tmp
     with pytest.raises(DatasetError, match="expected train/images"):
         ensure_dataset(wrong_layout, seed=5, image_size=64, counts={"train": 2, "valid": 1})
     assert not (wrong_layout / "train").exists()
+
+
+def _mask_pattern():
+    crack = np.zeros((8, 12), dtype=bool)
+    crack[2:5, 3:9] = True
+    return crack
+
+
+@pytest.mark.parametrize("encoding", ["0/255", "0/1", "1-bit", "palette", "rgb-red", "16-bit"])
+def test_mask_encodings_all_read_as_the_same_binary_mask(tmp_path, encoding):
+    crack = _mask_pattern()
+    if encoding == "0/255":
+        image = Image.fromarray(crack.astype(np.uint8) * 255)
+    elif encoding == "0/1":
+        image = Image.fromarray(crack.astype(np.uint8))
+    elif encoding == "1-bit":
+        image = Image.fromarray(crack.astype(np.uint8) * 255).convert("1")
+    elif encoding == "palette":
+        image = Image.fromarray(crack.astype(np.uint8), mode="L").convert("P")
+        image.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)  # index 1 is dark red: luminance < 127
+    elif encoding == "rgb-red":
+        rgb = np.zeros((8, 12, 3), dtype=np.uint8)
+        rgb[crack] = (255, 0, 0)
+        image = Image.fromarray(rgb)
+    else:
+        image = Image.fromarray(crack.astype(np.uint16) * 65535)
+    image.save(tmp_path / "mask.png")
+    mask = load_mask(tmp_path / "mask.png")
+    assert mask.shape == (1, 8, 12) and mask.dtype == torch.uint8
+    assert torch.equal(mask[0].bool(), torch.from_numpy(crack))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
+def test_images_of_any_mode_become_rgb_uint8(tmp_path, mode):
+    grey = np.arange(96, dtype=np.uint8).reshape(8, 12) * 2
+    if mode == "I;16":
+        image = Image.fromarray(grey.astype(np.uint16) * 257)  # 16-bit full scale
+    else:
+        image = Image.fromarray(grey).convert(mode)
+    image.save(tmp_path / "image.png")
+    loaded = load_image(tmp_path / "image.png")
+    assert loaded.shape == (3, 8, 12) and loaded.dtype == torch.uint8
+    assert torch.equal(loaded[0], torch.from_numpy(grey)) and torch.equal(loaded[0], loaded[2])
+
+
+def test_corrupt_and_truncated_images_name_the_file(tmp_path):
+    (tmp_path / "junk.jpg").write_bytes(b"this is not a jpeg")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "whole.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:200])
+    for name in ("junk.jpg", "cut.jpg"):
+        with pytest.raises(DatasetError, match=name):
+            load_image(tmp_path / name)

@@ -43,19 +43,59 @@ def pair_files(images_dir: Path, masks_dir: Path) -> List[Tuple[Path, Path]]:
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def read_pair(image_path: Path, mask_path: Path) -> Pair:
-    """Decode an image (3, H, W) uint8 RGB and its mask (1, H, W) uint8 0/1 (grey > 127 is crack)."""
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode an image file, turning PIL's many failure types into one clear DatasetError."""
     try:
-        with Image.open(image_path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-        with Image.open(mask_path) as mask:
-            grey = np.asarray(mask.convert("L"))
-    except OSError as error:
-        raise DatasetError(f"{image_path} / {mask_path}: cannot read ({error})") from None
-    if rgb.shape[:2] != grey.shape:
-        raise DatasetError(f"{image_path}: image is {rgb.shape[1]}x{rgb.shape[0]} px but its mask {mask_path.name} "
-                           f"is {grey.shape[1]}x{grey.shape[0]} px")
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1), torch.from_numpy((grey > 127).astype(np.uint8))[None]
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: unidentified, truncated or corrupt files
+        raise DatasetError(f"{path}: cannot read image ({error})") from None
+
+
+def _high_bit_depth(image: Image.Image) -> Optional[np.ndarray]:
+    """A 16-bit or 32-bit single-channel image scaled to uint8 (H, W), or None for 8-bit modes."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return None
+    values = np.asarray(image, dtype=np.float64)
+    full_scale = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+    return np.clip(values * (255.0 / full_scale), 0, 255).round().astype(np.uint8)
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """Decode an image file as RGB uint8 (3, H, W): grey, palette, RGBA (alpha dropped) and 16-bit are converted."""
+    image = _open(Path(path))
+    grey = _high_bit_depth(image)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2) if grey is not None else np.asarray(image.convert("RGB"))
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def load_mask(path: Path) -> torch.Tensor:
+    """Decode a mask file as uint8 0/1 (1, H, W).
+
+    Accepted: 0/255 or 0/1 grey, 1-bit, 16-bit, palette (index > 0 is crack) and RGB (any channel > 127 is
+    crack). Grey masks whose largest value is 1 are read as 0/1; others are cut at 127.
+    """
+    image = _open(Path(path))
+    values = _high_bit_depth(image)
+    if values is None:
+        if image.mode == "P":
+            values = np.asarray(image)  # palette indices: 0 is background
+        elif image.mode in ("L", "1", "LA"):
+            values = np.asarray(image.convert("L"))
+        else:
+            values = np.asarray(image.convert("RGB")).max(axis=2)
+    crack = values > 0 if values.max(initial=0) <= 1 or image.mode == "P" else values > 127
+    return torch.from_numpy(crack.astype(np.uint8))[None]
+
+
+def read_pair(image_path: Path, mask_path: Path) -> Pair:
+    """Decode an image (3, H, W) uint8 RGB and its mask (1, H, W) uint8 0/1; their sizes must agree."""
+    image, mask = load_image(image_path), load_mask(mask_path)
+    if image.shape[1:] != mask.shape[1:]:
+        raise DatasetError(f"{image_path}: image is {image.shape[2]}x{image.shape[1]} px but its mask "
+                           f"{Path(mask_path).name} is {mask.shape[2]}x{mask.shape[1]} px")
+    return image, mask
 
 
 def crack_labels(masks: torch.Tensor, min_fraction: float = MIN_CRACK_FRACTION) -> Pair:
