@@ -18,6 +18,8 @@ setup(
         "numpy>=1.24",
         "matplotlib>=3.7",
         "tensorboardX>=2.6",  # catalyst's TensorboardLogger writes through it
+        "tqdm>=4.60",  # progress bars of evaluate and predict (catalyst uses it too)
     ],
+    entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
     extras_require={"test": ["pytest>=7"]},
 )

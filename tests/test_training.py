@@ -32,6 +32,7 @@ def test_segmentation_generates_data_trains_and_checkpoints(stage_one):
     header = (stage_one / "seg" / "csv" / "valid.csv").read_text().splitlines()[0].split(",")
     assert {"step", "loss", "bce", "dice", "iou"} <= set(header)
     assert any((stage_one / "seg" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (stage_one / "seg" / "curves.png").stat().st_size > 1000  # drawn at the end of training
 
 
 def test_classification_freezes_the_stage_one_encoder_and_combines(stage_one):

@@ -23,6 +23,10 @@ def save_checkpoint(path: PathLike, stage: str, model_state: Dict[str, torch.Ten
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "stage": stage, "config": dict(config), "epoch": epoch,
                "metrics": dict(metrics or {}), "model": model_state, **extra}
+    _write(path, payload)
+
+
+def _write(path: Path, payload: Dict[str, Any]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     torch.save(payload, temporary)
     os.replace(temporary, path)
@@ -42,6 +46,13 @@ def load_checkpoint(path: PathLike, stage: Optional[str] = None, map_location: A
     if stage is not None and payload["stage"] != stage:
         raise CheckpointError(f"{path}: a {payload['stage']} checkpoint, but a {stage} checkpoint is needed")
     return payload
+
+
+def update_checkpoint(path: PathLike, stage: str, **fields: Any) -> None:
+    """Add or replace top-level fields of a checkpoint (e.g. a chosen mask threshold), atomically."""
+    payload = load_checkpoint(path, stage=stage)
+    payload.update(fields)
+    _write(Path(path), payload)
 
 
 def submodule_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:

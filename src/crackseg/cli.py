@@ -78,5 +78,6 @@ def run(stage: str, argv: Optional[List[str]] = None) -> int:
         return 2
     metrics = ", ".join(f"{key}={value:.4f}" for key, value in sorted(result["metrics"].items()))
     print(f"\n{stage} done in {result['seconds'] / 60:.1f} min; best epoch {result['epoch']} "
-          f"(lowest valid loss), saved to {result['best']}\nvalid: {metrics}", flush=True)
+          f"(lowest valid loss), saved to {result['best']}\nvalid: {metrics}\n"
+          f"training curves: {result['curves']}", flush=True)
     return 0

@@ -20,6 +20,7 @@ from crackseg.data import CracksDataset, collate_crops
 from crackseg.losses import BCEDiceLoss
 from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
 from crackseg.models import UNet, VGGEncoderClassifier
+from crackseg.plots import plot_training_curves
 from crackseg.transforms import train_transform, valid_transform
 
 Batch = Dict[str, torch.Tensor]
@@ -169,7 +170,8 @@ RUNNERS = {"segmentation": SegmentationRunner, "classification": ClassificationR
 
 
 def train(config: TrainConfig) -> Dict[str, object]:
-    """Train one stage; returns {"best": path, "epoch": best epoch, "metrics": its valid metrics, "seconds"}."""
+    """Train one stage; returns {"best": path, "epoch": best epoch, "metrics": its valid metrics, "seconds",
+    "curves": the PNG of the training curves}."""
     torch.manual_seed(config.seed)
     log_dir = Path(config.log_dir)
     model = build_model(config)
@@ -190,4 +192,4 @@ def train(config: TrainConfig) -> Dict[str, object]:
                  seed=config.seed, hparams=config.to_dict(), verbose=sys.stderr.isatty())
     best = load_checkpoint(log_dir / "checkpoints" / "best.pth", stage=config.stage)
     return {"best": log_dir / "checkpoints" / "best.pth", "epoch": best["epoch"], "metrics": best["metrics"],
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "curves": plot_training_curves(log_dir)}

@@ -13,14 +13,16 @@ class UNetClassifier(nn.Module):
     """Gated crack segmentation: (N, 3, crop, crop) -> (masks (N, 1, crop, crop), crack_probs (N, 1)).
 
     Masks hold crack probabilities; images whose crack probability is not above `threshold` get an all-zero
-    mask without any decoder work.
+    mask without any decoder work. `mask_threshold` is where tools binarise the masks (chosen on validation
+    data by `crackseg evaluate --save-threshold`, else 0.5).
     """
 
-    def __init__(self, width: int = 32, crop_size: int = 224, threshold: float = 0.5):
+    def __init__(self, width: int = 32, crop_size: int = 224, threshold: float = 0.5, mask_threshold: float = 0.5):
         super().__init__()
         self.width = width
         self.crop_size = crop_size
         self.threshold = threshold
+        self.mask_threshold = mask_threshold
         self.encoder = VGGEncoder(width)
         self.decoder = Decoder(width)
         self.head = ClassifierHead(self.encoder.out_channels, crop_size)
@@ -31,7 +33,7 @@ class UNetClassifier(nn.Module):
         """Build the combined model (in eval mode) from the best checkpoints of stage 1 and stage 2.
 
         The decoder comes from the segmentation checkpoint, the encoder and the head from the
-        classification one (its encoder is stage 1's, frozen).
+        classification one (its encoder is stage 1's, frozen), and so does a stored mask threshold.
         """
         seg = load_checkpoint(segmentation, stage="segmentation", map_location=map_location)
         cls_ = load_checkpoint(classification, stage="classification", map_location=map_location)
@@ -39,7 +41,8 @@ class UNetClassifier(nn.Module):
         if seg["config"]["width"] != width:
             raise CheckpointError(
                 f"{segmentation}: width {seg['config']['width']} does not match {classification} (width {width})")
-        model = cls(width=width, crop_size=crop, threshold=threshold)
+        model = cls(width=width, crop_size=crop, threshold=threshold,
+                    mask_threshold=cls_.get("mask_threshold", 0.5))
         model.decoder.load_state_dict(submodule_state(seg["model"], "decoder"))
         model.encoder.load_state_dict(submodule_state(cls_["model"], "encoder"))
         model.head.load_state_dict(submodule_state(cls_["model"], "head"))

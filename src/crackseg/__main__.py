@@ -1,0 +1,7 @@
+"""`python -m crackseg` is the `crackseg` command."""
+import sys
+
+from crackseg.commands import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, curves."""
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from tqdm import tqdm
+
+from crackseg.checkpoints import CheckpointError, update_checkpoint
+from crackseg.config import resolve_device
+from crackseg.data import MIN_CRACK_FRACTION, DatasetError, pair_files, read_pair
+from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
+from crackseg.inference import Predictor
+from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
+from crackseg.prediction import expand_inputs, predict_files
+
+SEGMENTATION_CHECKPOINT = "logs/segmentation/checkpoints/best.pth"
+CLASSIFICATION_CHECKPOINT = "logs/classification/checkpoints/best.pth"
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--segmentation-checkpoint", default=SEGMENTATION_CHECKPOINT,
+                       help=f"stage 1's checkpoint (decoder) [{SEGMENTATION_CHECKPOINT}]")
+    group.add_argument("--classification-checkpoint", default=CLASSIFICATION_CHECKPOINT,
+                       help="stage 2's checkpoint (encoder, head, stored mask threshold) "
+                            f"[{CLASSIFICATION_CHECKPOINT}]")
+    group.add_argument("--mask-threshold", type=float, default=None,
+                       help="crack probability at which a pixel is crack [the one stored with the model, else 0.5]")
+    group.add_argument("--gate-threshold", type=float, default=0.5,
+                       help="the head's crack probability above which a tile is decoded [0.5]")
+    group.add_argument("--overlap", type=int, default=None, help="tile overlap in px [a quarter of the crop]")
+    group.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass [32]")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crackseg", description="Crack segmentation with a crack / no-crack gate. "
+                                     "Train with `python segmentation.py && python classification.py`.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score the model on labelled images at full resolution",
+        description="Score whole labelled images: the U-Net on the whole (padded) image and the gated, tiled "
+                    "model; Dice, IoU, precision, recall at the mask threshold, ODS and OIS over thresholds "
+                    "0.01..0.99, and the gate's decisions per tile and per image. Writes metrics.json, "
+                    "per_image.csv, pr_curve.png, f1_threshold.png and predictions.png to --out.")
+    source = evaluate.add_argument_group("data (a split of a data root, or two folders)")
+    source.add_argument("--data-root", default="dataset", help="folder with SPLIT/{images,masks} [dataset]")
+    source.add_argument("--split", default="valid", help="split to score [valid]")
+    source.add_argument("--images", default=None, help="folder of images (with --masks; overrides the data root)")
+    source.add_argument("--masks", default=None, help="folder of masks named like the images")
+    evaluate.add_argument("--out", default="logs/evaluation", help="output folder [logs/evaluation]")
+    evaluate.add_argument("--save-threshold", action="store_true",
+                          help="store the gated model's ODS threshold in the classification checkpoint, "
+                               "so predict uses it")
+    evaluate.add_argument("--floor", action="store_true",
+                          help="score SPEC's no-training floor (crack probability = 1 - grey level) instead of "
+                               "a model")
+    _model_arguments(evaluate)
+    evaluate.set_defaults(handler=run_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="find cracks in photos of any size",
+        description="Gated inference: each image is cut into overlapping tiles of the training crop, the head "
+                    "gates every tile, only tiles gated as cracked are decoded, and the mask is stitched back at "
+                    "full resolution. Writes NAME_mask.png (0/255), NAME_overlay.png and summary.csv to --out. "
+                    "An unreadable file is reported and skipped; the exit code is 1 if any input failed.")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
+    predict.add_argument("--out", required=True, help="output folder")
+    _model_arguments(predict)
+    predict.set_defaults(handler=run_predict)
+
+    curves = commands.add_parser("curves", help="plot training curves from a stage's log folder",
+                                 description="Draw per-epoch train and valid curves (loss and every metric) "
+                                             "from the CSV logs of a training run into LOG_DIR/curves.png.")
+    curves.add_argument("log_dirs", nargs="+", metavar="LOG_DIR", help="e.g. logs/segmentation")
+    curves.set_defaults(handler=run_curves)
+    return parser
+
+
+def _predictor(args: argparse.Namespace) -> Predictor:
+    return Predictor.from_checkpoints(
+        args.segmentation_checkpoint, args.classification_checkpoint, gate_threshold=args.gate_threshold,
+        device=resolve_device(args.device), batch_size=args.batch_size, overlap=args.overlap,
+        **({} if args.mask_threshold is None else {"mask_threshold": args.mask_threshold}))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    if (args.images is None) != (args.masks is None):
+        raise DatasetError("--images and --masks go together")
+    images = Path(args.images) if args.images else Path(args.data_root) / args.split / "images"
+    masks = Path(args.masks) if args.masks else Path(args.data_root) / args.split / "masks"
+    pairs = pair_files(images, masks)
+    predictor = None if args.floor else _predictor(args)
+    mask_threshold = predictor.mask_threshold if predictor else (args.mask_threshold or 0.5)
+    progress = lambda rows: tqdm(rows, total=len(pairs), desc="evaluate", unit="image", disable=None)  # noqa: E731
+    result = evaluate_split(pairs, predictor, mask_threshold, MIN_CRACK_FRACTION, progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: Dict[str, Any] = {"images_dir": str(images), "masks_dir": str(masks), **result["summary"]}
+    if predictor:
+        summary["checkpoints"] = {"segmentation": args.segmentation_checkpoint,
+                                  "classification": args.classification_checkpoint}
+        summary["tiling"] = {"tile": predictor.tile, "overlap": predictor.overlap,
+                             "gate_threshold": predictor.model.threshold}
+    write_json(out / "metrics.json", summary)
+    write_rows(out / "per_image.csv", result["rows"])
+    plot_precision_recall(result["curves"], summary, out / "pr_curve.png")
+    plot_f1_threshold(result["curves"], mask_threshold, out / "f1_threshold.png")
+    main = "gated" if predictor else "floor"
+    examples = []
+    for label, index in pick_examples(result["rows"], main).items():
+        image, mask = read_pair(*pairs[index])
+        probs = next(predictor.tiled([(index, image)])).probs if predictor else floor_probs(image)
+        dice = result["rows"][index][f"{main}_dice"]
+        examples.append((f"{label}: {pairs[index][0].name}\nDice {dice:.3f}", image, mask[0].bool(),
+                         probs >= mask_threshold))
+    plot_prediction_grid(examples, out / "predictions.png", title=f"{main}, mask threshold {mask_threshold:.2f}")
+    print(format_summary(summary))
+    if args.save_threshold and predictor:
+        threshold = summary["gated"]["ods_threshold"]
+        update_checkpoint(args.classification_checkpoint, "classification", mask_threshold=threshold)
+        print(f"saved mask threshold {threshold:.2f} (gated ODS) to {args.classification_checkpoint}")
+    print(f"wrote metrics.json, per_image.csv, pr_curve.png, f1_threshold.png, predictions.png to {out}")
+    return 0
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    """A few lines a person can read: pixel scores per source, then the gate."""
+    lines = [f"{summary['images']} images, {summary['crack_pixels']} crack pixels"]
+    for name in ("segmentation", "gated", "floor"):
+        if name in summary:
+            s = summary[name]
+            lines.append(f"{name:>12}: Dice {s['dice']:.4f}  IoU {s['iou']:.4f}  P {s['precision']:.4f}  "
+                         f"R {s['recall']:.4f} @ {s['mask_threshold']:.2f} | ODS {s['ods']:.4f} "
+                         f"@ {s['ods_threshold']:.2f}  OIS {s['ois']:.4f}")
+    if "gate" in summary:
+        gate = summary["gate"]
+        for level in ("crop", "image"):
+            g = gate[level]
+            lines.append(f"{'gate ' + level:>12}: F1 crack {g['f1_1']:.4f}  no crack {g['f1_0']:.4f}  "
+                         f"mean {g['f1_mean']:.4f}  confusion [[TN FP] [FN TP]] {g['confusion']}")
+        lines.append(f"{'decoder':>12}: ran on {gate['tiles_decoded']} of {gate['tiles_total']} tiles "
+                     f"({100 * gate['decoded_share']:.1f}%)")
+    return "\n".join(lines)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    paths, problems = expand_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not paths:
+        print("error: no input images", file=sys.stderr)
+        return 1
+    predictor = _predictor(args)
+    out = Path(args.out)
+    with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
+        rows = predict_files(predictor, paths, out, progress)
+    failed = [row for row in rows if row["status"] != "ok"]
+    cracked = sum(row.get("cracked", 0) for row in rows)
+    print(f"{len(rows) - len(failed)} images: {cracked} with cracks; masks, overlays and summary.csv in {out} "
+          f"(mask threshold {predictor.mask_threshold:.2f})")
+    if failed or problems:
+        print(f"error: {len(failed) + len(problems)} input(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    for log_dir in args.log_dirs:
+        print(f"wrote {plot_training_curves(Path(log_dir))}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (DatasetError, CheckpointError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

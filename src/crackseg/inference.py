@@ -1,0 +1,135 @@
+"""Trained models over whole images of any size: the full-image U-Net path and tiled, gated inference.
+
+Images are uint8 (3, H, W) tensors on the CPU; probability maps come back as float32 (H, W) on the CPU.
+"""
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
+
+import torch
+
+from crackseg.checkpoints import PathLike
+from crackseg.models import UNetClassifier
+from crackseg.models.unet import DEPTH
+from crackseg.tiling import TileGrid, extract_tiles, pad_to_multiple, stitch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class TiledResult:
+    """The gated prediction of one image: crack probabilities (H, W), and per tile its crack probability and
+    whether the decoder ran on it."""
+
+    key: Any
+    probs: torch.Tensor
+    grid: TileGrid
+    tile_probs: torch.Tensor
+    decoded: torch.Tensor
+
+    @property
+    def cracked(self) -> bool:
+        """The image is called cracked when the head gated at least one of its tiles as cracked."""
+        return bool(self.decoded.any())
+
+
+@dataclass
+class _Pending:
+    key: Any
+    grid: TileGrid
+    tiles: torch.Tensor  # uint8 (T, 3, s, s)
+    tile_probs: torch.Tensor
+    outputs: torch.Tensor
+    done: int = 0
+
+
+class Predictor:
+    """Runs a `UNetClassifier` on a device: `segment` decodes a whole image at once (no gate), `tiled` cuts
+    images into overlapping crops of the training size, gates each, decodes the cracked ones and stitches the
+    masks back. Tiles of consecutive images share batches."""
+
+    def __init__(self, model: UNetClassifier, device: Any = "cpu", batch_size: int = 32,
+                 overlap: Optional[int] = None, mask_threshold: float = 0.5):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.batch_size = batch_size
+        self.tile = model.crop_size
+        self.overlap = model.crop_size // 4 if overlap is None else overlap
+        self.mask_threshold = mask_threshold
+
+    @classmethod
+    def from_checkpoints(cls, segmentation: PathLike, classification: PathLike, gate_threshold: float = 0.5,
+                         **kwargs: Any) -> "Predictor":
+        model = UNetClassifier.from_checkpoints(segmentation, classification, threshold=gate_threshold)
+        kwargs.setdefault("mask_threshold", model.mask_threshold)
+        return cls(model, **kwargs)
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device, non_blocking=True).float().div_(255)
+
+    @torch.no_grad()
+    def segment(self, image: torch.Tensor) -> torch.Tensor:
+        """Ungated U-Net on the whole image (padded to a multiple of 16, cropped back): (3, H, W) -> (H, W)."""
+        height, width = image.shape[-2:]
+        padded = pad_to_multiple(image, 2**DEPTH)[None]
+        bottleneck, skips = self.model.encoder(self._input(padded))
+        logits = self.model.decoder(bottleneck, skips)
+        return torch.sigmoid(logits.float())[0, 0, :height, :width].cpu()
+
+    @torch.no_grad()
+    def _run(self, batch: List[Tuple[_Pending, int]]) -> None:
+        tiles = torch.stack([pending.tiles[index] for pending, index in batch])
+        masks, crack_probs = self.model(self._input(tiles))
+        masks, crack_probs = masks.cpu(), crack_probs.cpu()
+        for row, (pending, index) in enumerate(batch):
+            pending.outputs[index] = masks[row]
+            pending.tile_probs[index] = crack_probs[row, 0]
+            pending.done += 1
+
+    def tiled(self, items: Iterable[Tuple[Any, torch.Tensor]]) -> Iterator[TiledResult]:
+        """Gated inference over (key, image) pairs; yields one `TiledResult` per image, in input order."""
+        queue: Deque[_Pending] = deque()
+        waiting: List[Tuple[_Pending, int]] = []
+        for key, image in items:
+            grid = TileGrid.of(image.shape[-2], image.shape[-1], self.tile, self.overlap)
+            pending = _Pending(key, grid, extract_tiles(image, grid), torch.zeros(len(grid)),
+                               torch.zeros(len(grid), 1, self.tile, self.tile))
+            queue.append(pending)
+            waiting.extend((pending, index) for index in range(len(grid)))
+            while len(waiting) >= self.batch_size:
+                self._run(waiting[:self.batch_size])
+                del waiting[:self.batch_size]
+                yield from self._finished(queue)
+        if waiting:
+            self._run(waiting)
+        yield from self._finished(queue)
+
+    def _finished(self, queue: Deque[_Pending]) -> Iterator[TiledResult]:
+        while queue and queue[0].done == len(queue[0].grid):
+            pending = queue.popleft()
+            decoded = pending.tile_probs > self.model.threshold
+            probs = stitch(pending.outputs, pending.grid, decoded)[0]
+            yield TiledResult(pending.key, probs, pending.grid, pending.tile_probs, decoded)
+
+
+def prefetch(function: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Iterator[Tuple[T, Any]]:
+    """Yield (item, function(item)) in order, computing up to `ahead` items in a background thread (image
+    decoding overlaps the model). An exception is yielded in place of its item's result, not raised."""
+    def guarded(item: T) -> Any:
+        try:
+            return function(item)
+        except Exception as error:  # handed to the caller, who decides per item
+            return error
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        futures: Deque[Tuple[T, Any]] = deque()
+        for item in items:
+            futures.append((item, pool.submit(guarded, item)))
+            if len(futures) > ahead:
+                done, future = futures.popleft()
+                yield done, future.result()
+        while futures:
+            done, future = futures.popleft()
+            yield done, future.result()
