@@ -1,16 +1,22 @@
-"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, curves."""
+"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, bench, curves."""
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
 from tqdm import tqdm
 
+from crackseg import benchmark
+from crackseg.acceleration import PRECISIONS
 from crackseg.checkpoints import CheckpointError, update_checkpoint
 from crackseg.config import resolve_device
-from crackseg.data import MIN_CRACK_FRACTION, DatasetError, pair_files, read_pair
+from crackseg.data import MIN_CRACK_FRACTION, DatasetError, load_image, pair_files, read_pair
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import Predictor
+from crackseg.models import UNetClassifier
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
 from crackseg.prediction import expand_inputs, predict_files
 
@@ -70,6 +76,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder")
     _model_arguments(predict)
     predict.set_defaults(handler=run_predict)
+
+    bench = commands.add_parser(
+        "bench", help="measure inference and training speed (JSON)",
+        description="Measure, in one run with interleaved rounds: inference crops/s of the plain eager fp32 U-Net, "
+                    "of the fast path (channels-last, reduced precision where the hardware has it) and of the "
+                    "gated model at 0/10/50/100%% cracked crops; the ideal gated speedup from FLOP counts; stage-1 "
+                    "training crops/s (plain and fast, data loader included) and the loader's own crops/s. "
+                    "Prints JSON and writes it to --out. Random weights unless --agreement-images is given.")
+    bench.add_argument("--width", type=int, default=32, help="U-Net base width [32]")
+    bench.add_argument("--crop", type=int, default=224, help="crop side in px [224]")
+    bench.add_argument("--batch", type=int, default=10, help="crops per inference batch [10]")
+    bench.add_argument("--rounds", type=int, default=3, help="timed rounds per variant [3]")
+    bench.add_argument("--train-images", type=int, default=2, help="images (x5 crops) per training batch [2]")
+    bench.add_argument("--train-steps", type=int, default=2, help="training steps per round [2]")
+    bench.add_argument("--no-training", action="store_true", help="skip the training measurements")
+    bench.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="reduced precision of the fast path [auto: fp16 on CUDA, bf16 on CPUs with native bf16, "
+                            "else fp32]")
+    bench.add_argument("--agreement-images", default=None,
+                       help="folder of photos: also report the Dice between the fast path's and plain fp32's "
+                            "binarised masks, with the trained checkpoints")
+    bench.add_argument("--segmentation-checkpoint", default=SEGMENTATION_CHECKPOINT, help=argparse.SUPPRESS)
+    bench.add_argument("--classification-checkpoint", default=CLASSIFICATION_CHECKPOINT, help=argparse.SUPPRESS)
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+    bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
+    bench.set_defaults(handler=run_bench)
 
     curves = commands.add_parser("curves", help="plot training curves from a stage's log folder",
                                  description="Draw per-epoch train and valid curves (loss and every metric) "
@@ -164,6 +196,37 @@ def run_predict(args: argparse.Namespace) -> int:
     if failed or problems:
         print(f"error: {len(failed) + len(problems)} input(s) failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    device = torch.device(resolve_device(args.device))
+    report: Dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"), "command": "crackseg " + " ".join(sys.argv[1:]),
+        "machine": benchmark.machine(),
+        "config": {"width": args.width, "crop": args.crop, "batch": args.batch, "rounds": args.rounds,
+                   "device": str(device), "precision": args.precision}}
+    report["flops"] = benchmark.flops(UNetClassifier(args.width, args.crop).eval(), args.crop)
+    report["inference"] = benchmark.inference(args.width, args.crop, args.batch, args.rounds, device, args.precision)
+    report["inference"]["gated_0_share_of_ideal"] = (report["inference"]["gated_over_fast"]["0"]
+                                                     / report["flops"]["ideal_gated_speedup_at_0"])
+    if not args.no_training:
+        report["training"] = benchmark.training(args.width, args.crop, args.train_images, args.train_steps,
+                                                args.rounds, device, args.precision)
+    if args.agreement_images:
+        paths, problems = expand_inputs([args.agreement_images])
+        if problems:
+            raise DatasetError("; ".join(problems))
+        common = dict(segmentation=args.segmentation_checkpoint, classification=args.classification_checkpoint,
+                      device=device)
+        fast = Predictor.from_checkpoints(precision=args.precision, **common)
+        plain = Predictor.from_checkpoints(channels_last=False, precision="fp32", **common)
+        images = lambda: ((path, load_image(path)) for path in paths)  # noqa: E731
+        report["agreement"] = {"images": len(paths), **benchmark.agreement(fast, plain, images)}
+    text = json.dumps(report, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
     return 0
 
 

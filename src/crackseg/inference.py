@@ -9,6 +9,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 
 import torch
 
+from crackseg.acceleration import autocast, reduced_precision, to_channels_last
 from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
 from crackseg.models.unet import DEPTH
@@ -48,12 +49,22 @@ class _Pending:
 class Predictor:
     """Runs a `UNetClassifier` on a device: `segment` decodes a whole image at once (no gate), `tiled` cuts
     images into overlapping crops of the training size, gates each, decodes the cracked ones and stitches the
-    masks back. Tiles of consecutive images share batches."""
+    masks back. Tiles of consecutive images share batches.
+
+    The fast path (the default) keeps weights and inputs channels-last and autocasts to reduced precision where
+    the hardware has it (`precision="auto"`, see `acceleration`); `channels_last=False, precision="fp32"` is the
+    plain eager model.
+    """
 
     def __init__(self, model: UNetClassifier, device: Any = "cpu", batch_size: int = 32,
-                 overlap: Optional[int] = None, mask_threshold: float = 0.5):
+                 overlap: Optional[int] = None, mask_threshold: float = 0.5, channels_last: bool = True,
+                 precision: str = "auto"):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
+        self.channels_last = channels_last
+        if channels_last:
+            to_channels_last(self.model)
+        self.dtype = reduced_precision(self.device, precision)
         self.batch_size = batch_size
         self.tile = model.crop_size
         self.overlap = model.crop_size // 4 if overlap is None else overlap
@@ -67,25 +78,34 @@ class Predictor:
         return cls(model, **kwargs)
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(self.device, non_blocking=True).float().div_(255)
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        images = images.to(self.device, non_blocking=True).float().div_(255)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def segment(self, image: torch.Tensor) -> torch.Tensor:
         """Ungated U-Net on the whole image (padded to a multiple of 16, cropped back): (3, H, W) -> (H, W)."""
         height, width = image.shape[-2:]
         padded = pad_to_multiple(image, 2**DEPTH)[None]
-        bottleneck, skips = self.model.encoder(self._input(padded))
-        logits = self.model.decoder(bottleneck, skips)
+        with autocast(self.device, self.dtype):
+            bottleneck, skips = self.model.encoder(self._input(padded))
+            logits = self.model.decoder(bottleneck, skips)
         return torch.sigmoid(logits.float())[0, 0, :height, :width].cpu()
 
-    @torch.no_grad()
+    @torch.inference_mode()
+    def crops(self, crops: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The gated model on a batch of uint8 crops of the training size: (masks (N, 1, s, s), crack probs (N,))
+        on the CPU; masks are zero where the gate did not decode."""
+        with autocast(self.device, self.dtype):
+            masks, crack_probs = self.model(self._input(crops))
+        return masks.float().cpu(), crack_probs[:, 0].float().cpu()
+
     def _run(self, batch: List[Tuple[_Pending, int]]) -> None:
-        tiles = torch.stack([pending.tiles[index] for pending, index in batch])
-        masks, crack_probs = self.model(self._input(tiles))
-        masks, crack_probs = masks.cpu(), crack_probs.cpu()
+        masks, crack_probs = self.crops(torch.stack([pending.tiles[index] for pending, index in batch]))
         for row, (pending, index) in enumerate(batch):
             pending.outputs[index] = masks[row]
-            pending.tile_probs[index] = crack_probs[row, 0]
+            pending.tile_probs[index] = crack_probs[row]
             pending.done += 1
 
     def tiled(self, items: Iterable[Tuple[Any, torch.Tensor]]) -> Iterator[TiledResult]:

@@ -57,7 +57,9 @@ class UNetClassifier(nn.Module):
         crack_probs = torch.sigmoid(self.head(bottleneck).float())
         masks = torch.zeros(n, 1, height, width, dtype=crack_probs.dtype, device=images.device)
         cracked = (crack_probs[:, 0] > self.threshold).nonzero().squeeze(1)
-        if cracked.numel():
+        if cracked.numel() == n:  # all cracked: no gathering copies of the skip maps
+            masks = torch.sigmoid(self.decoder(bottleneck, skips).float())
+        elif cracked.numel():
             logits = self.decoder(bottleneck[cracked], [skip[cracked] for skip in skips])
             masks[cracked] = torch.sigmoid(logits.float())
         return masks, crack_probs

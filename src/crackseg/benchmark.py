@@ -1,0 +1,183 @@
+"""`crackseg bench`: inference and training throughput, measured in one run, printed and written as JSON.
+
+Variants are timed in interleaved rounds (each round runs every variant once), so slow drifts of the machine hit
+all of them alike and their ratios are fair. Weights are random: speed does not depend on them, and the gate's
+decisions are driven so the share of decoded crops is exact.
+"""
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from crackseg.acceleration import autocast, cpu_has_native_bf16, reduced_precision
+from crackseg.data import CracksDataset, collate_crops
+from crackseg.inference import Predictor
+from crackseg.losses import BCEDiceLoss
+from crackseg.models import UNet, UNetClassifier
+from crackseg.synthetic import generate
+from crackseg.transforms import train_transform
+
+GATED_SHARES = (0.0, 0.1, 0.5, 1.0)
+
+
+def machine() -> Dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": cpu_has_native_bf16(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def flops(model: UNetClassifier, crop: int) -> Dict[str, float]:
+    """FLOPs per crop of the always-decoding U-Net and of the gate alone (encoder + head), and their ratio: the
+    ideal speedup of gating when no crop is cracked."""
+    x = torch.zeros(1, 3, crop, crop)
+    counts = {}
+    with torch.no_grad():
+        for name, run in {"unet": lambda: model.decoder(*model.encoder(x)),
+                          "gate": lambda: model.head(model.encoder(x)[0])}.items():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                run()
+            counts[name] = counter.get_total_flops()
+    return {"unet_gflop_per_crop": counts["unet"] / 1e9, "gate_gflop_per_crop": counts["gate"] / 1e9,
+            "ideal_gated_speedup_at_0": counts["unet"] / counts["gate"]}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(variants: Dict[str, Callable[[], int]], rounds: int, device: torch.device,
+                warmup: int = 1) -> Dict[str, float]:
+    """Items per second of each variant (each call returns how many items it processed)."""
+    for run in variants.values():
+        for _ in range(warmup):
+            run()
+    items = dict.fromkeys(variants, 0)
+    seconds = dict.fromkeys(variants, 0.0)
+    for _ in range(rounds):
+        for name, run in variants.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            items[name] += run()
+            _synchronize(device)
+            seconds[name] += time.perf_counter() - start
+    return {name: items[name] / seconds[name] for name in variants}
+
+
+def drive_gate(model: UNetClassifier, share: float) -> Any:
+    """Force the head to call exactly round(share * N) crops of every batch cracked; returns the hook handle."""
+    def hook(module: Any, inputs: Any, logits: torch.Tensor) -> torch.Tensor:
+        forced = torch.full_like(logits, -20.0)
+        forced[:round(share * logits.shape[0])] = 20.0
+        return forced
+
+    return model.head.register_forward_hook(hook)
+
+
+def inference(width: int, crop: int, batch: int, rounds: int, device: torch.device,
+              precision: str = "auto") -> Dict[str, Any]:
+    """Crops per second: the plain eager fp32 U-Net, the fast path always decoding, and the gated model on the
+    fast path at several crack shares."""
+    torch.manual_seed(0)
+    crops = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8)
+    plain = Predictor(UNetClassifier(width, crop), device, channels_last=False, precision="fp32")
+    fast = Predictor(UNetClassifier(width, crop), device, precision=precision)
+
+    def always_decode(predictor: Predictor) -> Callable[[], int]:
+        def run() -> int:
+            with torch.inference_mode(), autocast(predictor.device, predictor.dtype):
+                model = predictor.model
+                model.decoder(*model.encoder(predictor._input(crops))).float().cpu()
+            return batch
+        return run
+
+    def gated(share: float) -> Callable[[], int]:
+        def run() -> int:
+            handle = drive_gate(fast.model, share)
+            try:
+                fast.crops(crops)
+            finally:
+                handle.remove()
+            return batch
+        return run
+
+    variants = {"plain_fp32": always_decode(plain), "fast": always_decode(fast)}
+    variants.update({f"gated_{round(100 * share)}": gated(share) for share in GATED_SHARES})
+    speeds = interleaved(variants, rounds, device)
+    return {"fast_path": {"channels_last": True, "dtype": str(fast.dtype or torch.float32)},
+            "crops_per_s": speeds,
+            "fast_over_plain": speeds["fast"] / speeds["plain_fp32"],
+            "gated_over_fast": {f"{round(100 * s)}": speeds[f"gated_{round(100 * s)}"] / speeds["fast"]
+                                for s in GATED_SHARES}}
+
+
+def training(width: int, crop: int, batch_images: int, steps: int, rounds: int, device: torch.device,
+             precision: str = "auto", data_root: Optional[Path] = None) -> Dict[str, Any]:
+    """Stage-1 training crops per second with the data loader included (plain fp32 eager against the fast
+    path: autocast where the hardware has reduced precision), and the loader's own crops per second."""
+    with tempfile.TemporaryDirectory() as temporary:
+        if data_root is None:
+            data_root = generate(Path(temporary), seed=0, image_size=2 * crop,
+                                 counts={"train": batch_images * steps, "valid": 1})
+        dataset = CracksDataset(data_root, "train", train_transform(crop))
+        loader = DataLoader(dataset, batch_size=batch_images, shuffle=True, collate_fn=collate_crops,
+                            drop_last=True, pin_memory=device.type == "cuda")
+        for _ in loader:  # decode every image once (the dataset keeps them), as in every epoch after the first
+            pass
+        dtype = reduced_precision(device, precision)
+        criterion = BCEDiceLoss(bce_weight=0.9)
+
+        def trainer(dtype: Optional[torch.dtype]) -> Callable[[], int]:
+            torch.manual_seed(0)
+            model = UNet(width, skip_dropout=0.5).to(device).train()
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def run() -> int:
+                crops = 0
+                for step, batch in enumerate(loader):
+                    if step == steps:
+                        break
+                    images = batch["images"].to(device, non_blocking=True)
+                    masks = batch["masks"].to(device, non_blocking=True)
+                    with autocast(device, dtype):
+                        loss, _ = criterion(model(images), masks)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    crops += len(images)
+                return crops
+            return run
+
+        def load_only() -> int:
+            return sum(len(batch["images"]) for batch in loader)
+
+        speeds = interleaved({"plain_fp32": trainer(None), "fast": trainer(dtype), "loader_only": load_only},
+                             rounds, device)
+    return {"fast_path": {"dtype": str(dtype or torch.float32)}, "crops_per_s": speeds,
+            "fast_over_plain": speeds["fast"] / speeds["plain_fp32"],
+            "loader_over_training": speeds["loader_only"] / max(speeds["plain_fp32"], speeds["fast"])}
+
+
+def agreement(predictor_fast: Predictor, predictor_plain: Predictor, images: Any) -> Dict[str, float]:
+    """Dice between the binarised gated masks of the fast path and of plain fp32, over all pixels of `images`."""
+    counts = torch.zeros(3)
+    for fast, plain in zip(predictor_fast.tiled(images()), predictor_plain.tiled(images())):
+        a = fast.probs >= predictor_fast.mask_threshold
+        b = plain.probs >= predictor_plain.mask_threshold
+        counts += torch.tensor([float((a & b).sum()), float(a.sum()), float(b.sum())])
+    both, first, second = counts.tolist()
+    return {"mask_dice_fast_vs_fp32": 2 * both / (first + second) if first + second else 1.0,
+            "crack_pixels_fp32": second}

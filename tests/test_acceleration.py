@@ -1,0 +1,97 @@
+"""The fast path: precision choice and its fallback, numerical agreement with plain fp32, the benchmark's gate
+driving and report (structure only: timings stay out of tests)."""
+import json
+
+import pytest
+import torch
+
+from crackseg import acceleration
+from crackseg.acceleration import reduced_precision
+from crackseg.benchmark import drive_gate, flops
+from crackseg.commands import main
+from crackseg.inference import Predictor
+from crackseg.models import UNetClassifier
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    model = UNetClassifier(width=4, crop_size=32).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_precision_falls_back_to_fp32_without_native_bf16(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    assert reduced_precision(cpu) is None
+    assert reduced_precision(cuda) == torch.float16
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    assert reduced_precision(cpu) == torch.bfloat16
+    assert reduced_precision(cpu, "fp32") is None and reduced_precision(cpu, "bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        reduced_precision(cpu, "int8")
+
+
+def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    fast = Predictor(tiny_model(), "cpu")
+    plain = Predictor(tiny_model(), "cpu", channels_last=False, precision="fp32")
+    assert fast.dtype is None and fast.channels_last
+    assert fast.model.encoder.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    crops = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    (fast_masks, fast_probs), (plain_masks, plain_probs) = fast.crops(crops), plain.crops(crops)
+    torch.testing.assert_close(fast_probs, plain_probs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast_masks, plain_masks, rtol=0, atol=1e-5)
+    image = torch.randint(0, 256, (3, 45, 70), dtype=torch.uint8)
+    torch.testing.assert_close(fast.segment(image), plain.segment(image), rtol=0, atol=1e-5)
+
+
+def test_bf16_fast_path_stays_close_to_fp32():
+    # Forced bf16 (emulated on CPUs without it: slow, but numerically what a bf16 CPU computes). The agreement of
+    # binarised masks of trained models on a real split is measured by `crackseg bench --agreement-images`.
+    bf16 = Predictor(tiny_model(), "cpu", precision="bf16")
+    plain = Predictor(tiny_model(), "cpu", channels_last=False, precision="fp32")
+    assert bf16.dtype == torch.bfloat16
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    low, high = bf16.segment(image), plain.segment(image)
+    assert low.dtype == torch.float32 and low.shape == high.shape == (64, 96)
+    assert (low - high).abs().max() < 0.01
+    crops = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert (bf16.crops(crops)[1] - plain.crops(crops)[1]).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("share, expected", [(0.0, 0), (0.1, 1), (0.5, 5), (1.0, 10)])
+def test_drive_gate_decodes_exactly_the_share(share, expected):
+    model = tiny_model()
+    seen = []
+    model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(len(output)))
+    handle = drive_gate(model, share)
+    with torch.no_grad():
+        masks, probs = model(torch.rand(10, 3, 32, 32))
+    handle.remove()
+    assert sum(seen) == expected and int((probs > 0.5).sum()) == expected
+    assert int((masks.flatten(1).amax(1) > 0).sum()) == expected
+
+
+def test_flop_counts_give_the_ideal_gated_speedup():
+    counted = flops(UNetClassifier(32, 224).eval(), 224)
+    assert counted["unet_gflop_per_crop"] == pytest.approx(18.48, abs=0.01)  # SPEC: 18.5 GFLOP per crop
+    assert counted["ideal_gated_speedup_at_0"] == pytest.approx(2.77, abs=0.01)
+
+
+def test_bench_writes_a_complete_report(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--width", "4", "--crop", "32", "--batch", "4", "--rounds", "1", "--train-images", "1",
+                 "--train-steps", "1", "--device", "cpu", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["machine"]["threads"] >= 1 and report["config"]["crop"] == 32
+    speeds = report["inference"]["crops_per_s"]
+    assert set(speeds) == {"plain_fp32", "fast", "gated_0", "gated_10", "gated_50", "gated_100"}
+    assert all(value > 0 for value in speeds.values())
+    assert report["inference"]["fast_over_plain"] == pytest.approx(speeds["fast"] / speeds["plain_fp32"])
+    assert set(report["training"]["crops_per_s"]) == {"plain_fp32", "fast", "loader_only"}
