@@ -1,8 +1,10 @@
 """Checkpoint files: a dict of weights plus the metadata needed to rebuild the model from the file alone."""
 import os
+import random
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+import numpy as np
 import torch
 
 FORMAT = "crackseg-checkpoint"
@@ -59,3 +61,23 @@ def submodule_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, to
     """The entries of a state dict under `prefix.`, with the prefix removed."""
     start = prefix + "."
     return {key[len(start):]: value for key, value in state.items() if key.startswith(start)}
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """The states of Python's, NumPy's and torch's (CPU and CUDA) generators, in types `weights_only` loads."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+                      "has_gauss": has_gauss, "cached": cached}}
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what `get_rng_state` returned."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached"]))

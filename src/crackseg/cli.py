@@ -1,6 +1,7 @@
 """Command lines of the two training stages (segmentation.py and classification.py are thin wrappers)."""
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from crackseg.checkpoints import CheckpointError, load_checkpoint
@@ -50,12 +51,29 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")
     parser.add_argument("--amp", action="store_true", default=None,
                         help="mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 support")
+    parser.add_argument("--resume", action="store_true", default=None,
+                        help="continue the run in --log-dir after its last complete epoch, with its stored "
+                             "settings (--epochs may extend it)")
+    scale = parser.add_argument_group("several processes or machines (distributed data parallel)")
+    scale.add_argument("--processes", type=int, default=None,
+                       help="training processes on this machine: one per GPU, or CPU processes (gloo) [1]")
+    scale.add_argument("--nodes", type=int, default=None, help="number of machines [1]")
+    scale.add_argument("--node-rank", type=int, default=None, help="this machine's index, 0 .. nodes-1 [0]")
+    scale.add_argument("--master-addr", default=None, help="address of machine 0 [127.0.0.1]")
+    scale.add_argument("--master-port", type=int, default=None, help="free port on machine 0 [2112]")
     return parser
 
 
 def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
-    """Parse flags into a config; stage 2 takes width and crop from stage 1's checkpoint."""
+    """Parse flags into a config; stage 2 takes width and crop from stage 1's checkpoint; --resume takes the
+    interrupted run's stored settings, except the epochs, the device and the process layout if given."""
     args = vars(build_parser(stage).parse_args(argv))
+    if args["resume"]:
+        log_dir = Path(args["log_dir"] or f"logs/{stage}")
+        stored = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=stage)["config"]
+        changeable = ("epochs", "device", "workers", "processes", "nodes", "node_rank", "master_addr", "master_port")
+        stored.update({key: args[key] for key in changeable if args.get(key) is not None})
+        return build_config(stage, {**stored, "resume": True})
     if stage == "classification":
         checkpoint = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
         args.update({key: checkpoint["config"][key] for key in ("width", "crop", "skip_dropout")})

@@ -51,6 +51,12 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     segmentation_checkpoint: Optional[str] = None  # stage 2 only: stage 1's best checkpoint
+    resume: bool = False  # continue from log_dir/checkpoints/last.pth
+    processes: int = 1  # training processes on this machine (distributed data parallel when > 1)
+    nodes: int = 1  # machines taking part
+    node_rank: int = 0  # this machine's index, 0 .. nodes - 1
+    master_addr: str = "127.0.0.1"  # address of node 0
+    master_port: int = 2112
 
     def to_dict(self) -> Dict[str, Any]:
         values = asdict(self)

@@ -6,7 +6,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,8 @@ from catalyst import dl
 from torch import nn
 from torch.utils.data import DataLoader
 
-from crackseg.checkpoints import load_checkpoint, save_checkpoint
+from crackseg.acceleration import cpu_has_native_bf16
+from crackseg.checkpoints import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from crackseg.config import TrainConfig
 from crackseg.data import CracksDataset, collate_crops
 from crackseg.losses import BCEDiceLoss
@@ -34,10 +35,20 @@ class CrackRunner(dl.Runner):
     """
 
     stage = ""
+    parts: Tuple[str, ...] = ()  # names of the loss parts compute_loss returns
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, resume_state: Optional[Dict[str, Any]] = None):
         super().__init__()
         self.config = config
+        self.resume_state = resume_state
+
+    def get_loggers(self) -> Dict[str, Any]:
+        """Made here, in the process that logs (rank 0), not pickled into it. CSV files keep the epochs a
+        resumed run continues from and lose any later ones (a fresh run starts them empty)."""
+        log_dir = Path(self.config.log_dir)
+        kept = self.resume_state["epoch"] if self.resume_state else 0
+        return {"console": dl.ConsoleLogger(), "csv": ResumableCSVLogger(str(log_dir / "csv"), kept),
+                "tensorboard": dl.TensorboardLogger(str(log_dir / "tensorboard"))}
 
     def compute_loss(self, logits: torch.Tensor, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """(loss with graph, {part name: detached value})."""
@@ -51,9 +62,20 @@ class CrackRunner(dl.Runner):
         """Metrics of the split from its summed counts."""
         raise NotImplementedError
 
+    def on_experiment_start(self, runner: "dl.IRunner") -> None:
+        super().on_experiment_start(runner)
+        self.best_loss = float("inf")
+        state = self.resume_state
+        if state:
+            self.engine.unwrap_model(self.model).load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            self.epoch_step, self.best_loss = state["epoch"], state["best_loss"]
+
     def on_loader_start(self, runner: "dl.IRunner") -> None:
         super().on_loader_start(runner)
-        self._sums: Dict[str, float] = {}
+        self._sums = torch.zeros(len(self.parts) + 1, dtype=torch.float64)  # loss, parts (weighted by crops)
         self._crops = 0
         self._counts = torch.zeros(4, dtype=torch.long)
 
@@ -63,21 +85,46 @@ class CrackRunner(dl.Runner):
         self.batch_metrics["loss"] = loss  # BackwardCallback / OptimizerCallback read it here
         crops = len(batch["images"])
         self._crops += crops
-        for name, value in {"loss": loss.detach(), **parts}.items():
-            self._sums[name] = self._sums.get(name, 0.0) + float(value) * crops
+        values = [loss.detach()] + [parts[name] for name in self.parts]
+        self._sums += torch.tensor([float(value) for value in values], dtype=torch.float64) * crops
         self._counts += self.count(logits.detach(), batch).cpu()
 
     def on_loader_end(self, runner: "dl.IRunner") -> None:
-        self.loader_metrics.update({name: total / self._crops for name, total in self._sums.items()})
-        self.loader_metrics.update(self.scores(self._counts))
+        sums, crops, counts = self._sums, self._crops, self._counts
+        if self.engine.num_processes > 1:  # every process saw its shard: add them all up
+            totals = torch.cat([sums, torch.tensor([crops], dtype=torch.float64), counts.double()])
+            torch.distributed.all_reduce(totals)
+            sums, crops, counts = totals[:len(sums)], float(totals[len(sums)]), totals[len(sums) + 1:].round().long()
+        self.loader_metrics.update({name: float(total) / crops for name, total in zip(("loss",) + self.parts, sums)})
+        self.loader_metrics.update(self.scores(counts))
         self.loader_metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         super().on_loader_end(runner)
+
+    def on_epoch_end(self, runner: "dl.IRunner") -> None:
+        """Log the epoch (Catalyst), then checkpoint it: `best.pth` when the validation loss improved, then
+        `last.pth` with everything needed to resume. `last.pth` is written last, so an epoch it records is
+        complete in the logs and in `best.pth`; each file is written atomically, so a kill never breaks one."""
+        super().on_epoch_end(runner)
+        if not self.engine.is_main_process:
+            return
+        metrics = dict(self.epoch_metrics["valid"])
+        model = self.engine.unwrap_model(self.model)
+        state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+        common = dict(stage=self.stage, model_state=state, config=self.config.to_dict(), epoch=self.epoch_step,
+                      metrics=metrics)
+        directory = Path(self.config.log_dir) / "checkpoints"
+        if metrics["loss"] < self.best_loss:
+            self.best_loss = metrics["loss"]
+            save_checkpoint(directory / "best.pth", **common)
+        save_checkpoint(directory / "last.pth", **common, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), rng=get_rng_state(), best_loss=self.best_loss)
 
 
 class SegmentationRunner(CrackRunner):
     """Stage 1: loss a*BCE + (1-a)*(1-Dice) on mask logits; Dice and IoU from pixel counts."""
 
     stage = "segmentation"
+    parts = ("bce", "soft_dice")
     criterion_fn = BCEDiceLoss(bce_weight=0.9)
 
     def compute_loss(self, logits, batch):
@@ -106,53 +153,55 @@ class ClassificationRunner(CrackRunner):
         return classification_scores(counts)
 
 
-class BestCheckpointCallback(dl.Callback):
-    """Writes `last.pth` every epoch and `best.pth` when the validation loss improves (both atomically).
+class ResumableCSVLogger(dl.CSVLogger):
+    """Catalyst's CSV logger appends to old files and repeats the header; this one keeps the rows of epochs
+    1..`keep_epochs` of existing files (a resumed run) and writes a header only into an empty file."""
 
-    Catalyst's own CheckpointCallback re-saves the live model as `model.best.pth` after every epoch in
-    "model" mode, so its "best" file holds the latest weights; this callback copies the state when it is best.
-    """
+    def __init__(self, logdir: str, keep_epochs: int = 0):
+        super().__init__(logdir)
+        for path in Path(logdir).glob("*.csv"):
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines[1:] if keep_epochs and int(line.split(",", 1)[0]) <= keep_epochs]
+            path.write_text("".join(lines[:1] + kept) if kept else "")
 
-    def __init__(self, directory: Path, config: TrainConfig):
-        super().__init__(order=dl.CallbackOrder.External)
-        self.directory = Path(directory)
-        self.config = config
-        self.best_loss = float("inf")
-
-    def on_epoch_end(self, runner: "dl.IRunner") -> None:
-        if not runner.engine.is_main_process:
-            return
-        metrics = dict(runner.epoch_metrics["valid"])
-        state = {k: v.detach().cpu().clone() for k, v in runner.engine.unwrap_model(runner.model).state_dict().items()}
-        args = dict(stage=self.config.stage, model_state=state, config=self.config.to_dict(), epoch=runner.epoch_step,
-                    metrics=metrics)
-        save_checkpoint(self.directory / "last.pth", **args)
-        if metrics["loss"] < self.best_loss:
-            self.best_loss = metrics["loss"]
-            save_checkpoint(self.directory / "best.pth", **args)
+    def _make_header(self, metrics: Dict[str, float], loader_key: str) -> None:
+        if self.loggers[loader_key].tell() == 0:
+            super()._make_header(metrics, loader_key)
 
 
 def make_loaders(config: TrainConfig) -> Dict[str, DataLoader]:
-    """Train (shuffled, augmented) and valid (FiveCrop only) loaders over the data root."""
+    """Train (shuffled, augmented) and valid (FiveCrop only) loaders over the data root.
+
+    The shuffle order comes from the global RNG, which Catalyst seeds at every loader start from the seed and
+    the epoch: epoch k draws the same order and augmentations in a resumed run as in an uninterrupted one.
+    """
     datasets = {"train": CracksDataset(config.data_root, "train", train_transform(config.crop)),
                 "valid": CracksDataset(config.data_root, "valid", valid_transform(config.crop))}
     common = dict(batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_crops,
                   persistent_workers=config.workers > 0, pin_memory=config.device.startswith("cuda"))
-    return {"train": DataLoader(datasets["train"], shuffle=True,
-                                generator=torch.Generator().manual_seed(config.seed), **common),
+    return {"train": DataLoader(datasets["train"], shuffle=True, **common),
             "valid": DataLoader(datasets["valid"], shuffle=False, **common)}
 
 
 def make_engine(config: TrainConfig) -> dl.Engine:
-    """CPU or GPU engine; with --amp, fp16 on CUDA and bf16 on CPUs that support it."""
-    if config.device.startswith("cuda"):
-        return dl.GPUEngine(mixed_precision="fp16" if config.amp else "no")
+    """One process on CPU or GPU, or Catalyst's distributed data-parallel engine for --processes/--nodes
+    (gloo on CPU, NCCL on GPU). --amp: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    cuda = config.device.startswith("cuda")
     precision = "no"
     if config.amp:
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if cuda:
+            precision = "fp16"
+        elif cpu_has_native_bf16():
             precision = "bf16"
         else:
-            print("--amp: this CPU has no fast bfloat16 support; training in float32")
+            print("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
+    if config.processes * config.nodes > 1:
+        return dl.DistributedDataParallelEngine(
+            address=config.master_addr, port=config.master_port, world_size=config.processes * config.nodes,
+            workers_dist_rank=config.node_rank * config.processes, num_node_workers=config.processes,
+            process_group_kwargs={"backend": "nccl" if cuda else "gloo"}, mixed_precision=precision, cpu=not cuda)
+    if cuda:
+        return dl.GPUEngine(mixed_precision=precision)
     return dl.CPUEngine(mixed_precision=precision)
 
 
@@ -170,26 +219,31 @@ RUNNERS = {"segmentation": SegmentationRunner, "classification": ClassificationR
 
 
 def train(config: TrainConfig) -> Dict[str, object]:
-    """Train one stage; returns {"best": path, "epoch": best epoch, "metrics": its valid metrics, "seconds",
-    "curves": the PNG of the training curves}."""
+    """Train one stage (or resume it from `last.pth` with config.resume); returns {"best": path, "epoch": best
+    epoch, "metrics": its valid metrics, "seconds", "curves": the PNG of the training curves}.
+
+    With several processes the workers train copies of the model; the results are read back from the
+    checkpoints they wrote.
+    """
     torch.manual_seed(config.seed)
     log_dir = Path(config.log_dir)
+    resume_state = None
+    if config.resume:
+        resume_state = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)
+        print(f"resuming after epoch {resume_state['epoch']} of {config.epochs} from {log_dir / 'checkpoints'}")
     model = build_model(config)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
                                                      gamma=config.gamma)
-    checkpoint_callback = BestCheckpointCallback(log_dir / "checkpoints", config)
     callbacks = [dl.BackwardCallback(metric_key="loss"), dl.OptimizerCallback(metric_key="loss"),
-                 dl.SchedulerCallback(mode="epoch"), checkpoint_callback]
-    loggers = {"console": dl.ConsoleLogger(), "csv": dl.CSVLogger(str(log_dir / "csv")),
-               "tensorboard": dl.TensorboardLogger(str(log_dir / "tensorboard"))}
-    runner = RUNNERS[config.stage](config)
+                 dl.SchedulerCallback(mode="epoch")]
+    runner = RUNNERS[config.stage](config, resume_state)
     # Catalyst's progress bar calls float() on the batch loss, which must keep its graph for BackwardCallback.
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.perf_counter()
     runner.train(model=model, engine=make_engine(config), loaders=make_loaders(config), optimizer=optimizer,
-                 scheduler=scheduler, callbacks=callbacks, loggers=loggers, num_epochs=config.epochs,
-                 seed=config.seed, hparams=config.to_dict(), verbose=sys.stderr.isatty())
+                 scheduler=scheduler, callbacks=callbacks, num_epochs=config.epochs, seed=config.seed,
+                 hparams=config.to_dict(), verbose=sys.stderr.isatty())
     best = load_checkpoint(log_dir / "checkpoints" / "best.pth", stage=config.stage)
     return {"best": log_dir / "checkpoints" / "best.pth", "epoch": best["epoch"], "metrics": best["metrics"],
             "seconds": time.perf_counter() - started, "curves": plot_training_curves(log_dir)}
