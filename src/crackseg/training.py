@@ -6,7 +6,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,29 @@ from crackseg.plots import plot_training_curves
 from crackseg.transforms import train_transform, valid_transform
 
 Batch = Dict[str, torch.Tensor]
+
+
+class SplitTotals:
+    """Sums over a split (and, with several processes, over all of them) of the loss and its parts weighted
+    by crops, and of the counts [tp, fp, fn, tn]; reduced to metrics once."""
+
+    def __init__(self, parts: Tuple[str, ...]):
+        self.names = ("loss",) + parts
+        self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64)  # weighted values..., crops
+        self.counts = torch.zeros(4, dtype=torch.long)
+
+    def add(self, values: List[float], crops: int, counts: torch.Tensor) -> None:
+        self.sums += torch.tensor([value * crops for value in values] + [crops], dtype=torch.float64)
+        self.counts += counts
+
+    def all_reduce(self) -> None:
+        totals = torch.cat([self.sums, self.counts.double()])
+        torch.distributed.all_reduce(totals)
+        self.sums, self.counts = totals[:len(self.sums)], totals[len(self.sums):].round().long()
+
+    def metrics(self, scores: Callable[[torch.Tensor], Dict[str, float]]) -> Dict[str, float]:
+        crops = float(self.sums[-1])
+        return {**{name: float(total) / crops for name, total in zip(self.names, self.sums)}, **scores(self.counts)}
 
 
 class CrackRunner(dl.Runner):
@@ -73,30 +96,26 @@ class CrackRunner(dl.Runner):
             set_rng_state(state["rng"])
             self.epoch_step, self.best_loss = state["epoch"], state["best_loss"]
 
+    def evaluate_batch(self, model: nn.Module, batch: Batch) -> Tuple[torch.Tensor, List[float], torch.Tensor]:
+        """(loss with graph, [loss, parts...] as floats, counts [tp, fp, fn, tn]) of one batch."""
+        logits = model(batch["images"])
+        loss, parts = self.compute_loss(logits, batch)
+        values = [float(loss.detach())] + [float(parts[name]) for name in self.parts]
+        return loss, values, self.count(logits.detach(), batch).cpu()
+
     def on_loader_start(self, runner: "dl.IRunner") -> None:
         super().on_loader_start(runner)
-        self._sums = torch.zeros(len(self.parts) + 1, dtype=torch.float64)  # loss, parts (weighted by crops)
-        self._crops = 0
-        self._counts = torch.zeros(4, dtype=torch.long)
+        self.totals = SplitTotals(self.parts)
 
     def handle_batch(self, batch: Batch) -> None:
-        logits = self.model(batch["images"])
-        loss, parts = self.compute_loss(logits, batch)
+        loss, values, counts = self.evaluate_batch(self.model, batch)
         self.batch_metrics["loss"] = loss  # BackwardCallback / OptimizerCallback read it here
-        crops = len(batch["images"])
-        self._crops += crops
-        values = [loss.detach()] + [parts[name] for name in self.parts]
-        self._sums += torch.tensor([float(value) for value in values], dtype=torch.float64) * crops
-        self._counts += self.count(logits.detach(), batch).cpu()
+        self.totals.add(values, len(batch["images"]), counts)
 
     def on_loader_end(self, runner: "dl.IRunner") -> None:
-        sums, crops, counts = self._sums, self._crops, self._counts
         if self.engine.num_processes > 1:  # every process saw its shard: add them all up
-            totals = torch.cat([sums, torch.tensor([crops], dtype=torch.float64), counts.double()])
-            torch.distributed.all_reduce(totals)
-            sums, crops, counts = totals[:len(sums)], float(totals[len(sums)]), totals[len(sums) + 1:].round().long()
-        self.loader_metrics.update({name: float(total) / crops for name, total in zip(("loss",) + self.parts, sums)})
-        self.loader_metrics.update(self.scores(counts))
+            self.totals.all_reduce()
+        self.loader_metrics.update(self.totals.metrics(self.scores))
         self.loader_metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         super().on_loader_end(runner)
 
@@ -216,6 +235,20 @@ def build_model(config: TrainConfig) -> nn.Module:
 
 
 RUNNERS = {"segmentation": SegmentationRunner, "classification": ClassificationRunner}
+
+
+@torch.no_grad()
+def validate(config: TrainConfig, checkpoint: Dict[str, Any]) -> Dict[str, float]:
+    """The validation metrics of a checkpoint in this one process, computed as training computes them."""
+    runner = RUNNERS[config.stage](config)
+    model = build_model(config)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    totals = SplitTotals(runner.parts)
+    for batch in make_loaders(config)["valid"]:
+        _, values, counts = runner.evaluate_batch(model, batch)
+        totals.add(values, len(batch["images"]), counts)
+    return totals.metrics(runner.scores)
 
 
 def train(config: TrainConfig) -> Dict[str, object]:
