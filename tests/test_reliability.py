@@ -7,8 +7,10 @@ import time
 import pytest
 import torch
 
-from crackseg.checkpoints import CheckpointError, load_checkpoint
+from crackseg import UNetClassifier
+from crackseg.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from crackseg.cli import run
+from crackseg.models import UNet, VGGEncoderClassifier
 from crackseg.synthetic import generate
 
 TINY = "--width 4 --crop 32 --epochs 2 --milestones 1 --batch-size 4 --lr 0.01 --device cpu --seed 5".split()
@@ -88,3 +90,29 @@ def test_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(CheckpointError, match="foreign.pth: not a crackseg checkpoint"):
         load_checkpoint(tmp_path / "foreign.pth")
+
+
+def write_pair(folder, seg_width=4, cls_width=4, crop=32):
+    unet = UNet(seg_width)
+    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), {"width": seg_width, "crop": crop}, 1)
+    classifier = VGGEncoderClassifier(UNet(cls_width).encoder, crop)
+    save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), {"width": cls_width, "crop": crop},
+                    1)
+    return folder / "seg.pth", folder / "cls.pth"
+
+
+def test_the_wrong_stage_or_a_width_mismatch_is_a_clear_error(tmp_path):
+    seg, cls = write_pair(tmp_path)
+    with pytest.raises(CheckpointError, match="cls.pth: a classification checkpoint, but a segmentation"):
+        UNetClassifier.from_checkpoints(cls, seg)
+    seg, cls = write_pair(tmp_path, seg_width=8)
+    with pytest.raises(CheckpointError, match=r"seg.pth: width 8 does not match .*cls.pth \(width 4\)"):
+        UNetClassifier.from_checkpoints(seg, cls)
+
+
+def test_weights_that_disagree_with_the_stored_hyperparameters_are_a_clear_error(tmp_path):
+    seg, cls = write_pair(tmp_path)
+    payload = load_checkpoint(cls)
+    save_checkpoint(cls, "classification", payload["model"], {"width": 4, "crop": 64}, 1)  # head was built for 32
+    with pytest.raises(CheckpointError, match="cls.pth: its head weights do not fit a width-4, crop-64 model"):
+        UNetClassifier.from_checkpoints(seg, cls)

@@ -2,14 +2,16 @@
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from crackseg.checks import check_data, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint
 from crackseg.config import CPU, CPU_STAGES, THESIS, TrainConfig, build_config
 from crackseg.data import DatasetError
 from crackseg.synthetic import ensure_dataset
 
 SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
+MAX_SHOWN = 20  # warnings and notes printed before training
 DESCRIPTIONS = {
     "segmentation": "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice)).",
     "classification": "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
@@ -51,6 +53,8 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")
     parser.add_argument("--amp", action="store_true", default=None,
                         help="mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 support")
+    parser.add_argument("--skip-bad", action="store_true", default=None,
+                        help="train on the good pairs when the data check finds bad ones (listed) instead of stopping")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --log-dir after its last complete epoch, with its stored "
                              "settings (--epochs may extend it)")
@@ -80,6 +84,27 @@ def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
     return build_config(stage, args)
 
 
+def checked_pairs(config: TrainConfig) -> Dict[str, List[Tuple[Path, Path]]]:
+    """Check the data root file by file (see `crackseg check-data`); print what was found; return the good pairs
+    per split. Errors stop the run, unless --skip-bad is given and every split keeps some good pairs."""
+    reports = check_data(Path(config.data_root), config.crop)
+    findings = [finding for report in reports.values() for finding in report.findings]
+    problems = errors(reports)
+    print(f"data check of {config.data_root}:\n{summary(reports)}")
+    shown = [f for f in findings if f.level != "error"][:MAX_SHOWN]
+    for finding in shown:
+        print(f"  {finding}")
+    if len(findings) - len(problems) > len(shown):
+        print(f"  ... and {len(findings) - len(problems) - len(shown)} more: crackseg check-data {config.data_root}")
+    if problems:
+        lines = "\n".join(f"  {finding}" for finding in problems)
+        if not config.skip_bad or not all(report.pairs for report in reports.values()):
+            raise DatasetError(f"{len(problems)} problem(s) in {config.data_root}:\n{lines}\nfix them, or pass "
+                               "--skip-bad to train on the good pairs")
+        print(f"--skip-bad: skipping {len(problems)} bad file(s):\n{lines}")
+    return {split: report.pairs for split, report in reports.items()}
+
+
 def run(stage: str, argv: Optional[List[str]] = None) -> int:
     """Entry point of a stage: resolve flags, make sure there is data, train, print the best validation metrics."""
     from crackseg.training import train  # imports Catalyst, which is slow: only after the flags parse
@@ -88,7 +113,7 @@ def run(stage: str, argv: Optional[List[str]] = None) -> int:
         config = resolve(stage, argv)
         print(f"{stage}: " + ", ".join(f"{key}={getattr(config, key)}" for key in SHOWN), flush=True)
         ensure_dataset(config.data_root, config.seed, 2 * config.crop, SYNTHETIC_COUNTS)
-        result = train(config)
+        result = train(config, checked_pairs(config))
     except (DatasetError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         if isinstance(error, CheckpointError) and stage == "classification":

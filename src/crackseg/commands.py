@@ -1,4 +1,4 @@
-"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, bench, curves."""
+"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, bench, check-data, curves."""
 import argparse
 import json
 import sys
@@ -11,8 +11,9 @@ from tqdm import tqdm
 
 from crackseg import benchmark
 from crackseg.acceleration import PRECISIONS
+from crackseg.checks import SPLITS, check_data, errors, summary
 from crackseg.checkpoints import CheckpointError, update_checkpoint
-from crackseg.config import resolve_device
+from crackseg.config import build_config, resolve_device
 from crackseg.data import MIN_CRACK_FRACTION, DatasetError, load_image, pair_files, read_pair
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import Predictor
@@ -102,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
     bench.set_defaults(handler=run_bench)
+
+    check = commands.add_parser(
+        "check-data", help="check a data root file by file before training",
+        description="Report, file by file: unreadable or truncated images and masks, images without masks and "
+                    "masks without images, size mismatches, soft masks (binarised at 50%%, a warning) and masks "
+                    "with many grey levels (an error), grey/RGBA/palette/16-bit images (converted, a note), "
+                    "images smaller than the crop, empty splits. Training runs the same check first. Exit code "
+                    "1 when there are errors.")
+    check.add_argument("root", nargs="?", default="dataset", help="data root with {train,valid}/{images,masks} "
+                                                                 "[dataset]")
+    check.add_argument("--crop", type=int, default=None,
+                       help="training crop size images must reach [that of the auto preset: 224 on GPU, 64 on CPU]")
+    check.add_argument("--splits", nargs="+", default=list(SPLITS), help="splits to check [train valid]")
+    check.set_defaults(handler=run_check_data)
 
     curves = commands.add_parser("curves", help="plot training curves from a stage's log folder",
                                  description="Draw per-epoch train and valid curves (loss and every metric) "
@@ -228,6 +243,16 @@ def run_bench(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
     return 0
+
+
+def run_check_data(args: argparse.Namespace) -> int:
+    crop = args.crop or build_config("segmentation", {}).crop
+    reports = check_data(Path(args.root), crop, args.splits)
+    for report in reports.values():
+        for finding in report.findings:
+            print(finding, file=sys.stderr if finding.level == "error" else sys.stdout)
+    print(f"{args.root} (crop {crop} px):\n{summary(reports)}")
+    return 1 if errors(reports) else 0
 
 
 def run_curves(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     segmentation_checkpoint: Optional[str] = None  # stage 2 only: stage 1's best checkpoint
+    skip_bad: bool = False  # train on the good pairs when the data check finds bad ones
     resume: bool = False  # continue from log_dir/checkpoints/last.pth
     processes: int = 1  # training processes on this machine (distributed data parallel when > 1)
     nodes: int = 1  # machines taking part

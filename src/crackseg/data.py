@@ -26,7 +26,8 @@ def list_images(folder: Path) -> Dict[str, Path]:
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
         if path.stem in files:
-            raise DatasetError(f"{folder}: two files share the name {path.stem!r}: {files[path.stem].name}, {path.name}")
+            raise DatasetError(
+                f"{folder}: two files share the name {path.stem!r}: {files[path.stem].name}, {path.name}")
         files[path.stem] = path
     return files
 
@@ -43,7 +44,7 @@ def pair_files(images_dir: Path, masks_dir: Path) -> List[Tuple[Path, Path]]:
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     """Open and fully decode an image file, turning PIL's many failure types into one clear DatasetError."""
     try:
         with Image.open(path) as image:
@@ -64,29 +65,34 @@ def _high_bit_depth(image: Image.Image) -> Optional[np.ndarray]:
 
 def load_image(path: Path) -> torch.Tensor:
     """Decode an image file as RGB uint8 (3, H, W): grey, palette, RGBA (alpha dropped) and 16-bit are converted."""
-    image = _open(Path(path))
+    image = open_image(Path(path))
     grey = _high_bit_depth(image)
     rgb = np.repeat(grey[:, :, None], 3, axis=2) if grey is not None else np.asarray(image.convert("RGB"))
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def load_mask(path: Path) -> torch.Tensor:
-    """Decode a mask file as uint8 0/1 (1, H, W).
+def mask_values(image: Image.Image) -> Tuple[np.ndarray, int]:
+    """A decoded mask's values (H, W) uint8 and the cut above which a value is crack.
 
-    Accepted: 0/255 or 0/1 grey, 1-bit, 16-bit, palette (index > 0 is crack) and RGB (any channel > 127 is
-    crack). Grey masks whose largest value is 1 are read as 0/1; others are cut at 127.
+    Palette masks give their indices (index > 0 is crack); 16-bit masks are scaled to 8 bits; RGB masks give
+    the largest channel. Masks whose largest value is 1 are 0/1 masks (cut 0); all others are cut at 127 (50%).
     """
-    image = _open(Path(path))
     values = _high_bit_depth(image)
     if values is None:
         if image.mode == "P":
-            values = np.asarray(image)  # palette indices: 0 is background
+            values = np.asarray(image)
         elif image.mode in ("L", "1", "LA"):
             values = np.asarray(image.convert("L"))
         else:
             values = np.asarray(image.convert("RGB")).max(axis=2)
-    crack = values > 0 if values.max(initial=0) <= 1 or image.mode == "P" else values > 127
-    return torch.from_numpy(crack.astype(np.uint8))[None]
+    return values, 0 if values.max(initial=0) <= 1 or image.mode == "P" else 127
+
+
+def load_mask(path: Path) -> torch.Tensor:
+    """Decode a mask file as uint8 0/1 (1, H, W): 0/255 or 0/1 grey, 1-bit, 16-bit, palette or RGB (see
+    `mask_values`)."""
+    values, cut = mask_values(open_image(Path(path)))
+    return torch.from_numpy((values > cut).astype(np.uint8))[None]
 
 
 def read_pair(image_path: Path, mask_path: Path) -> Pair:
@@ -110,16 +116,17 @@ def crack_labels(masks: torch.Tensor, min_fraction: float = MIN_CRACK_FRACTION) 
 
 
 class CracksDataset(Dataset):
-    """Image/mask pairs under ROOT/SPLIT/{images,masks}; an item is the crops of one image.
+    """Image/mask pairs under ROOT/SPLIT/{images,masks} (or the `pairs` given); an item is the crops of one image.
 
     An item is (images (K, 3, s, s), masks (K, 1, s, s), labels (K, 1)) with K = 5 for FiveCrop.
     Decoded images are kept in memory when `cache` is set, so each file is decoded once per process.
     """
 
     def __init__(self, root: Path, split: str, transform: Callable[[torch.Tensor, torch.Tensor], Pair],
-                 cache: bool = True, min_crack_fraction: float = MIN_CRACK_FRACTION):
+                 cache: bool = True, min_crack_fraction: float = MIN_CRACK_FRACTION,
+                 pairs: Optional[List[Tuple[Path, Path]]] = None):
         split_dir = Path(root) / split
-        self.pairs = pair_files(split_dir / "images", split_dir / "masks")
+        self.pairs = pairs if pairs is not None else pair_files(split_dir / "images", split_dir / "masks")
         self.transform = transform
         self.min_crack_fraction = min_crack_fraction
         self._cache: Optional[Dict[int, Pair]] = {} if cache else None

@@ -25,6 +25,7 @@ from crackseg.plots import plot_training_curves
 from crackseg.transforms import train_transform, valid_transform
 
 Batch = Dict[str, torch.Tensor]
+Pairs = Dict[str, List[Tuple[Path, Path]]]
 
 
 class SplitTotals:
@@ -188,14 +189,16 @@ class ResumableCSVLogger(dl.CSVLogger):
             super()._make_header(metrics, loader_key)
 
 
-def make_loaders(config: TrainConfig) -> Dict[str, DataLoader]:
-    """Train (shuffled, augmented) and valid (FiveCrop only) loaders over the data root.
+def make_loaders(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, DataLoader]:
+    """Train (shuffled, augmented) and valid (FiveCrop only) loaders over the data root (or the given pairs).
 
     The shuffle order comes from the global RNG, which Catalyst seeds at every loader start from the seed and
     the epoch: epoch k draws the same order and augmentations in a resumed run as in an uninterrupted one.
     """
-    datasets = {"train": CracksDataset(config.data_root, "train", train_transform(config.crop)),
-                "valid": CracksDataset(config.data_root, "valid", valid_transform(config.crop))}
+    pairs = pairs or {}
+    transforms = {"train": train_transform(config.crop), "valid": valid_transform(config.crop)}
+    datasets = {split: CracksDataset(config.data_root, split, transform, pairs=pairs.get(split))
+                for split, transform in transforms.items()}
     common = dict(batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_crops,
                   persistent_workers=config.workers > 0, pin_memory=config.device.startswith("cuda"))
     return {"train": DataLoader(datasets["train"], shuffle=True, **common),
@@ -251,8 +254,9 @@ def validate(config: TrainConfig, checkpoint: Dict[str, Any]) -> Dict[str, float
     return totals.metrics(runner.scores)
 
 
-def train(config: TrainConfig) -> Dict[str, object]:
-    """Train one stage (or resume it from `last.pth` with config.resume); returns {"best": path, "epoch": best
+def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, object]:
+    """Train one stage on the data root (or the given, checked pairs per split), or resume it from `last.pth`
+    with config.resume; returns {"best": path, "epoch": best
     epoch, "metrics": its valid metrics, "seconds", "curves": the PNG of the training curves}.
 
     With several processes the workers train copies of the model; the results are read back from the
@@ -274,7 +278,7 @@ def train(config: TrainConfig) -> Dict[str, object]:
     # Catalyst's progress bar calls float() on the batch loss, which must keep its graph for BackwardCallback.
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.perf_counter()
-    runner.train(model=model, engine=make_engine(config), loaders=make_loaders(config), optimizer=optimizer,
+    runner.train(model=model, engine=make_engine(config), loaders=make_loaders(config, pairs), optimizer=optimizer,
                  scheduler=scheduler, callbacks=callbacks, num_epochs=config.epochs, seed=config.seed,
                  hparams=config.to_dict(), verbose=sys.stderr.isatty())
     best = load_checkpoint(log_dir / "checkpoints" / "best.pth", stage=config.stage)

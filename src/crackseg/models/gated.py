@@ -43,9 +43,14 @@ class UNetClassifier(nn.Module):
                 f"{segmentation}: width {seg['config']['width']} does not match {classification} (width {width})")
         model = cls(width=width, crop_size=crop, threshold=threshold,
                     mask_threshold=cls_.get("mask_threshold", 0.5))
-        model.decoder.load_state_dict(submodule_state(seg["model"], "decoder"))
-        model.encoder.load_state_dict(submodule_state(cls_["model"], "encoder"))
-        model.head.load_state_dict(submodule_state(cls_["model"], "head"))
+        for part, path, payload in (("decoder", segmentation, seg), ("encoder", classification, cls_),
+                                    ("head", classification, cls_)):
+            try:
+                getattr(model, part).load_state_dict(submodule_state(payload["model"], part))
+            except RuntimeError as error:  # missing keys or shapes that disagree with the stored width and crop
+                summary = str(error).splitlines()[0]
+                raise CheckpointError(f"{path}: its {part} weights do not fit a width-{width}, crop-{crop} model "
+                                      f"({summary})") from None
         return model.eval()
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,133 @@
+"""`crackseg check-data`: inspect a data root file by file before any training time is spent on it.
+
+Errors stop training (unless skipped), warnings change what is trained on (a soft mask is binarised), notes
+say what is converted on the way (a grey or 16-bit image becomes RGB).
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from crackseg.data import IMAGE_EXTENSIONS, DatasetError, mask_values, open_image
+
+SPLITS = ("train", "valid")
+GREY_SHARE_LIMIT = 0.05  # a "mask" with more of its pixels between 10% and 90% grey is not a mask
+CONVERTED_MODES = {"L": "grey", "LA": "grey with alpha", "RGBA": "RGBA (alpha dropped)", "P": "palette",
+                   "1": "1-bit", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+                   "F": "32-bit float", "CMYK": "CMYK"}
+
+
+@dataclass
+class Finding:
+    level: str  # error, warning or note
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.path}: {self.message}"
+
+
+@dataclass
+class SplitReport:
+    split: str
+    pairs: List[Tuple[Path, Path]] = field(default_factory=list)  # the good ones
+    findings: List[Finding] = field(default_factory=list)
+    bad: List[Path] = field(default_factory=list)
+
+    def add(self, level: str, path: Path, message: str) -> None:
+        self.findings.append(Finding(level, path, message))
+
+
+def _files(folder: Path, report: SplitReport) -> Dict[str, Path]:
+    files: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if path.stem in files:
+            report.add("error", path, f"shares its name with {files[path.stem].name}: which one is meant?")
+            report.bad.append(path)
+            continue
+        files[path.stem] = path
+    return files
+
+
+def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitReport) -> bool:
+    try:
+        image = open_image(image_path)
+    except DatasetError as error:
+        report.add("error", image_path, str(error).split(": ", 1)[1])
+        return False
+    try:
+        mask = open_image(mask_path)
+    except DatasetError as error:
+        report.add("error", mask_path, str(error).split(": ", 1)[1])
+        return False
+    good = True
+    if image.mode in CONVERTED_MODES:
+        report.add("note", image_path, f"{CONVERTED_MODES[image.mode]} image, read as RGB")
+    if image.size != mask.size:
+        report.add("error", image_path, f"image is {image.size[0]}x{image.size[1]} px but its mask {mask_path.name} "
+                                        f"is {mask.size[0]}x{mask.size[1]} px")
+        good = False
+    if min(image.size) < crop:
+        report.add("error", image_path, f"{image.size[0]}x{image.size[1]} px is smaller than the {crop} px crop")
+        good = False
+    values, cut = mask_values(mask)
+    if cut:  # 8-bit masks: 0 and 255 are clean, anything else is soft
+        soft = (values != 0) & (values != 255)
+        if soft.any():
+            levels = len(np.unique(values))
+            grey = float(((values > 25) & (values < 230)).mean())
+            if grey > GREY_SHARE_LIMIT:
+                report.add("error", mask_path, f"not a binary mask: {levels} grey levels, {100 * grey:.0f}% of "
+                                               "pixels between 10% and 90% grey (a photo saved as a mask?)")
+                good = False
+            else:
+                report.add("warning", mask_path, f"soft mask ({levels} grey levels, {100 * soft.mean():.1f}% of "
+                                                 "pixels neither black nor white): binarised at 50%")
+    return good
+
+
+def check_split(root: Path, split: str, crop: int) -> SplitReport:
+    """Every problem of ROOT/SPLIT/{images,masks}, and the pairs that are fit to train on."""
+    report = SplitReport(split)
+    folders = {kind: Path(root) / split / kind for kind in ("images", "masks")}
+    for kind, folder in folders.items():
+        if not folder.is_dir():
+            report.add("error", folder, "folder not found")
+    if report.findings:
+        return report
+    images, masks = _files(folders["images"], report), _files(folders["masks"], report)
+    for stem in sorted(images.keys() - masks.keys()):
+        report.add("error", images[stem], f"no mask with this name in {folders['masks']}")
+        report.bad.append(images[stem])
+    for stem in sorted(masks.keys() - images.keys()):
+        report.add("error", masks[stem], f"no image with this name in {folders['images']}")
+        report.bad.append(masks[stem])
+    for stem in sorted(images.keys() & masks.keys()):
+        if _check_pair(images[stem], masks[stem], crop, report):
+            report.pairs.append((images[stem], masks[stem]))
+        else:
+            report.bad.append(images[stem])
+    if not report.pairs:
+        report.add("error", Path(root) / split, "no usable image/mask pair in this split")
+    return report
+
+
+def check_data(root: Path, crop: int, splits: Sequence[str] = SPLITS) -> Dict[str, SplitReport]:
+    return {split: check_split(Path(root), split, crop) for split in splits}
+
+
+def summary(reports: Dict[str, SplitReport]) -> str:
+    """One line per split: pairs fit to train on, and the counts of errors, warnings and notes."""
+    lines = []
+    for split, report in reports.items():
+        counts = {level: sum(f.level == level for f in report.findings) for level in ("error", "warning", "note")}
+        lines.append(f"{split}: {len(report.pairs)} good pairs, {counts['error']} errors, "
+                     f"{counts['warning']} warnings, {counts['note']} notes")
+    return "\n".join(lines)
+
+
+def errors(reports: Dict[str, SplitReport]) -> List[Finding]:
+    return [finding for report in reports.values() for finding in report.findings if finding.level == "error"]
