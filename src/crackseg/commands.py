@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure inference and training speed (JSON)",
         description="Measure, in one run with interleaved rounds: inference crops/s of the plain eager fp32 U-Net, "
                     "of the fast path (channels-last, reduced precision where the hardware has it) and of the "
-                    "gated model at 0/10/50/100%% cracked crops; the ideal gated speedup from FLOP counts; stage-1 "
+                    "gated model at 0/10/50/100% cracked crops; the ideal gated speedup from FLOP counts; stage-1 "
                     "training crops/s (plain and fast, data loader included) and the loader's own crops/s. "
                     "Prints JSON and writes it to --out. Random weights unless --agreement-images is given.")
     bench.add_argument("--width", type=int, default=32, help="U-Net base width [32]")
@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--agreement-images", default=None,
                        help="folder of photos: also report the Dice between the fast path's and plain fp32's "
                             "binarised masks, with the trained checkpoints")
-    bench.add_argument("--segmentation-checkpoint", default=SEGMENTATION_CHECKPOINT, help=argparse.SUPPRESS)
-    bench.add_argument("--classification-checkpoint", default=CLASSIFICATION_CHECKPOINT, help=argparse.SUPPRESS)
+    bench.add_argument("--segmentation-checkpoint", default=SEGMENTATION_CHECKPOINT,
+                       help=f"trained checkpoints for --agreement-images [{SEGMENTATION_CHECKPOINT}]")
+    bench.add_argument("--classification-checkpoint", default=CLASSIFICATION_CHECKPOINT,
+                       help=f"[{CLASSIFICATION_CHECKPOINT}]")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
     bench.set_defaults(handler=run_bench)
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check-data", help="check a data root file by file before training",
         description="Report, file by file: unreadable or truncated images and masks, images without masks and "
-                    "masks without images, size mismatches, soft masks (binarised at 50%%, a warning) and masks "
+                    "masks without images, size mismatches, soft masks (binarised at 50%, a warning) and masks "
                     "with many grey levels (an error), grey/RGBA/palette/16-bit images (converted, a note), "
                     "images smaller than the crop, empty splits. Training runs the same check first. Exit code "
                     "1 when there are errors.")
