@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from crackseg import acceleration
-from crackseg.acceleration import reduced_precision
+from crackseg.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision
 from crackseg.benchmark import drive_gate, flops
 from crackseg.commands import main
 from crackseg.inference import Predictor
@@ -38,24 +38,46 @@ def test_precision_falls_back_to_fp32_without_native_bf16(monkeypatch):
 
 def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
-    fast = Predictor(tiny_model(), "cpu")
-    plain = Predictor(tiny_model(), "cpu", channels_last=False, precision="fp32")
-    assert fast.dtype is None and fast.channels_last
+    model = tiny_model()
+    fast = Predictor(model, "cpu")
+    plain = Predictor(tiny_model(), "cpu", fast=False)
+    assert fast.dtype is None and plain.dtype is None
     assert fast.model.encoder.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    norms = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
+    assert not any(isinstance(module, norms) for module in fast.model.modules())  # folded into the layers
+    assert sum(isinstance(module, norms) for module in model.modules()) == 20  # on a copy: the caller's model
+    assert model.encoder.blocks[0][0].bias is None  # is left as it was
     crops = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     (fast_masks, fast_probs), (plain_masks, plain_probs) = fast.crops(crops), plain.crops(crops)
     torch.testing.assert_close(fast_probs, plain_probs, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast_masks, plain_masks, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.unet(crops), plain.unet(crops), rtol=0, atol=1e-5)
     image = torch.randint(0, 256, (3, 45, 70), dtype=torch.uint8)
     torch.testing.assert_close(fast.segment(image), plain.segment(image), rtol=0, atol=1e-5)
+
+
+def test_cpu_chunks_fit_the_cache_budget_and_do_not_change_results():
+    cpu = torch.device("cpu")
+    assert chunk_size(cpu, 32, 224, torch.bfloat16) == 5  # 2 x 32 x 224^2 x 2 bytes = 6.4 MB a crop
+    assert chunk_size(cpu, 32, 224, None) == 2
+    assert chunk_size(cpu, 64, 512, None) == 1  # never zero
+    assert chunk_size(cpu, 4, 32, None) == CPU_CHUNK_BYTES // (2 * 4 * 32 * 32 * 4)
+    assert chunk_size(torch.device("cuda"), 32, 224, torch.float16) is None
+    predictor = Predictor(tiny_model(), "cpu", precision="fp32")
+    crops = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
+    whole = predictor.crops(crops)
+    predictor.chunk = 3
+    chunked = predictor.crops(crops)
+    assert chunked[0].shape == (7, 1, 32, 32) and chunked[1].shape == (7,)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
 
 
 def test_bf16_fast_path_stays_close_to_fp32():
     # Forced bf16 (emulated on CPUs without it: slow, but numerically what a bf16 CPU computes). The agreement of
     # binarised masks of trained models on a real split is measured by `crackseg bench --agreement-images`.
     bf16 = Predictor(tiny_model(), "cpu", precision="bf16")
-    plain = Predictor(tiny_model(), "cpu", channels_last=False, precision="fp32")
-    assert bf16.dtype == torch.bfloat16
+    plain = Predictor(tiny_model(), "cpu", fast=False)
+    assert bf16.dtype == torch.bfloat16 and bf16.model.head.layers[2].weight.dtype == torch.bfloat16
     image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
     low, high = bf16.segment(image), plain.segment(image)
     assert low.dtype == torch.float32 and low.shape == high.shape == (64, 96)
@@ -65,14 +87,16 @@ def test_bf16_fast_path_stays_close_to_fp32():
 
 
 @pytest.mark.parametrize("share, expected", [(0.0, 0), (0.1, 1), (0.5, 5), (1.0, 10)])
-def test_drive_gate_decodes_exactly_the_share(share, expected):
+@pytest.mark.parametrize("chunk", [10, 5, 3])
+def test_drive_gate_decodes_exactly_the_share(share, expected, chunk):
     model = tiny_model()
     seen = []
     model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(len(output)))
-    handle = drive_gate(model, share)
-    with torch.no_grad():
-        masks, probs = model(torch.rand(10, 3, 32, 32))
+    handle = drive_gate(model, share, period=10)
+    with torch.no_grad():  # one batch of 10 crops, in forward calls of `chunk` crops as the fast path does
+        outputs = [model(crops) for crops in torch.rand(10, 3, 32, 32).split(chunk)]
     handle.remove()
+    masks, probs = torch.cat([m for m, _ in outputs]), torch.cat([p for _, p in outputs])
     assert sum(seen) == expected and int((probs > 0.5).sum()) == expected
     assert int((masks.flatten(1).amax(1) > 0).sum()) == expected
 
@@ -91,7 +115,7 @@ def test_bench_writes_a_complete_report(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == report
     assert report["machine"]["threads"] >= 1 and report["config"]["crop"] == 32
     speeds = report["inference"]["crops_per_s"]
-    assert set(speeds) == {"plain_fp32", "fast", "gated_0", "gated_10", "gated_50", "gated_100"}
+    assert set(speeds) == {"plain_fp32", "plain_fp32_single", "fast", "gated_0", "gated_10", "gated_50", "gated_100"}
     assert all(value > 0 for value in speeds.values())
     assert report["inference"]["fast_over_plain"] == pytest.approx(speeds["fast"] / speeds["plain_fp32"])
     assert set(report["training"]["crops_per_s"]) == {"plain_fp32", "fast", "loader_only"}

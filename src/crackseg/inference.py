@@ -9,7 +9,7 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 
 import torch
 
-from crackseg.acceleration import autocast, reduced_precision, to_channels_last
+from crackseg.acceleration import chunk_size, inference_copy, reduced_precision
 from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
 from crackseg.models.unet import DEPTH
@@ -51,20 +51,19 @@ class Predictor:
     images into overlapping crops of the training size, gates each, decodes the cracked ones and stitches the
     masks back. Tiles of consecutive images share batches.
 
-    The fast path (the default) keeps weights and inputs channels-last and autocasts to reduced precision where
-    the hardware has it (`precision="auto"`, see `acceleration`); `channels_last=False, precision="fp32"` is the
-    plain eager model.
+    The fast path (the default) runs a copy of the model with BatchNorm folded, weights channels-last and in
+    reduced precision where the hardware has it (`precision="auto"`, see `acceleration`), in cache-sized chunks
+    on CPUs. `fast=False` runs the model as given: the plain eager fp32 model.
     """
 
     def __init__(self, model: UNetClassifier, device: Any = "cpu", batch_size: int = 32,
-                 overlap: Optional[int] = None, mask_threshold: float = 0.5, channels_last: bool = True,
+                 overlap: Optional[int] = None, mask_threshold: float = 0.5, fast: bool = True,
                  precision: str = "auto"):
         self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
-        self.channels_last = channels_last
-        if channels_last:
-            to_channels_last(self.model)
-        self.dtype = reduced_precision(self.device, precision)
+        self.fast = fast
+        self.dtype = reduced_precision(self.device, precision) if fast else None
+        self.model = inference_copy(model, self.device, self.dtype) if fast else model.eval().to(self.device)
+        self.chunk = chunk_size(self.device, model.width, model.crop_size, self.dtype) if fast else None
         self.batch_size = batch_size
         self.tile = model.crop_size
         self.overlap = model.crop_size // 4 if overlap is None else overlap
@@ -81,25 +80,34 @@ class Predictor:
         if self.device.type == "cuda":
             images = images.pin_memory()
         images = images.to(self.device, non_blocking=True).float().div_(255)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        if not self.fast:
+            return images
+        return images.to(self.dtype or torch.float32).contiguous(memory_format=torch.channels_last)
+
+    def _chunks(self, crops: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return crops.split(self.chunk) if self.chunk else (crops,)
 
     @torch.inference_mode()
     def segment(self, image: torch.Tensor) -> torch.Tensor:
         """Ungated U-Net on the whole image (padded to a multiple of 16, cropped back): (3, H, W) -> (H, W)."""
         height, width = image.shape[-2:]
         padded = pad_to_multiple(image, 2**DEPTH)[None]
-        with autocast(self.device, self.dtype):
-            bottleneck, skips = self.model.encoder(self._input(padded))
-            logits = self.model.decoder(bottleneck, skips)
+        logits = self.model.decoder(*self.model.encoder(self._input(padded)))
         return torch.sigmoid(logits.float())[0, 0, :height, :width].cpu()
+
+    @torch.inference_mode()
+    def unet(self, crops: torch.Tensor) -> torch.Tensor:
+        """Ungated U-Net on a batch of uint8 crops (N, 3, s, s): crack probabilities (N, 1, s, s) on the CPU."""
+        return torch.cat([torch.sigmoid(self.model.decoder(*self.model.encoder(self._input(chunk))).float()).cpu()
+                          for chunk in self._chunks(crops)])
 
     @torch.inference_mode()
     def crops(self, crops: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The gated model on a batch of uint8 crops of the training size: (masks (N, 1, s, s), crack probs (N,))
         on the CPU; masks are zero where the gate did not decode."""
-        with autocast(self.device, self.dtype):
-            masks, crack_probs = self.model(self._input(crops))
-        return masks.float().cpu(), crack_probs[:, 0].float().cpu()
+        outputs = [self.model(self._input(chunk)) for chunk in self._chunks(crops)]
+        return (torch.cat([masks for masks, _ in outputs]).float().cpu(),
+                torch.cat([probs[:, 0] for _, probs in outputs]).float().cpu())
 
     def _run(self, batch: List[Tuple[_Pending, int]]) -> None:
         masks, crack_probs = self.crops(torch.stack([pending.tiles[index] for pending, index in batch]))
