@@ -57,7 +57,12 @@ def test_same_seed_same_data_same_metrics_and_weights(data, reference, tmp_path)
 
 
 def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data, reference, tmp_path):
-    code = "import sys; from crackseg.cli import run; sys.exit(run('segmentation', sys.argv[1:]))"
+    # Every batch of the child takes at least 0.25 s (the numbers are untouched), so epoch 2 (7 batches) cannot
+    # finish in the 0.5 s between the end of epoch 1 and the kill, however fast the machine.
+    code = ("import sys, time; from crackseg import training; from crackseg.cli import run; "
+            "collate = training.collate_crops; "
+            "training.collate_crops = lambda batch: (time.sleep(0.25), collate(batch))[1]; "
+            "sys.exit(run('segmentation', sys.argv[1:]))")
     process = subprocess.Popen([sys.executable, "-c", code] + train_args(data, tmp_path),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "checkpoints" / "last.pth"

@@ -4,9 +4,10 @@ import torch
 
 from crackseg import UNetClassifier
 from crackseg.checkpoints import load_checkpoint
-from crackseg import cli
+from crackseg import cli, training
 from crackseg.cli import run
 from crackseg.config import build_config
+from crackseg.training import mixed_precision
 
 TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
 
@@ -77,3 +78,36 @@ def test_presets():
     assert auto.preset == "cpu" and auto.crop < 224 and auto.skip_dropout == 0.5
     explicit = build_config("classification", {"device": "cpu", "epochs": 3, "lr": 0.5})
     assert (explicit.epochs, explicit.lr, explicit.log_dir) == (3, 0.5, "logs/classification")
+
+
+def test_amp_precision_follows_the_hardware(monkeypatch, capsys):
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert mixed_precision(build_config("segmentation", {"device": "cpu"})) == "no"  # without --amp
+    assert mixed_precision(build_config("segmentation", {"device": "cpu", "amp": True})) == "bf16"
+    assert mixed_precision(build_config("segmentation", {"device": "cuda", "amp": True})) == "fp16"
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert mixed_precision(build_config("segmentation", {"device": "cpu", "amp": True})) == "no"
+    assert "no native bfloat16" in capsys.readouterr().out
+
+
+def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypatch):
+    # On CPUs without native bf16 the arithmetic is emulated (slow, same numbers): fine for a tiny model.
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    layouts = []
+    original = training.training_layout
+    monkeypatch.setattr(training, "training_layout",
+                        lambda model, reduced: layouts.append(reduced) or original(model, reduced))
+    argv = TINY + ["--data-root", str(tiny_dataset), "--log-dir", str(tmp_path / "seg")]
+    assert run("segmentation", argv + ["--log-dir", str(tmp_path / "fp32")]) == 0  # in the same process first
+    assert run("segmentation", argv + ["--amp"]) == 0
+    assert layouts == [False, True]
+    checkpoint = load_checkpoint(tmp_path / "seg" / "checkpoints" / "best.pth", stage="segmentation")
+    weight = checkpoint["model"]["encoder.blocks.1.0.weight"]  # fp32 master weights, kept channels-last
+    assert weight.dtype == torch.float32 and weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+    assert checkpoint["config"]["amp"] is True
+    for key in ("loss", "dice", "iou"):
+        assert 0.0 <= checkpoint["metrics"][key] <= 10.0, key
+    model = UNetClassifier(4, 32)
+    model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in checkpoint["model"].items()
+                                   if k.startswith("encoder.")})  # loads into an ordinary model

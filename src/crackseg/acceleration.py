@@ -69,6 +69,13 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def training_layout(model: nn.Module, reduced: bool) -> nn.Module:
+    """The memory format for training: channels-last with reduced precision (bf16 autocast on a 2-core EPYC ran
+    11.4 crops/s with it, 9.1 without), the default NCHW in fp32, where channels-last was measured slower on
+    other CPUs."""
+    return model.to(memory_format=torch.channels_last) if reduced else model
+
+
 def inference_copy(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> nn.Module:
     """A copy of `model` for the fast path: eval mode, BatchNorm folded, on `device`, channels-last, weights in
     `dtype` (None: fp32). Casting the weights once instead of autocasting on every call matters for the gate:

@@ -5,16 +5,17 @@ all of them alike and their ratios are fair. Weights are random: speed does not 
 decisions are driven so the share of decoded crops is exact.
 """
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from crackseg.acceleration import autocast, cpu_has_native_bf16, reduced_precision
+from crackseg.acceleration import autocast, cpu_has_native_bf16, reduced_precision, training_layout
 from crackseg.data import CracksDataset, collate_crops
 from crackseg.inference import Predictor
 from crackseg.losses import BCEDiceLoss
@@ -61,20 +62,20 @@ def _synchronize(device: torch.device) -> None:
 
 def interleaved(variants: Dict[str, Callable[[], int]], rounds: int, device: torch.device,
                 warmup: int = 1) -> Dict[str, float]:
-    """Items per second of each variant (each call returns how many items it processed)."""
+    """Items per second of each variant (each call returns how many items it processed), from the median round,
+    so that one round disturbed by the machine does not move the result."""
     for run in variants.values():
         for _ in range(warmup):
             run()
-    items = dict.fromkeys(variants, 0)
-    seconds = dict.fromkeys(variants, 0.0)
+    rates: Dict[str, List[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
             _synchronize(device)
             start = time.perf_counter()
-            items[name] += run()
+            items = run()
             _synchronize(device)
-            seconds[name] += time.perf_counter() - start
-    return {name: items[name] / seconds[name] for name in variants}
+            rates[name].append(items / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def drive_gate(model: UNetClassifier, share: float, period: int) -> Any:
@@ -135,7 +136,8 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
 def training(width: int, crop: int, batch_images: int, steps: int, rounds: int, device: torch.device,
              precision: str = "auto", data_root: Optional[Path] = None) -> Dict[str, Any]:
     """Stage-1 training crops per second with the data loader included (plain fp32 eager against the fast
-    path: autocast where the hardware has reduced precision), and the loader's own crops per second."""
+    path, as `--amp` trains: autocast and channels-last where the hardware has reduced precision), and the
+    loader's own crops per second."""
     with tempfile.TemporaryDirectory() as temporary:
         if data_root is None:
             data_root = generate(Path(temporary), seed=0, image_size=2 * crop,
@@ -150,7 +152,7 @@ def training(width: int, crop: int, batch_images: int, steps: int, rounds: int, 
 
         def trainer(dtype: Optional[torch.dtype]) -> Callable[[], int]:
             torch.manual_seed(0)
-            model = UNet(width, skip_dropout=0.5).to(device).train()
+            model = training_layout(UNet(width, skip_dropout=0.5).to(device).train(), reduced=dtype is not None)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
             def run() -> int:
@@ -174,7 +176,8 @@ def training(width: int, crop: int, batch_images: int, steps: int, rounds: int, 
 
         speeds = interleaved({"plain_fp32": trainer(None), "fast": trainer(dtype), "loader_only": load_only},
                              rounds, device)
-    return {"fast_path": {"dtype": str(dtype or torch.float32)}, "crops_per_s": speeds,
+    return {"fast_path": {"dtype": str(dtype or torch.float32), "channels_last": dtype is not None},
+            "crops_per_s": speeds,
             "fast_over_plain": speeds["fast"] / speeds["plain_fp32"],
             "loader_over_training": speeds["loader_only"] / max(speeds["plain_fp32"], speeds["fast"])}
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--width", type=int, default=32, help="U-Net base width [32]")
     bench.add_argument("--crop", type=int, default=224, help="crop side in px [224]")
     bench.add_argument("--batch", type=int, default=10, help="crops per inference batch [10]")
-    bench.add_argument("--rounds", type=int, default=3, help="timed rounds per variant [3]")
+    bench.add_argument("--rounds", type=int, default=10, help="timed rounds per variant (the median counts) [10]")
     bench.add_argument("--train-images", type=int, default=2, help="images (x5 crops) per training batch [2]")
     bench.add_argument("--train-steps", type=int, default=2, help="training steps per round [2]")
     bench.add_argument("--no-training", action="store_true", help="skip the training measurements")

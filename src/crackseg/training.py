@@ -10,11 +10,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from accelerate.state import AcceleratorState
 from catalyst import dl
 from torch import nn
 from torch.utils.data import DataLoader
 
-from crackseg.acceleration import cpu_has_native_bf16
+from crackseg.acceleration import cpu_has_native_bf16, training_layout
 from crackseg.checkpoints import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from crackseg.config import TrainConfig
 from crackseg.data import CracksDataset, collate_crops
@@ -205,18 +206,25 @@ def make_loaders(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str
             "valid": DataLoader(datasets["valid"], shuffle=False, **common)}
 
 
-def make_engine(config: TrainConfig) -> dl.Engine:
+def mixed_precision(config: TrainConfig) -> str:
+    """Catalyst's mixed precision for --amp: fp16 on CUDA, bf16 on CPUs with native bf16, else "no" (fp32)."""
+    if not config.amp:
+        return "no"
+    if config.device.startswith("cuda"):
+        return "fp16"
+    if cpu_has_native_bf16():
+        return "bf16"
+    print("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
+    return "no"
+
+
+def make_engine(config: TrainConfig, precision: str = "no") -> dl.Engine:
     """One process on CPU or GPU, or Catalyst's distributed data-parallel engine for --processes/--nodes
-    (gloo on CPU, NCCL on GPU). --amp: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    (gloo on CPU, NCCL on GPU), with `precision` from `mixed_precision`."""
+    # accelerate keeps one state per process and refuses an engine whose precision differs from the first one's
+    # (say, stage 1 with --amp and stage 2 without, in one Python session): every run starts from a clean state.
+    AcceleratorState._reset_state(reset_partial_state=True)
     cuda = config.device.startswith("cuda")
-    precision = "no"
-    if config.amp:
-        if cuda:
-            precision = "fp16"
-        elif cpu_has_native_bf16():
-            precision = "bf16"
-        else:
-            print("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
     if config.processes * config.nodes > 1:
         return dl.DistributedDataParallelEngine(
             address=config.master_addr, port=config.master_port, world_size=config.processes * config.nodes,
@@ -269,6 +277,8 @@ def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, objec
         resume_state = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)
         print(f"resuming after epoch {resume_state['epoch']} of {config.epochs} from {log_dir / 'checkpoints'}")
     model = build_model(config)
+    precision = mixed_precision(config)
+    model = training_layout(model, reduced=precision != "no")
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.milestones),
                                                      gamma=config.gamma)
@@ -278,9 +288,9 @@ def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, objec
     # Catalyst's progress bar calls float() on the batch loss, which must keep its graph for BackwardCallback.
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.perf_counter()
-    runner.train(model=model, engine=make_engine(config), loaders=make_loaders(config, pairs), optimizer=optimizer,
-                 scheduler=scheduler, callbacks=callbacks, num_epochs=config.epochs, seed=config.seed,
-                 hparams=config.to_dict(), verbose=sys.stderr.isatty())
+    runner.train(model=model, engine=make_engine(config, precision), loaders=make_loaders(config, pairs),
+                 optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, num_epochs=config.epochs,
+                 seed=config.seed, hparams=config.to_dict(), verbose=sys.stderr.isatty())
     best = load_checkpoint(log_dir / "checkpoints" / "best.pth", stage=config.stage)
     return {"best": log_dir / "checkpoints" / "best.pth", "epoch": best["epoch"], "metrics": best["metrics"],
             "seconds": time.perf_counter() - started, "curves": plot_training_curves(log_dir)}
