@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from crackseg.checkpoints import load_checkpoint, save_checkpoint
-from crackseg.commands import main
+from crackseg.commands import _predictor, build_parser, main
 from crackseg.data import read_pair
 from crackseg.inference import Predictor
 from crackseg.metrics import binary_counts, segmentation_scores
@@ -140,3 +140,12 @@ def test_curves_plots_a_catalyst_csv_log(tmp_path, capsys):
     assert Image.open(tmp_path / "curves.png").format == "PNG"
     assert main(["curves", str(tmp_path / "missing")]) == 2
     assert "no train.csv or valid.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", None), ("bf16", torch.bfloat16)])
+def test_precision_flag_reaches_the_predictor(gate_open, tmp_path, precision, dtype):
+    args = build_parser().parse_args(["predict", str(tmp_path), "--out", str(tmp_path / "out"),
+                                      "--precision", precision] + gate_open)
+    predictor = _predictor(args)
+    assert predictor.dtype == dtype and predictor.batch_size == 5
+    assert predictor.model.head.layers[2].weight.dtype == (dtype or torch.float32)

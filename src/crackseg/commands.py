@@ -37,8 +37,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gate-threshold", type=float, default=0.5,
                        help="the head's crack probability above which a tile is decoded [0.5]")
     group.add_argument("--overlap", type=int, default=None, help="tile overlap in px [a quarter of the crop]")
-    group.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass [32]")
+    group.add_argument("--batch-size", type=int, default=32,
+                       help="tiles per batch, across images (cut into cache-sized chunks on CPUs) [32]")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+    group.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="arithmetic of the model [auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +136,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     return Predictor.from_checkpoints(
         args.segmentation_checkpoint, args.classification_checkpoint, gate_threshold=args.gate_threshold,
         device=resolve_device(args.device), batch_size=args.batch_size, overlap=args.overlap,
-        **({} if args.mask_threshold is None else {"mask_threshold": args.mask_threshold}))
+        precision=args.precision, **({} if args.mask_threshold is None else {"mask_threshold": args.mask_threshold}))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
