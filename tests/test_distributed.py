@@ -2,6 +2,7 @@
 import socket
 
 import pytest
+import torch
 
 from crackseg.checkpoints import load_checkpoint
 from crackseg.cli import run
@@ -40,3 +41,25 @@ def test_two_processes_train_both_stages_and_reduce_metrics_over_all_shards(tmp_
             assert checkpoint["metrics"][key] == single[key], key
         for key in SUMMED[stage]:
             assert checkpoint["metrics"][key] == pytest.approx(single[key], rel=1e-5), key
+
+
+def test_two_processes_resume_exactly_where_they_stopped(tmp_path):
+    # Each worker must own its restored optimizer state: resumed Adam moments shared between the workers were
+    # updated by both, and their weights drifted apart.
+    data = generate(tmp_path / "data", seed=7, image_size=64, counts={"train": 8, "valid": 4})
+    common = ["--width", "4", "--crop", "32", "--batch-size", "2", "--device", "cpu", "--processes", "2",
+              "--milestones", "1", "--data-root", str(data)]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run("segmentation", common + ["--epochs", "2", "--log-dir", str(straight),
+                                         "--master-port", str(free_port())]) == 0
+    assert run("segmentation", common + ["--epochs", "1", "--log-dir", str(resumed),
+                                         "--master-port", str(free_port())]) == 0
+    assert run("segmentation", ["--resume", "--epochs", "2", "--log-dir", str(resumed),
+                                "--master-port", str(free_port())]) == 0
+    first, second = (load_checkpoint(folder / "checkpoints" / "last.pth") for folder in (straight, resumed))
+    assert first["epoch"] == second["epoch"] == 2
+    assert [s["step"] for s in second["optimizer"]["state"].values()] == \
+        [s["step"] for s in first["optimizer"]["state"].values()] == [4.0] * len(first["optimizer"]["state"])
+    for key in first["model"]:
+        assert torch.equal(first["model"][key], second["model"][key]), key
+    assert (straight / "csv" / "valid.csv").read_text() == (resumed / "csv" / "valid.csv").read_text()

@@ -62,17 +62,16 @@ class CrackRunner(dl.Runner):
     stage = ""
     parts: Tuple[str, ...] = ()  # names of the loss parts compute_loss returns
 
-    def __init__(self, config: TrainConfig, resume_state: Optional[Dict[str, Any]] = None):
+    def __init__(self, config: TrainConfig, resume_epoch: int = 0):
         super().__init__()
         self.config = config
-        self.resume_state = resume_state
+        self.resume_epoch = resume_epoch  # > 0: continue from `last.pth`, which recorded this epoch
 
     def get_loggers(self) -> Dict[str, Any]:
         """Made here, in the process that logs (rank 0), not pickled into it. CSV files keep the epochs a
         resumed run continues from and lose any later ones (a fresh run starts them empty)."""
         log_dir = Path(self.config.log_dir)
-        kept = self.resume_state["epoch"] if self.resume_state else 0
-        return {"console": dl.ConsoleLogger(), "csv": ResumableCSVLogger(str(log_dir / "csv"), kept),
+        return {"console": dl.ConsoleLogger(), "csv": ResumableCSVLogger(str(log_dir / "csv"), self.resume_epoch),
                 "tensorboard": dl.TensorboardLogger(str(log_dir / "tensorboard"))}
 
     def compute_loss(self, logits: torch.Tensor, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -90,8 +89,11 @@ class CrackRunner(dl.Runner):
     def on_experiment_start(self, runner: "dl.IRunner") -> None:
         super().on_experiment_start(runner)
         self.best_loss = float("inf")
-        state = self.resume_state
-        if state:
+        if self.resume_epoch:
+            # Read here, in the process that trains. A state handed from the parent to spawned workers would
+            # travel through shared memory, and the workers' Adam moments would then be one buffer that all
+            # of them update.
+            state = load_checkpoint(Path(self.config.log_dir) / "checkpoints" / "last.pth", stage=self.stage)
             self.engine.unwrap_model(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -106,7 +108,12 @@ class CrackRunner(dl.Runner):
         return loss, values, self.count(logits.detach(), batch).cpu()
 
     def on_loader_start(self, runner: "dl.IRunner") -> None:
-        super().on_loader_start(runner)
+        super().on_loader_start(runner)  # seeds the global RNG from seed, rank and epoch: one process shuffles
+        # With several processes, accelerate shuffles with a generator of its own, created fresh in every run and
+        # shared by the processes; seeded here from seed and epoch, a resumed run shuffles as an uninterrupted one.
+        generator = getattr(self.loader, "synchronized_generator", None)
+        if generator is not None:
+            generator.manual_seed(self.config.seed + self.epoch_step)
         self.totals = SplitTotals(self.parts)
 
     def handle_batch(self, batch: Batch) -> None:
@@ -272,10 +279,10 @@ def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, objec
     """
     torch.manual_seed(config.seed)
     log_dir = Path(config.log_dir)
-    resume_state = None
+    resume_epoch = 0
     if config.resume:
-        resume_state = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)
-        print(f"resuming after epoch {resume_state['epoch']} of {config.epochs} from {log_dir / 'checkpoints'}")
+        resume_epoch = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)["epoch"]
+        print(f"resuming after epoch {resume_epoch} of {config.epochs} from {log_dir / 'checkpoints'}")
     model = build_model(config)
     precision = mixed_precision(config)
     model = training_layout(model, reduced=precision != "no")
@@ -284,7 +291,7 @@ def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, objec
                                                      gamma=config.gamma)
     callbacks = [dl.BackwardCallback(metric_key="loss"), dl.OptimizerCallback(metric_key="loss"),
                  dl.SchedulerCallback(mode="epoch")]
-    runner = RUNNERS[config.stage](config, resume_state)
+    runner = RUNNERS[config.stage](config, resume_epoch)
     # Catalyst's progress bar calls float() on the batch loss, which must keep its graph for BackwardCallback.
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.perf_counter()
