@@ -79,7 +79,7 @@ def training_layout(model: nn.Module, reduced: bool) -> nn.Module:
 def inference_copy(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> nn.Module:
     """A copy of `model` for the fast path: eval mode, BatchNorm folded, on `device`, channels-last, weights in
     `dtype` (None: fp32). Casting the weights once instead of autocasting on every call matters for the gate:
-    re-casting its 51M-weight head cost about as much as the head's arithmetic, on every batch."""
+    re-casting its 53.5M-weight head cost about as much as the head's arithmetic, on every batch."""
     fast = fold_batchnorm(copy.deepcopy(model).eval()).to(device, memory_format=torch.channels_last)
     return fast.to(dtype) if dtype is not None else fast
 
