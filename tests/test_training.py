@@ -97,9 +97,9 @@ def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypat
     original = training.training_layout
     monkeypatch.setattr(training, "training_layout",
                         lambda model, reduced: layouts.append(reduced) or original(model, reduced))
-    argv = TINY + ["--data-root", str(tiny_dataset), "--log-dir", str(tmp_path / "seg")]
+    argv = TINY + ["--data-root", str(tiny_dataset)]
     assert run("segmentation", argv + ["--log-dir", str(tmp_path / "fp32")]) == 0  # in the same process first
-    assert run("segmentation", argv + ["--amp"]) == 0
+    assert run("segmentation", argv + ["--log-dir", str(tmp_path / "seg"), "--amp"]) == 0
     assert layouts == [False, True]
     checkpoint = load_checkpoint(tmp_path / "seg" / "checkpoints" / "best.pth", stage="segmentation")
     weight = checkpoint["model"]["encoder.blocks.1.0.weight"]  # fp32 master weights, kept channels-last

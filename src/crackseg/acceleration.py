@@ -48,8 +48,8 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManag
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-# Measured with `crackseg bench`-style runs of the width-32 U-Net on 224 px crops (2-core EPYC, bf16): batches of
-# 2-8 crops ran at 46-47 crops/s, 10 crops at 41 and 32 crops at 32, as the feature maps outgrew the caches.
+# Measured in interleaved runs of the width-32 U-Net on 224 px crops (2-core EPYC, bf16): batches of 2-8 crops
+# ran at 46-47 crops/s, 10 crops at 41 (same run) and 32 crops at 32 (another run), as the maps outgrew the caches.
 CPU_CHUNK_BYTES = 32 * 2**20
 
 

@@ -225,7 +225,7 @@ def mixed_precision(config: TrainConfig) -> str:
     return "no"
 
 
-def make_engine(config: TrainConfig, precision: str = "no") -> dl.Engine:
+def make_engine(config: TrainConfig, precision: str) -> dl.Engine:
     """One process on CPU or GPU, or Catalyst's distributed data-parallel engine for --processes/--nodes
     (gloo on CPU, NCCL on GPU), with `precision` from `mixed_precision`."""
     # accelerate keeps one state per process and refuses an engine whose precision differs from the first one's
