@@ -66,10 +66,10 @@ def test_dataset_items_and_collate(tmp_path):
         mask[: 10 * index, 5] = 255  # a vertical line in the top-left crop, none for image 0
         Image.fromarray(mask).save(tmp_path / "valid" / "masks" / f"{index}.png")
     dataset = CracksDataset(tmp_path, "valid", valid_transform(32))
-    images, masks, labels = dataset[2]
+    images, masks, labels, groups = dataset[2]
     assert images.shape == (5, 3, 32, 32) and masks.shape == (5, 1, 32, 32) and labels.shape == (5, 1)
     assert labels[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]  # only the top-left corner crop holds the line
-    assert masks[0].sum() == 20
+    assert masks[0].sum() == 20 and groups.tolist() == [0] * 5
     batch = collate_crops([dataset[i] for i in range(3)])
     assert batch["images"].shape == (15, 3, 32, 32)
     assert batch["masks"].shape == (15, 1, 32, 32) and batch["labels"].shape == (15, 1)
@@ -79,7 +79,7 @@ def test_dataset_items_and_collate(tmp_path):
 def test_synthetic_dataset_trains_through_the_dataset(tiny_dataset):
     dataset = CracksDataset(tiny_dataset, "train", train_transform(32))
     assert len(dataset) == 6
-    images, masks, labels = dataset[0]
+    images, masks, labels, _ = dataset[0]
     assert images.shape == (5, 3, 32, 32) and set(masks.unique().tolist()) <= {0.0, 1.0}
 
 

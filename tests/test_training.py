@@ -18,7 +18,7 @@ def stage_one(tmp_path_factory):
     data = root / "data"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "SYNTHETIC_COUNTS", {"train": 8, "valid": 4})  # a small embedded default
-        assert run("segmentation", TINY + ["--data-root", str(data), "--log-dir", str(root / "seg")]) == 0
+        assert run("segmentation", TINY + ["--data-root", str(data), "--synthetic", "--log-dir", str(root / "seg")]) == 0
     return root
 
 
@@ -111,3 +111,78 @@ def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypat
     model = UNetClassifier(4, 32)
     model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in checkpoint["model"].items()
                                    if k.startswith("encoder.")})  # loads into an ordinary model
+
+
+def test_several_data_roots_and_negatives_in_one_run(tmp_path):
+    from PIL import Image
+
+    from crackseg.synthetic import generate
+    from crackseg.training import config_sources, make_loaders
+
+    first = generate(tmp_path / "first", seed=1, image_size=64, counts={"train": 4, "valid": 2})
+    second = generate(tmp_path / "second", seed=2, image_size=64, counts={"train": 3, "valid": 2})
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for index in range(10):  # crack-free photos without masks: 8 for training, every 5th (2) for validation
+        Image.new("RGB", (64, 64), (90 + index, 90, 90)).save(plain / f"{index:02d}.jpg")
+    argv = TINY + ["--data-root", str(first), "--data-root", str(second), "--data-weights", "1", "2",
+                   "--negatives", str(plain), "--log-dir", str(tmp_path / "seg")]
+    assert run("segmentation", argv) == 0
+    header = (tmp_path / "seg" / "csv" / "valid.csv").read_text().splitlines()[0].split(",")
+    assert {"dice", "dice/first", "dice/second", "dice/plain", "iou/second"} <= set(header)
+    checkpoint = load_checkpoint(tmp_path / "seg" / "checkpoints" / "best.pth", stage="segmentation")
+    assert checkpoint["config"]["data_root"] == [str(first), str(second)]
+    assert checkpoint["config"]["negatives"] == [str(plain)] and checkpoint["config"]["data_weights"] == [1, 2]
+
+    config = build_config("segmentation", {**checkpoint["config"], "device": "cpu"})
+    loaders = make_loaders(config, config_sources(config))
+    train, valid = loaders["train"].dataset, loaders["valid"].dataset
+    assert len(train) == 4 + 2 * 3 + 8 and len(valid) == 2 + 2 + 2
+    assert sorted(set(train.groups)) == [0, 1, 2] and train.groups.count(1) == 6
+    images, masks, labels, groups = train[len(train) - 1]  # a negative: empty mask, "no crack" labels
+    assert masks.sum() == 0 and labels.sum() == 0 and groups.tolist() == [2] * 5
+
+    # stage 2 trains on stage 1's data unless told otherwise
+    seg_path = tmp_path / "seg" / "checkpoints" / "best.pth"
+    assert run("classification", ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--log-dir",
+                                  str(tmp_path / "cls"), "--segmentation-checkpoint", str(seg_path)]) == 0
+    stage_two = load_checkpoint(tmp_path / "cls" / "checkpoints" / "best.pth", stage="classification")
+    assert stage_two["config"]["data_root"] == [str(first), str(second)]
+    assert stage_two["config"]["negatives"] == [str(plain)]
+    assert "f1_mean/plain" in stage_two["metrics"] and "f1_mean/first" in stage_two["metrics"]
+
+
+def test_metrics_per_source_come_from_that_source_only():
+    from crackseg.metrics import segmentation_scores
+    from crackseg.training import SplitTotals
+
+    totals = SplitTotals((), ("a", "b"))
+    totals.add([0.5], 10, torch.tensor([[8, 2, 0, 90], [1, 0, 3, 96]]))
+    metrics = totals.metrics(segmentation_scores)
+    assert metrics["dice/a"] == pytest.approx(16 / 18) and metrics["dice/b"] == pytest.approx(2 / 5)
+    assert metrics["dice"] == pytest.approx(18 / 23) and metrics["loss"] == pytest.approx(0.5)
+
+
+def test_a_mistyped_data_root_is_an_error_and_nothing_is_generated(tmp_path, capsys):
+    assert run("segmentation", TINY + ["--data-root", str(tmp_path / "typo"), "--log-dir", str(tmp_path / "log")]) == 2
+    assert "typo: no such folder (--data-root)" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "log").exists()
+    assert run("segmentation", TINY + ["--data-root", str(tmp_path / "x"), "--data-weights", "1", "2"]) == 2
+    assert "one per --data-root" in capsys.readouterr().err
+
+
+def test_a_head_is_never_combined_with_the_decoder_of_another_stage_one_run(stage_one, tmp_path):
+    from crackseg.checkpoints import CheckpointError
+
+    seg_path = stage_one / "seg" / "checkpoints" / "best.pth"
+    argv = ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--data-root", str(stage_one / "data"),
+            "--log-dir", str(tmp_path / "cls"), "--segmentation-checkpoint", str(seg_path)]
+    assert run("classification", argv) == 0
+    cls_path = tmp_path / "cls" / "checkpoints" / "best.pth"
+    assert len(load_checkpoint(cls_path)["encoder_fingerprint"]) == 16
+    UNetClassifier.from_checkpoints(seg_path, cls_path)  # the matching pair loads
+    # stage 1 retrained afterwards (another seed): same width, other encoder
+    assert run("segmentation", TINY + ["--data-root", str(stage_one / "data"), "--seed", "99",
+                                       "--log-dir", str(tmp_path / "seg2")]) == 0
+    with pytest.raises(CheckpointError, match="trained on another stage-1 model"):
+        UNetClassifier.from_checkpoints(tmp_path / "seg2" / "checkpoints" / "best.pth", cls_path)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from crackseg.transforms import (FiveCrop, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip,
+from crackseg.transforms import (FiveCrop, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip, RandomWindow,
                                  five_crop_boxes, train_transform, valid_transform)
 
 
@@ -23,7 +23,7 @@ def assert_aligned(images, masks):
 
 
 @pytest.mark.parametrize("transform", [RandomHorizontalFlip(p=1.0), RandomVerticalFlip(p=1.0), RandomRotate90(),
-                                       FiveCrop(48)])
+                                       FiveCrop(48), RandomWindow(64)])
 def test_each_paired_transform_keeps_image_and_mask_aligned(transform):
     image, mask = asymmetric_pair()
     for seed in range(8):
@@ -67,3 +67,29 @@ def test_valid_preset_is_deterministic_five_crop():
 def test_five_crop_rejects_small_images():
     with pytest.raises(ValueError, match="smaller than the crop size 64"):
         five_crop_boxes(48, 100, 64)
+
+
+def test_window_sampling_trains_on_every_region_of_a_large_photo():
+    # A 256x256 photo and 32 px crops: FiveCrop alone only ever sees the corners and the centre.
+    side, crop = 256, 32
+    position = torch.arange(side * side, dtype=torch.int32).view(1, side, side)  # each pixel's own index
+    image = torch.stack([position // 256 % 256, position % 256, torch.zeros_like(position)], 1)[0].to(torch.uint8)
+    mask = torch.zeros(1, side, side, dtype=torch.uint8)
+
+    def seen(sampling, draws):
+        covered = torch.zeros(side, side, dtype=torch.bool)
+        for seed in range(draws):
+            torch.manual_seed(seed)
+            crops, _ = train_transform(crop, sampling)(image, mask)
+            rows = (crops[:, 0] * 255).round().long().flatten()
+            cols = (crops[:, 1] * 255).round().long().flatten()
+            covered[rows, cols] = True
+        return covered.float().mean().item()
+
+    assert seen("five", 60) < 5 * crop * crop / (side * side) + 1e-6  # five fixed boxes, whatever the flips
+    assert seen("window", 300) > 0.9  # random windows of 2x the crop reach (almost) everything
+    image_small, mask_small = torch.zeros(3, 40, 300, dtype=torch.uint8), torch.zeros(1, 40, 300, dtype=torch.uint8)
+    out, out_mask = RandomWindow(64)(image_small, mask_small)  # a side smaller than the window is kept whole
+    assert out.shape == (3, 40, 64) and out_mask.shape == (1, 40, 64)
+    with pytest.raises(ValueError, match="unknown sampling"):
+        train_transform(crop, "random")

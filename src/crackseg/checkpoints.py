@@ -1,4 +1,5 @@
 """Checkpoint files: a dict of weights plus the metadata needed to rebuild the model from the file alone."""
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -61,6 +62,16 @@ def submodule_state(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, to
     """The entries of a state dict under `prefix.`, with the prefix removed."""
     start = prefix + "."
     return {key[len(start):]: value for key, value in state.items() if key.startswith(start)}
+
+
+def fingerprint(state: Dict[str, torch.Tensor]) -> str:
+    """A short SHA-256 of a state dict's names and values, whatever the memory layout of its tensors."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update((value.float() if value.is_floating_point() else value.long()).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def get_rng_state() -> Dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from crackseg.data import IMAGE_EXTENSIONS, DatasetError, mask_values, open_image
+from crackseg.data import IMAGE_EXTENSIONS, DatasetError, mask_values, open_image, split_negatives
 
 SPLITS = ("train", "valid")
 GREY_SHARE_LIMIT = 0.05  # a "mask" with more of its pixels between 10% and 90% grey is not a mask
@@ -52,11 +52,24 @@ def _files(folder: Path, report: SplitReport) -> Dict[str, Path]:
     return files
 
 
-def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitReport) -> bool:
+def _check_image(image_path: Path, crop: int, report: SplitReport):
+    """The opened image, or None after reporting why it cannot be trained on."""
     try:
         image = open_image(image_path)
     except DatasetError as error:
         report.add("error", image_path, str(error).split(": ", 1)[1])
+        return None
+    if image.mode in CONVERTED_MODES:
+        report.add("note", image_path, f"{CONVERTED_MODES[image.mode]} image, read as RGB")
+    if min(image.size) < crop:
+        report.add("error", image_path, f"{image.size[0]}x{image.size[1]} px is smaller than the {crop} px crop")
+        return None
+    return image
+
+
+def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitReport) -> bool:
+    image = _check_image(image_path, crop, report)
+    if image is None:
         return False
     try:
         mask = open_image(mask_path)
@@ -64,14 +77,9 @@ def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitRepor
         report.add("error", mask_path, str(error).split(": ", 1)[1])
         return False
     good = True
-    if image.mode in CONVERTED_MODES:
-        report.add("note", image_path, f"{CONVERTED_MODES[image.mode]} image, read as RGB")
     if image.size != mask.size:
         report.add("error", image_path, f"image is {image.size[0]}x{image.size[1]} px but its mask {mask_path.name} "
                                         f"is {mask.size[0]}x{mask.size[1]} px")
-        good = False
-    if min(image.size) < crop:
-        report.add("error", image_path, f"{image.size[0]}x{image.size[1]} px is smaller than the {crop} px crop")
         good = False
     values, cut = mask_values(mask)
     if cut:  # 8-bit masks: 0 and 255 are clean, anything else is soft
@@ -117,6 +125,24 @@ def check_split(root: Path, split: str, crop: int) -> SplitReport:
 
 def check_data(root: Path, crop: int, splits: Sequence[str] = SPLITS) -> Dict[str, SplitReport]:
     return {split: check_split(Path(root), split, crop) for split in splits}
+
+
+def check_negatives(folder: Path, crop: int) -> Dict[str, SplitReport]:
+    """Every problem of a folder of crack-free photos (every 5th one is for validation, see
+    `data.split_negatives`), and per split the photos fit to train on, as pairs without a mask."""
+    reports = {split: SplitReport(split) for split in SPLITS}
+    try:
+        files = split_negatives(Path(folder))
+    except DatasetError as error:
+        reports["train"].add("error", Path(folder), str(error).split(": ", 1)[1])
+        return reports
+    for split, report in reports.items():
+        for path in files[split]:
+            if _check_image(path, crop, report) is not None:
+                report.pairs.append((path, None))
+            else:
+                report.bad.append(path)
+    return reports
 
 
 def summary(reports: Dict[str, SplitReport]) -> str:

@@ -2,13 +2,15 @@
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
-from crackseg.checks import check_data, errors, summary
+from crackseg.checks import check_data, check_negatives, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint
 from crackseg.config import CPU, CPU_STAGES, THESIS, TrainConfig, build_config
-from crackseg.data import DatasetError
+from crackseg.data import DatasetError, Source, source_names
+from crackseg.pretrained import load_pretrained
 from crackseg.synthetic import ensure_dataset
+from crackseg.transforms import SAMPLINGS
 
 SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
 MAX_SHOWN = 20  # warnings and notes printed before training
@@ -17,7 +19,9 @@ DESCRIPTIONS = {
     "classification": "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
 }
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
-         "seed", "workers", "amp", "data_root", "log_dir")
+         "sampling", "seed", "workers", "amp", "data_root", "data_weights", "negatives", "log_dir")
+DEFAULT_ROOT = "dataset"
+INHERITED = ("data_root", "data_weights", "negatives", "sampling")  # stage 2 takes these from stage 1 unless given
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
@@ -28,9 +32,19 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                "auto (default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it. "
                "Flags without a default shown take the preset's value.")
     parser.add_argument("--preset", choices=["auto", "thesis", "cpu"], default=None, help="schedule preset [auto]")
-    parser.add_argument("--data-root", default=None,
-                        help="folder with {train,valid}/{images,masks}; the synthetic default is generated there if "
-                             "the folder is missing or empty [dataset]")
+    parser.add_argument("--data-root", nargs="+", action="extend", default=None, metavar="DIR",
+                        help="folder with {train,valid}/{images,masks}; repeat it (or list several) to train on "
+                             "several sets at once, with metrics per set and overall. The synthetic default is "
+                             "generated into ./dataset when it is missing or empty, and nowhere else unless "
+                             "--synthetic is given [dataset; stage 2: stage 1's]")
+    parser.add_argument("--data-weights", type=int, nargs="+", default=None, metavar="N",
+                        help="one per --data-root: how many times each training image of that root is used an "
+                             "epoch, to weigh a small or important set [1 each]")
+    parser.add_argument("--negatives", nargs="+", action="extend", default=None, metavar="DIR",
+                        help="folder of crack-free photos (no masks needed), added with empty masks; repeatable. "
+                             "Every 5th file in name order is used for validation, the rest for training")
+    parser.add_argument("--synthetic", action="store_true", default=None,
+                        help="generate the synthetic default into --data-root if it is missing or empty")
     parser.add_argument("--log-dir", default=None, help=f"where logs and checkpoints go [logs/{stage}]")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (5 crops each)")
@@ -44,10 +58,17 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
         parser.add_argument("--skip-dropout", type=float, default=None,
                             help="probability of zeroing a skip map per crop while training, so the bottleneck "
                                  "keeps crack evidence for the gate [thesis 0, cpu 0.5]")
+        parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                            help="start from these weights instead of random ones: 'pretrained' (the model shipped "
+                                 "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
     else:
         parser.add_argument("--segmentation-checkpoint", default="logs/segmentation/checkpoints/best.pth",
                             help="stage 1's best checkpoint; width, crop and skip dropout are read from it "
                                  "[logs/segmentation/checkpoints/best.pth]")
+    parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
+                        help="training crops: 'window' = FiveCrop of a random window of 2x the crop (every region "
+                             "of a large photo is seen across epochs), 'five' = FiveCrop of the whole image, as "
+                             "the original [thesis five, cpu window; stage 2: stage 1's]")
     parser.add_argument("--seed", type=int, default=None, help="global seed (data order, augmentation, init)")
     parser.add_argument("--workers", type=int, default=None, help="data loader worker processes [0]")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")
@@ -78,31 +99,71 @@ def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
         changeable = ("epochs", "device", "workers", "processes", "nodes", "node_rank", "master_addr", "master_port")
         stored.update({key: args[key] for key in changeable if args.get(key) is not None})
         return build_config(stage, {**stored, "resume": True})
+    if args.get("init") == "pretrained":
+        shipped = load_pretrained()["model"]["width"]
+        if args["width"] not in (None, shipped):
+            raise CheckpointError(f"--init pretrained: the shipped model has width {shipped}, not {args['width']}")
+        args["width"] = shipped
+    elif args.get("init") and args["width"] is None:
+        args["width"] = load_checkpoint(args["init"], stage="segmentation")["config"]["width"]
     if stage == "classification":
-        checkpoint = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
-        args.update({key: checkpoint["config"][key] for key in ("width", "crop", "skip_dropout")})
-    return build_config(stage, args)
+        stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")["config"]
+        args.update({key: stage_one[key] for key in ("width", "crop", "skip_dropout")})
+        args.update({key: stage_one[key] for key in INHERITED if args.get(key) is None and key in stage_one})
+    config = build_config(stage, args)
+    if config.data_weights and len(config.data_weights) != len(config.data_root):
+        raise DatasetError(f"--data-weights: {len(config.data_weights)} weight(s) for {len(config.data_root)} "
+                           "data root(s); give one per --data-root")
+    if any(weight < 1 for weight in config.data_weights):
+        raise DatasetError("--data-weights: every weight must be a whole number >= 1")
+    return config
 
 
-def checked_pairs(config: TrainConfig) -> Dict[str, List[Tuple[Path, Path]]]:
-    """Check the data root file by file (see `crackseg check-data`); print what was found; return the good pairs
-    per split. Errors stop the run, unless --skip-bad is given and every split keeps some good pairs."""
-    reports = check_data(Path(config.data_root), config.crop)
-    findings = [finding for report in reports.values() for finding in report.findings]
-    problems = errors(reports)
-    print(f"data check of {config.data_root}:\n{summary(reports)}")
-    shown = [f for f in findings if f.level != "error"][:MAX_SHOWN]
-    for finding in shown:
-        print(f"  {finding}")
-    if len(findings) - len(problems) > len(shown):
-        print(f"  ... and {len(findings) - len(problems) - len(shown)} more: crackseg check-data {config.data_root}")
+def prepare_data(config: TrainConfig) -> None:
+    """Generate the synthetic default where it belongs (the default root, or any root with --synthetic); any
+    other root must exist."""
+    for root in config.data_root:
+        if config.synthetic or root == DEFAULT_ROOT:
+            ensure_dataset(root, config.seed, 2 * config.crop, SYNTHETIC_COUNTS)
+        elif not Path(root).is_dir():
+            raise DatasetError(f"{root}: no such folder (--data-root); pass --synthetic to generate the synthetic "
+                               "dataset there")
+    for folder in config.negatives:
+        if not Path(folder).is_dir():
+            raise DatasetError(f"{folder}: no such folder (--negatives)")
+
+
+def checked_sources(config: TrainConfig) -> List[Source]:
+    """Check every data root and folder of negatives file by file (see `crackseg check-data`); print what was
+    found; return the sources with their good pairs. Errors stop the run, unless --skip-bad is given and every
+    data root keeps some good pairs in each split."""
+    folders = list(config.data_root) + list(config.negatives)
+    weights = list(config.data_weights) or [1] * len(config.data_root)
+    sources, problems = [], []
+    for index, (name, folder) in enumerate(zip(source_names(folders), folders)):
+        negatives = index >= len(config.data_root)
+        reports = check_negatives(Path(folder), config.crop) if negatives else check_data(Path(folder), config.crop)
+        findings = [finding for report in reports.values() for finding in report.findings]
+        found = errors(reports)
+        kind = "crack-free photos" if negatives else "data"
+        print(f"check of {kind} in {folder}:\n{summary(reports)}")
+        shown = [f for f in findings if f.level != "error"][:MAX_SHOWN]
+        for finding in shown:
+            print(f"  {finding}")
+        if len(findings) - len(found) > len(shown):
+            print(f"  ... and {len(findings) - len(found) - len(shown)} more: crackseg check-data {folder}")
+        if found and not negatives and not all(report.pairs for report in reports.values()):
+            found.append(f"{folder}: a split has no usable pair left")
+        problems += found
+        sources.append(Source(name, {split: report.pairs for split, report in reports.items()},
+                              1 if negatives else weights[index]))
     if problems:
         lines = "\n".join(f"  {finding}" for finding in problems)
-        if not config.skip_bad or not all(report.pairs for report in reports.values()):
-            raise DatasetError(f"{len(problems)} problem(s) in {config.data_root}:\n{lines}\nfix them, or pass "
-                               "--skip-bad to train on the good pairs")
+        if not config.skip_bad or any(isinstance(problem, str) for problem in problems):
+            raise DatasetError(f"{len(problems)} problem(s) in the data:\n{lines}\nfix them, or pass --skip-bad to "
+                               "train on the good pairs")
         print(f"--skip-bad: skipping {len(problems)} bad file(s):\n{lines}")
-    return {split: report.pairs for split, report in reports.items()}
+    return sources
 
 
 def run(stage: str, argv: Optional[List[str]] = None) -> int:
@@ -112,8 +173,8 @@ def run(stage: str, argv: Optional[List[str]] = None) -> int:
     try:
         config = resolve(stage, argv)
         print(f"{stage}: " + ", ".join(f"{key}={getattr(config, key)}" for key in SHOWN), flush=True)
-        ensure_dataset(config.data_root, config.seed, 2 * config.crop, SYNTHETIC_COUNTS)
-        result = train(config, checked_pairs(config))
+        prepare_data(config)
+        result = train(config, checked_sources(config))
     except (DatasetError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         if isinstance(error, CheckpointError) and stage == "classification":

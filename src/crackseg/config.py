@@ -6,11 +6,12 @@ import torch
 
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
-              skip_dropout=0.0)
+              skip_dropout=0.0, sampling="five")
 # Sized to train both stages on a 2-core CPU in minutes (smaller width and crops; images of 2x the crop).
 # Skip dropout: on schedules this short the bottleneck of a plain U-Net collapses (the decoder segments from the
 # shallow skips alone) and the gate then has nothing to classify; see README, "Why skip dropout".
-CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dropout=0.5)
+# "window" sampling: FiveCrop of a random window of 2x the crop, so all of a large photo is trained on.
+CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dropout=0.5, sampling="window")
 CPU_STAGES = {"segmentation": dict(epochs=13, milestones=(11,)), "classification": dict(epochs=4, milestones=(3,))}
 
 
@@ -35,7 +36,10 @@ class TrainConfig:
     """Everything one training stage needs; saved into its checkpoints."""
 
     stage: str
-    data_root: str = "dataset"
+    data_root: Tuple[str, ...] = ("dataset",)  # one or more folders with {train,valid}/{images,masks}
+    data_weights: Tuple[int, ...] = ()  # per data root: how often each of its training images is used an epoch
+    negatives: Tuple[str, ...] = ()  # folders of crack-free photos (empty masks); every 5th is for validation
+    synthetic: bool = False  # generate the embedded default into data_root (always so for the default root)
     log_dir: str = ""
     preset: str = "auto"
     epochs: int = THESIS["epochs"]
@@ -47,6 +51,8 @@ class TrainConfig:
     crop: int = THESIS["crop"]
     seed: int = THESIS["seed"]
     skip_dropout: float = THESIS["skip_dropout"]
+    init: Optional[str] = None  # stage 1: start from "pretrained" (the shipped model) or a stage-1 checkpoint
+    sampling: str = THESIS["sampling"]  # "five": FiveCrop of the whole image; "window": of a random 2x-crop window
     workers: int = 0
     device: str = "auto"
     amp: bool = False
@@ -61,7 +67,8 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         values = asdict(self)
-        values["milestones"] = list(self.milestones)
+        for key in ("milestones", "data_root", "data_weights", "negatives"):
+            values[key] = list(values[key])
         return values
 
 
@@ -74,5 +81,7 @@ def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
         preset = "thesis" if device.startswith("cuda") else "cpu"
     values = {**preset_values(preset, stage), **explicit, "preset": preset, "device": device, "stage": stage}
     values.setdefault("log_dir", f"logs/{stage}")
-    values["milestones"] = tuple(values["milestones"])
+    for key in ("milestones", "data_root", "data_weights", "negatives"):
+        if key in values:  # checkpoints written before several roots were possible stored one path
+            values[key] = tuple([values[key]] if isinstance(values[key], str) else values[key])
     return TrainConfig(**values)

@@ -16,40 +16,57 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from crackseg.acceleration import cpu_has_native_bf16, training_layout
-from crackseg.checkpoints import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from crackseg.checkpoints import (CheckpointError, fingerprint, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+                                  submodule_state)
 from crackseg.config import TrainConfig
-from crackseg.data import CracksDataset, collate_crops
+from crackseg.data import CracksDataset, Source, collate_crops, find_sources, source_samples
 from crackseg.losses import BCEDiceLoss
 from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
 from crackseg.models import UNet, VGGEncoderClassifier
 from crackseg.plots import plot_training_curves
+from crackseg.pretrained import load_pretrained
 from crackseg.transforms import train_transform, valid_transform
 
 Batch = Dict[str, torch.Tensor]
-Pairs = Dict[str, List[Tuple[Path, Path]]]
 
 
 class SplitTotals:
     """Sums over a split (and, with several processes, over all of them) of the loss and its parts weighted
-    by crops, and of the counts [tp, fp, fn, tn]; reduced to metrics once."""
+    by crops, and of the counts [tp, fp, fn, tn] per data source; reduced to metrics once."""
 
-    def __init__(self, parts: Tuple[str, ...]):
+    def __init__(self, parts: Tuple[str, ...], sources: Tuple[str, ...] = ("",)):
         self.names = ("loss",) + parts
+        self.sources = sources
         self.sums = torch.zeros(len(self.names) + 1, dtype=torch.float64)  # weighted values..., crops
-        self.counts = torch.zeros(4, dtype=torch.long)
+        self.counts = torch.zeros(len(sources), 4, dtype=torch.long)
 
     def add(self, values: List[float], crops: int, counts: torch.Tensor) -> None:
         self.sums += torch.tensor([value * crops for value in values] + [crops], dtype=torch.float64)
         self.counts += counts
 
     def all_reduce(self) -> None:
-        totals = torch.cat([self.sums, self.counts.double()])
+        totals = torch.cat([self.sums, self.counts.double().flatten()])
         torch.distributed.all_reduce(totals)
-        self.sums, self.counts = totals[:len(self.sums)], totals[len(self.sums):].round().long()
+        self.sums = totals[:len(self.sums)]
+        self.counts = totals[len(self.sums):].round().long().view_as(self.counts)
 
     def metrics(self, scores: Callable[[torch.Tensor], Dict[str, float]]) -> Dict[str, float]:
+        """The loss and its parts, the scores of all sources together and, with several sources, of each one
+        (keyed "metric/source")."""
         crops = float(self.sums[-1])
-        return {**{name: float(total) / crops for name, total in zip(self.names, self.sums)}, **scores(self.counts)}
+        metrics = {**{name: float(total) / crops for name, total in zip(self.names, self.sums)},
+                   **scores(self.counts.sum(0))}
+        if len(self.sources) > 1:
+            for source, counts in zip(self.sources, self.counts):
+                metrics.update({f"{key}/{source}": value for key, value in scores(counts).items()})
+        return metrics
+
+
+def grouped_counts(predicted: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, sources: int) -> torch.Tensor:
+    """Counts [tp, fp, fn, tn] per source (sources, 4) of per-crop predictions and targets (N, ...) whose crops
+    came from sources `groups` (N,)."""
+    groups = groups.to(predicted.device)
+    return torch.stack([binary_counts(predicted[groups == g], target[groups == g]) for g in range(sources)])
 
 
 class CrackRunner(dl.Runner):
@@ -62,9 +79,10 @@ class CrackRunner(dl.Runner):
     stage = ""
     parts: Tuple[str, ...] = ()  # names of the loss parts compute_loss returns
 
-    def __init__(self, config: TrainConfig, resume_epoch: int = 0):
+    def __init__(self, config: TrainConfig, sources: Tuple[str, ...] = ("",), resume_epoch: int = 0):
         super().__init__()
         self.config = config
+        self.sources = sources  # names of the data sources, for per-source metrics
         self.resume_epoch = resume_epoch  # > 0: continue from `last.pth`, which recorded this epoch
 
     def get_loggers(self) -> Dict[str, Any]:
@@ -78,13 +96,17 @@ class CrackRunner(dl.Runner):
         """(loss with graph, {part name: detached value})."""
         raise NotImplementedError
 
-    def count(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Counts [tp, fp, fn, tn] of this batch at the 0.5 probability threshold (logit 0)."""
+    def outcomes(self, logits: torch.Tensor, batch: Batch) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(predicted, target) booleans per crop (N, ...) at the 0.5 probability threshold (logit 0)."""
         raise NotImplementedError
 
     def scores(self, counts: torch.Tensor) -> Dict[str, float]:
         """Metrics of the split from its summed counts."""
         raise NotImplementedError
+
+    def checkpoint_fields(self, state: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+        """Fields of this stage's checkpoints beside the model and the config."""
+        return {}
 
     def on_experiment_start(self, runner: "dl.IRunner") -> None:
         super().on_experiment_start(runner)
@@ -105,7 +127,8 @@ class CrackRunner(dl.Runner):
         logits = model(batch["images"])
         loss, parts = self.compute_loss(logits, batch)
         values = [float(loss.detach())] + [float(parts[name]) for name in self.parts]
-        return loss, values, self.count(logits.detach(), batch).cpu()
+        predicted, target = self.outcomes(logits.detach(), batch)
+        return loss, values, grouped_counts(predicted, target, batch["groups"], len(self.sources)).cpu()
 
     def on_loader_start(self, runner: "dl.IRunner") -> None:
         super().on_loader_start(runner)  # seeds the global RNG from seed, rank and epoch: one process shuffles
@@ -114,7 +137,7 @@ class CrackRunner(dl.Runner):
         generator = getattr(self.loader, "synchronized_generator", None)
         if generator is not None:
             generator.manual_seed(self.config.seed + self.epoch_step)
-        self.totals = SplitTotals(self.parts)
+        self.totals = SplitTotals(self.parts, self.sources)
 
     def handle_batch(self, batch: Batch) -> None:
         loss, values, counts = self.evaluate_batch(self.model, batch)
@@ -139,7 +162,7 @@ class CrackRunner(dl.Runner):
         model = self.engine.unwrap_model(self.model)
         state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
         common = dict(stage=self.stage, model_state=state, config=self.config.to_dict(), epoch=self.epoch_step,
-                      metrics=metrics)
+                      metrics=metrics, **self.checkpoint_fields(state))
         directory = Path(self.config.log_dir) / "checkpoints"
         if metrics["loss"] < self.best_loss:
             self.best_loss = metrics["loss"]
@@ -159,8 +182,8 @@ class SegmentationRunner(CrackRunner):
         loss, parts = self.criterion_fn(logits, batch["masks"])
         return loss, {"bce": parts["bce"], "soft_dice": parts["dice"]}
 
-    def count(self, logits, batch):
-        return binary_counts(logits > 0, batch["masks"] > 0.5)
+    def outcomes(self, logits, batch):
+        return logits > 0, batch["masks"] > 0.5
 
     def scores(self, counts):
         return segmentation_scores(counts)
@@ -171,11 +194,15 @@ class ClassificationRunner(CrackRunner):
 
     stage = "classification"
 
+    def checkpoint_fields(self, state):
+        # which stage-1 encoder the head was trained on: UNetClassifier.from_checkpoints refuses another decoder
+        return {"encoder_fingerprint": fingerprint(submodule_state(state, "encoder"))}
+
     def compute_loss(self, logits, batch):
         return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"]), {}
 
-    def count(self, logits, batch):
-        return binary_counts(logits > 0, batch["labels"] > 0.5)
+    def outcomes(self, logits, batch):
+        return logits > 0, batch["labels"] > 0.5
 
     def scores(self, counts):
         return classification_scores(counts)
@@ -197,16 +224,24 @@ class ResumableCSVLogger(dl.CSVLogger):
             super()._make_header(metrics, loader_key)
 
 
-def make_loaders(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, DataLoader]:
-    """Train (shuffled, augmented) and valid (FiveCrop only) loaders over the data root (or the given pairs).
+def config_sources(config: TrainConfig) -> List[Source]:
+    """The data sources of a config: its data roots, then its folders of crack-free photos (not checked)."""
+    return find_sources(config.data_root, config.data_weights, config.negatives)
+
+
+def make_loaders(config: TrainConfig, sources: Optional[List[Source]] = None) -> Dict[str, DataLoader]:
+    """Train (shuffled, augmented, sources repeated by weight) and valid (FiveCrop only) loaders over the data
+    sources (default: the config's, unchecked).
 
     The shuffle order comes from the global RNG, which Catalyst seeds at every loader start from the seed and
     the epoch: epoch k draws the same order and augmentations in a resumed run as in an uninterrupted one.
     """
-    pairs = pairs or {}
-    transforms = {"train": train_transform(config.crop), "valid": valid_transform(config.crop)}
-    datasets = {split: CracksDataset(config.data_root, split, transform, pairs=pairs.get(split))
-                for split, transform in transforms.items()}
+    sources = sources if sources is not None else config_sources(config)
+    transforms = {"train": train_transform(config.crop, config.sampling), "valid": valid_transform(config.crop)}
+    datasets = {}
+    for split, transform in transforms.items():
+        samples, groups = source_samples(sources, split)
+        datasets[split] = CracksDataset(None, split, transform, pairs=samples, groups=groups)
     common = dict(batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_crops,
                   persistent_workers=config.workers > 0, pin_memory=config.device.startswith("cuda"))
     return {"train": DataLoader(datasets["train"], shuffle=True, **common),
@@ -242,10 +277,27 @@ def make_engine(config: TrainConfig, precision: str) -> dl.Engine:
     return dl.CPUEngine(mixed_precision=precision)
 
 
+def initial_unet_state(init: str) -> Dict[str, torch.Tensor]:
+    """The U-Net weights `--init` names: "pretrained" (the shipped model's encoder and decoder) or a stage-1
+    checkpoint file."""
+    if init == "pretrained":
+        state = load_pretrained()["state"]
+        return {key: value for key, value in state.items() if key.split(".", 1)[0] in ("encoder", "decoder")}
+    return load_checkpoint(init, stage="segmentation")["model"]
+
+
 def build_model(config: TrainConfig) -> nn.Module:
-    """Stage 1: a fresh U-Net. Stage 2: stage 1's encoder (from its best checkpoint), frozen, plus a new head."""
+    """Stage 1: a U-Net, fresh or from `config.init`. Stage 2: stage 1's encoder (from its best checkpoint),
+    frozen, plus a new head."""
     if config.stage == "segmentation":
-        return UNet(config.width, skip_dropout=config.skip_dropout)
+        unet = UNet(config.width, skip_dropout=config.skip_dropout)
+        if config.init:
+            try:
+                unet.load_state_dict(initial_unet_state(config.init))
+            except RuntimeError as error:
+                raise CheckpointError(f"--init {config.init}: its weights do not fit a width-{config.width} U-Net "
+                                      f"({str(error).splitlines()[0]})") from None
+        return unet
     checkpoint = load_checkpoint(config.segmentation_checkpoint, stage="segmentation")
     unet = UNet(checkpoint["config"]["width"])
     unet.load_state_dict(checkpoint["model"])
@@ -258,19 +310,20 @@ RUNNERS = {"segmentation": SegmentationRunner, "classification": ClassificationR
 @torch.no_grad()
 def validate(config: TrainConfig, checkpoint: Dict[str, Any]) -> Dict[str, float]:
     """The validation metrics of a checkpoint in this one process, computed as training computes them."""
-    runner = RUNNERS[config.stage](config)
+    sources = config_sources(config)
+    runner = RUNNERS[config.stage](config, tuple(source.name for source in sources))
     model = build_model(config)
     model.load_state_dict(checkpoint["model"])
     model.eval()
-    totals = SplitTotals(runner.parts)
-    for batch in make_loaders(config)["valid"]:
+    totals = SplitTotals(runner.parts, runner.sources)
+    for batch in make_loaders(config, sources)["valid"]:
         _, values, counts = runner.evaluate_batch(model, batch)
         totals.add(values, len(batch["images"]), counts)
     return totals.metrics(runner.scores)
 
 
-def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, object]:
-    """Train one stage on the data root (or the given, checked pairs per split), or resume it from `last.pth`
+def train(config: TrainConfig, sources: Optional[List[Source]] = None) -> Dict[str, object]:
+    """Train one stage on the config's data sources (or the given, checked ones), or resume it from `last.pth`
     with config.resume; returns {"best": path, "epoch": best
     epoch, "metrics": its valid metrics, "seconds", "curves": the PNG of the training curves}.
 
@@ -291,11 +344,12 @@ def train(config: TrainConfig, pairs: Optional[Pairs] = None) -> Dict[str, objec
                                                      gamma=config.gamma)
     callbacks = [dl.BackwardCallback(metric_key="loss"), dl.OptimizerCallback(metric_key="loss"),
                  dl.SchedulerCallback(mode="epoch")]
-    runner = RUNNERS[config.stage](config, resume_epoch)
+    sources = sources if sources is not None else config_sources(config)
+    runner = RUNNERS[config.stage](config, tuple(source.name for source in sources), resume_epoch)
     # Catalyst's progress bar calls float() on the batch loss, which must keep its graph for BackwardCallback.
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.perf_counter()
-    runner.train(model=model, engine=make_engine(config, precision), loaders=make_loaders(config, pairs),
+    runner.train(model=model, engine=make_engine(config, precision), loaders=make_loaders(config, sources),
                  optimizer=optimizer, scheduler=scheduler, callbacks=callbacks, num_epochs=config.epochs,
                  seed=config.seed, hparams=config.to_dict(), verbose=sys.stderr.isatty())
     best = load_checkpoint(log_dir / "checkpoints" / "best.pth", stage=config.stage)

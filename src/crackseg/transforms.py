@@ -77,6 +77,20 @@ class FiveCrop:
                 torch.stack([mask[..., y:y + s, x:x + s] for y, x in boxes]))
 
 
+class RandomWindow:
+    """A random window of size x size px (or the whole side where the image is smaller), the same for image and
+    mask: with FiveCrop after it, every region of a large photo is trained on across epochs."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        height, width = image.shape[-2:]
+        h, w = min(self.size, height), min(self.size, width)
+        y, x = int(torch.randint(height - h + 1, ())), int(torch.randint(width - w + 1, ()))
+        return image[..., y:y + h, x:x + w], mask[..., y:y + h, x:x + w]
+
+
 class ToFloat:
     """uint8 image -> float in [0, 1]; mask -> float 0/1 (any non-zero value is crack)."""
 
@@ -84,9 +98,17 @@ class ToFloat:
         return image.float().div_(255), (mask > 0).float()
 
 
-def train_transform(crop_size: int) -> Compose:
-    """SPEC's training augmentation: flips, rotation by k*90 degrees, FiveCrop, to float."""
-    return Compose([RandomVerticalFlip(), RandomHorizontalFlip(), RandomRotate90(), FiveCrop(crop_size), ToFloat()])
+SAMPLINGS = ("window", "five")
+
+
+def train_transform(crop_size: int, sampling: str = "five") -> Compose:
+    """Training augmentation: flips, rotation by k*90 degrees, FiveCrop, to float. `sampling="five"` is SPEC's
+    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
+    window = [RandomWindow(2 * crop_size)] if sampling == "window" else []
+    return Compose(window + [RandomVerticalFlip(), RandomHorizontalFlip(), RandomRotate90(), FiveCrop(crop_size),
+                             ToFloat()])
 
 
 def valid_transform(crop_size: int) -> Compose:

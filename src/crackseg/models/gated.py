@@ -1,10 +1,11 @@
 """UNetClassifier: encode every image, classify it, and decode a mask only for the images called cracked."""
-from typing import Any, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-from crackseg.checkpoints import CheckpointError, PathLike, load_checkpoint, submodule_state
+from crackseg.checkpoints import CheckpointError, PathLike, fingerprint, load_checkpoint, submodule_state
+from crackseg.pretrained import load_pretrained
 from crackseg.models.classifier import ClassifierHead
 from crackseg.models.unet import Decoder, VGGEncoder
 
@@ -41,17 +42,48 @@ class UNetClassifier(nn.Module):
         if seg["config"]["width"] != width:
             raise CheckpointError(
                 f"{segmentation}: width {seg['config']['width']} does not match {classification} (width {width})")
-        model = cls(width=width, crop_size=crop, threshold=threshold,
-                    mask_threshold=cls_.get("mask_threshold", 0.5))
-        for part, path, payload in (("decoder", segmentation, seg), ("encoder", classification, cls_),
-                                    ("head", classification, cls_)):
+        # The head was trained on one stage-1 encoder; a decoder trained with another one does not fit it.
+        trained_on = cls_.get("encoder_fingerprint") or fingerprint(submodule_state(cls_["model"], "encoder"))
+        if fingerprint(submodule_state(seg["model"], "encoder")) != trained_on:
+            raise CheckpointError(f"{classification}: its head was trained on another stage-1 model than "
+                                  f"{segmentation} (encoder fingerprints differ); retrain stage 2 with "
+                                  f"--segmentation-checkpoint {segmentation}")
+        state = {**{f"decoder.{k}": v for k, v in submodule_state(seg["model"], "decoder").items()},
+                 **{k: v for k, v in cls_["model"].items() if k.split(".", 1)[0] in ("encoder", "head")}}
+        sources = {"decoder": segmentation, "encoder": classification, "head": classification}
+        return cls.from_state(state, width, crop, threshold, cls_.get("mask_threshold", 0.5), sources)
+
+    @classmethod
+    def from_state(cls, state: Dict[str, torch.Tensor], width: int, crop_size: int, threshold: float = 0.5,
+                   mask_threshold: float = 0.5, sources: Optional[Dict[str, Any]] = None) -> "UNetClassifier":
+        """Build the model (in eval mode) from a state dict of encoder, decoder and head; `sources` names the
+        file each part came from, for errors."""
+        model = cls(width=width, crop_size=crop_size, threshold=threshold, mask_threshold=mask_threshold)
+        for part in ("encoder", "decoder", "head"):
             try:
-                getattr(model, part).load_state_dict(submodule_state(payload["model"], part))
+                getattr(model, part).load_state_dict(submodule_state(state, part))
             except RuntimeError as error:  # missing keys or shapes that disagree with the stored width and crop
                 summary = str(error).splitlines()[0]
-                raise CheckpointError(f"{path}: its {part} weights do not fit a width-{width}, crop-{crop} model "
-                                      f"({summary})") from None
+                raise CheckpointError(f"{(sources or {}).get(part, 'weights')}: its {part} weights do not fit a "
+                                      f"width-{width}, crop-{crop_size} model ({summary})") from None
         return model.eval()
+
+    @classmethod
+    def pretrained(cls, threshold: Optional[float] = None) -> "UNetClassifier":
+        """The ready-made model shipped with crackseg (see docs/MODEL.md), checked against its SHA-256.
+
+        Args:
+            threshold: the gate's crack probability above which a crop is decoded [the shipped one].
+
+        Example:
+            >>> model = UNetClassifier.pretrained()
+            >>> masks, crack_probs = model(torch.rand(2, 3, model.crop_size, model.crop_size))
+        """
+        payload = load_pretrained()
+        settings = payload["model"]
+        return cls.from_state(payload["state"], settings["width"], settings["crop_size"],
+                              settings["threshold"] if threshold is None else threshold, settings["mask_threshold"],
+                              {part: payload["path"] for part in ("encoder", "decoder", "head")})
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         n, _, height, width = images.shape

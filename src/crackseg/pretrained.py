@@ -1,0 +1,63 @@
+"""The ready-made model shipped inside the package: one weights file, verified by its SHA-256 before loading.
+
+The file holds the state of a `UNetClassifier` (encoder, decoder, head) stored in float16, the settings that
+build it (`model`: width, crop size, thresholds) and what it was trained on (`training`). `pack` writes such a
+file from the two best checkpoints of a training run; docs/MODEL.md gives the recipe.
+"""
+import hashlib
+import io
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from crackseg.checkpoints import CheckpointError, PathLike
+
+FORMAT = "crackseg-pretrained"
+WEIGHTS = Path(__file__).parent / "weights" / "crackseg-v1.pth"
+SHA256 = ""  # of WEIGHTS; set when the file is packed
+
+
+def sha256(path: PathLike) -> str:
+    """The SHA-256 of a file, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_pretrained(path: Optional[PathLike] = None, expected_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """The shipped model's payload (weights in float32 under "state", settings under "model", its file under
+    "path"), after checking the file (default: the shipped one) against its SHA-256 (default: the one recorded
+    for the shipped file). A missing, altered or unreadable file is a CheckpointError naming it."""
+    path = Path(path or WEIGHTS)
+    expected = SHA256 if expected_sha256 is None else expected_sha256
+    if not path.is_file():
+        raise CheckpointError(f"{path}: the shipped weights file is missing; reinstall crackseg, or pass your own "
+                              "checkpoints")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise CheckpointError(f"{path}: SHA-256 {actual[:16]}... does not match the recorded {expected[:16]}...: "
+                              "the file is damaged or was replaced; reinstall crackseg")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise CheckpointError(f"{path}: not a readable weights file ({error.__class__.__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a crackseg weights file")
+    payload["path"] = str(path)
+    payload["state"] = {key: value.float() if value.is_floating_point() else value
+                        for key, value in payload["state"].items()}
+    return payload
+
+
+def pack(state: Dict[str, torch.Tensor], model: Dict[str, Any], training: Dict[str, Any], out: PathLike) -> str:
+    """Write a weights file (floating-point tensors stored as float16) and return its SHA-256."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    half = {key: value.detach().cpu().contiguous().half() if value.is_floating_point() else value.cpu()
+            for key, value in state.items()}
+    torch.save({"format": FORMAT, "model": dict(model), "training": dict(training), "state": half}, out)
+    return sha256(out)
