@@ -121,3 +121,73 @@ def test_weights_that_disagree_with_the_stored_hyperparameters_are_a_clear_error
     save_checkpoint(cls, "classification", payload["model"], {"width": 4, "crop": 64}, 1)  # head was built for 32
     with pytest.raises(CheckpointError, match="cls.pth: its head weights do not fit a width-4, crop-64 model"):
         UNetClassifier.from_checkpoints(seg, cls)
+
+
+def test_resume_with_loader_workers_matches_an_uninterrupted_run(data, tmp_path):
+    workers = ["--workers", "2"]
+    assert run("segmentation", train_args(data, tmp_path / "whole") + workers) == 0
+    one_epoch = train_args(data, tmp_path / "parts") + workers
+    one_epoch[one_epoch.index("--epochs") + 1] = "1"
+    assert run("segmentation", one_epoch) == 0
+    assert run("segmentation", ["--resume", "--epochs", "2", "--log-dir", str(tmp_path / "parts")]) == 0
+    whole, parts = outcome(tmp_path / "whole"), outcome(tmp_path / "parts")
+    assert_same(parts, whole)
+
+
+def test_checkpoints_are_flushed_to_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    import os
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    save_checkpoint(tmp_path / "c.pth", "segmentation", {"w": torch.zeros(1)}, {}, 1)
+    assert synced == [str(tmp_path / "c.pth.tmp"), str(tmp_path)]
+    assert not (tmp_path / "c.pth.tmp").exists() and load_checkpoint(tmp_path / "c.pth")["epoch"] == 1
+
+
+def test_a_fresh_run_never_replaces_a_previous_one_silently(data, reference, tmp_path, capsys):
+    assert run("segmentation", train_args(data, tmp_path)) == 0
+    before = (tmp_path / "csv" / "valid.csv").read_text()
+    one_epoch = train_args(data, tmp_path)
+    one_epoch[one_epoch.index("--epochs") + 1] = "1"
+    assert run("segmentation", one_epoch) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and "--resume" in err
+    assert (tmp_path / "csv" / "valid.csv").read_text() == before and load_checkpoint(
+        tmp_path / "checkpoints" / "last.pth")["epoch"] == 2
+    assert run("segmentation", one_epoch + ["--overwrite"]) == 0
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+    assert len((tmp_path / "csv" / "valid.csv").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--crop", "48"], "--crop must be a multiple of 32"),
+    (["--skip-dropout", "1"], "--skip-dropout must be in [0, 1)"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--lr", "-1"], "--lr must be positive"),
+    (["--node-rank", "2", "--nodes", "2"], "--node-rank must be in 0..1"),
+])
+def test_bad_flags_stop_before_any_work(data, tmp_path, capsys, flags, message):
+    assert run("segmentation", train_args(data, tmp_path / "log") + flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "log").exists()
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_naming_epoch_and_step(data, tmp_path, monkeypatch, capsys):
+    from crackseg import training
+
+    real = training.SegmentationRunner.compute_loss
+    calls = []
+
+    def poisoned(self, logits, batch):
+        calls.append(self.epoch_step)
+        loss, parts = real(self, logits, batch)
+        return (loss * float("nan"), parts) if self.epoch_step == 2 and self.loader_batch_step == 3 else (loss, parts)
+
+    monkeypatch.setattr(training.SegmentationRunner, "compute_loss", poisoned)
+    assert run("segmentation", train_args(data, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "loss became nan in epoch 2, step 3 of" in err and "checkpoints of epoch 1 are kept" in err
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
+    assert max(calls) == 2  # stopped in epoch 2

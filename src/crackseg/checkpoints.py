@@ -30,9 +30,26 @@ def save_checkpoint(path: PathLike, stage: str, model_state: Dict[str, torch.Ten
 
 
 def _write(path: Path, payload: Dict[str, Any]) -> None:
+    """Write to a temporary file, flush it to the disk, rename it over `path` and flush the folder, so a crash or
+    a power loss leaves either the old file or the new one, never an empty or partial one."""
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
+    with open(temporary, "wb") as file:
+        torch.save(payload, file)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(temporary, path)
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to the disk, where the platform allows it."""
+    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are journaled
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(path: PathLike, stage: Optional[str] = None, map_location: Any = "cpu") -> Dict[str, Any]:

@@ -34,6 +34,7 @@ class SplitReport:
     pairs: List[Tuple[Path, Path]] = field(default_factory=list)  # the good ones
     findings: List[Finding] = field(default_factory=list)
     bad: List[Path] = field(default_factory=list)
+    crack_pixels: int = 0  # over the good pairs' masks
 
     def add(self, level: str, path: Path, message: str) -> None:
         self.findings.append(Finding(level, path, message))
@@ -82,11 +83,16 @@ def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitRepor
                                         f"is {mask.size[0]}x{mask.size[1]} px")
         good = False
     values, cut = mask_values(mask)
-    if cut:  # 8-bit masks: 0 and 255 are clean, anything else is soft
-        soft = (values != 0) & (values != 255)
+    if values.any() and not (values > cut).any():
+        report.add("error", mask_path, f"has non-zero pixels (largest value {values.max()}) but no crack pixel in "
+                                       "any encoding crackseg knows")
+        good = False
+    elif cut:  # 0/largest masks are clean, anything between is soft
+        largest = float(values.max())
+        soft = (values != 0) & (values != largest)
         if soft.any():
             levels = len(np.unique(values))
-            grey = float(((values > 25) & (values < 230)).mean())
+            grey = float(((values > 0.1 * largest) & (values < 0.9 * largest)).mean())
             if grey > GREY_SHARE_LIMIT:
                 report.add("error", mask_path, f"not a binary mask: {levels} grey levels, {100 * grey:.0f}% of "
                                                "pixels between 10% and 90% grey (a photo saved as a mask?)")
@@ -94,6 +100,8 @@ def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitRepor
             else:
                 report.add("warning", mask_path, f"soft mask ({levels} grey levels, {100 * soft.mean():.1f}% of "
                                                  "pixels neither black nor white): binarised at 50%")
+    if good:
+        report.crack_pixels += int((values > cut).sum())
     return good
 
 
@@ -120,6 +128,9 @@ def check_split(root: Path, split: str, crop: int) -> SplitReport:
             report.bad.append(images[stem])
     if not report.pairs:
         report.add("error", Path(root) / split, "no usable image/mask pair in this split")
+    elif not report.crack_pixels:
+        report.add("warning", Path(root) / split, f"all {len(report.pairs)} masks are empty: no crack to learn "
+                                                  "from (crack-free photos belong in --negatives)")
     return report
 
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 from crackseg.checks import check_data, check_negatives, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint
-from crackseg.config import CPU, CPU_STAGES, THESIS, TrainConfig, build_config
+from crackseg.config import CPU, CPU_STAGES, THESIS, ConfigError, TrainConfig, build_config
 from crackseg.data import DatasetError, Source, source_names
 from crackseg.pretrained import load_pretrained
 from crackseg.synthetic import ensure_dataset
@@ -76,6 +76,8 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                         help="mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16 support")
     parser.add_argument("--skip-bad", action="store_true", default=None,
                         help="train on the good pairs when the data check finds bad ones (listed) instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace a previous run in --log-dir (without it, an occupied --log-dir is an error)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --log-dir after its last complete epoch, with its stored "
                              "settings (--epochs may extend it)")
@@ -110,13 +112,17 @@ def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
         stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")["config"]
         args.update({key: stage_one[key] for key in ("width", "crop", "skip_dropout")})
         args.update({key: stage_one[key] for key in INHERITED if args.get(key) is None and key in stage_one})
-    config = build_config(stage, args)
-    if config.data_weights and len(config.data_weights) != len(config.data_root):
-        raise DatasetError(f"--data-weights: {len(config.data_weights)} weight(s) for {len(config.data_root)} "
-                           "data root(s); give one per --data-root")
-    if any(weight < 1 for weight in config.data_weights):
-        raise DatasetError("--data-weights: every weight must be a whole number >= 1")
-    return config
+    return build_config(stage, args)
+
+
+def check_log_dir(config: TrainConfig) -> None:
+    """A fresh run never replaces another run's checkpoints and logs without being told to."""
+    log_dir = Path(config.log_dir)
+    previous = [path for path in (log_dir / "checkpoints" / "last.pth", log_dir / "checkpoints" / "best.pth",
+                                  log_dir / "csv" / "valid.csv") if path.is_file()]
+    if previous and not config.resume and not config.overwrite:
+        raise DatasetError(f"{log_dir} already holds a run ({previous[0].relative_to(log_dir)}): pass --resume to "
+                           "continue it, --overwrite to replace it, or another --log-dir")
 
 
 def prepare_data(config: TrainConfig) -> None:
@@ -168,14 +174,15 @@ def checked_sources(config: TrainConfig) -> List[Source]:
 
 def run(stage: str, argv: Optional[List[str]] = None) -> int:
     """Entry point of a stage: resolve flags, make sure there is data, train, print the best validation metrics."""
-    from crackseg.training import train  # imports Catalyst, which is slow: only after the flags parse
+    from crackseg.training import TrainingDiverged, train  # imports Catalyst (slow): only after the flags parse
 
     try:
         config = resolve(stage, argv)
         print(f"{stage}: " + ", ".join(f"{key}={getattr(config, key)}" for key in SHOWN), flush=True)
+        check_log_dir(config)
         prepare_data(config)
         result = train(config, checked_sources(config))
-    except (DatasetError, CheckpointError) as error:
+    except (DatasetError, CheckpointError, ConfigError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         if isinstance(error, CheckpointError) and stage == "classification":
             print("hint: run `python segmentation.py` first, or pass --segmentation-checkpoint", file=sys.stderr)

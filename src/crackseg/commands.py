@@ -1,4 +1,4 @@
-"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, bench, check-data, curves."""
+"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, bench, pack, check-data, curves."""
 import argparse
 import json
 import sys
@@ -9,10 +9,10 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from crackseg import benchmark
+from crackseg import benchmark, pretrained
 from crackseg.acceleration import PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
-from crackseg.checkpoints import CheckpointError, update_checkpoint
+from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
 from crackseg.config import build_config, resolve_device
 from crackseg.data import MIN_CRACK_FRACTION, DatasetError, load_image, pair_files, read_pair
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
@@ -23,19 +23,36 @@ from crackseg.prediction import expand_inputs, predict_files
 
 SEGMENTATION_CHECKPOINT = "logs/segmentation/checkpoints/best.pth"
 CLASSIFICATION_CHECKPOINT = "logs/classification/checkpoints/best.pth"
+SHIPPED = "the ready-made model shipped with crackseg (docs/MODEL.md)"
+
+
+def _checkpoint_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--segmentation-checkpoint", default=None,
+                       help=f"stage 1's checkpoint (decoder), e.g. {SEGMENTATION_CHECKPOINT} [{SHIPPED}]")
+    group.add_argument("--classification-checkpoint", default=None,
+                       help="stage 2's checkpoint (encoder, head, stored mask threshold), e.g. "
+                            f"{CLASSIFICATION_CHECKPOINT} [{SHIPPED}]")
+
+
+def load_model(args: argparse.Namespace) -> UNetClassifier:
+    """The two checkpoints given on the command line, else the shipped model."""
+    given = (args.segmentation_checkpoint, args.classification_checkpoint)
+    if given == (None, None):
+        return UNetClassifier.pretrained(threshold=getattr(args, "gate_threshold", None))
+    if None in given:
+        raise CheckpointError("--segmentation-checkpoint and --classification-checkpoint go together (or give "
+                              "neither, for the shipped model)")
+    return UNetClassifier.from_checkpoints(*given, threshold=getattr(args, "gate_threshold", None) or 0.5)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--segmentation-checkpoint", default=SEGMENTATION_CHECKPOINT,
-                       help=f"stage 1's checkpoint (decoder) [{SEGMENTATION_CHECKPOINT}]")
-    group.add_argument("--classification-checkpoint", default=CLASSIFICATION_CHECKPOINT,
-                       help="stage 2's checkpoint (encoder, head, stored mask threshold) "
-                            f"[{CLASSIFICATION_CHECKPOINT}]")
+    _checkpoint_arguments(group)
     group.add_argument("--mask-threshold", type=float, default=None,
                        help="crack probability at which a pixel is crack [the one stored with the model, else 0.5]")
-    group.add_argument("--gate-threshold", type=float, default=0.5,
-                       help="the head's crack probability above which a tile is decoded [0.5]")
+    group.add_argument("--gate-threshold", type=float, default=None,
+                       help="the head's crack probability above which a tile is decoded [the shipped model's; "
+                            "0.5 for checkpoints]")
     group.add_argument("--overlap", type=int, default=None, help="tile overlap in px [a quarter of the crop]")
     group.add_argument("--batch-size", type=int, default=32,
                        help="tiles per batch, across images (cut into cache-sized chunks on CPUs) [32]")
@@ -102,13 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--agreement-images", default=None,
                        help="folder of photos: also report the Dice between the fast path's and plain fp32's "
                             "binarised masks, with the trained checkpoints")
-    bench.add_argument("--segmentation-checkpoint", default=SEGMENTATION_CHECKPOINT,
-                       help=f"trained checkpoints for --agreement-images [{SEGMENTATION_CHECKPOINT}]")
-    bench.add_argument("--classification-checkpoint", default=CLASSIFICATION_CHECKPOINT,
-                       help=f"[{CLASSIFICATION_CHECKPOINT}]")
+    _checkpoint_arguments(bench.add_argument_group("model for --agreement-images"))
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
     bench.set_defaults(handler=run_bench)
+
+    pack = commands.add_parser(
+        "pack", help="write two checkpoints as one weights file in the shipped format (float16)",
+        description="Combine a stage-1 and a stage-2 checkpoint into one weights file like the one shipped with "
+                    "crackseg (float16, with the model's settings and its training configuration); prints its "
+                    "SHA-256, which crackseg.pretrained.SHA256 must record for a shipped file.")
+    pack.add_argument("--segmentation-checkpoint", required=True, help="stage 1's checkpoint (decoder)")
+    pack.add_argument("--classification-checkpoint", required=True, help="stage 2's checkpoint (encoder, head)")
+    pack.add_argument("--gate-threshold", type=float, default=0.5, help="the gate threshold to ship [0.5]")
+    pack.add_argument("--mask-threshold", type=float, default=None,
+                      help="the mask threshold to ship [the one stored in the stage-2 checkpoint, else 0.5]")
+    pack.add_argument("--out", default=str(pretrained.WEIGHTS), help=f"[{pretrained.WEIGHTS}]")
+    pack.set_defaults(handler=run_pack)
 
     check = commands.add_parser(
         "check-data", help="check a data root file by file before training",
@@ -133,28 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predictor(args: argparse.Namespace) -> Predictor:
-    return Predictor.from_checkpoints(
-        args.segmentation_checkpoint, args.classification_checkpoint, gate_threshold=args.gate_threshold,
-        device=resolve_device(args.device), batch_size=args.batch_size, overlap=args.overlap,
-        precision=args.precision, **({} if args.mask_threshold is None else {"mask_threshold": args.mask_threshold}))
+    model = load_model(args)
+    return Predictor(model, device=resolve_device(args.device), batch_size=args.batch_size, overlap=args.overlap,
+                     precision=args.precision,
+                     mask_threshold=model.mask_threshold if args.mask_threshold is None else args.mask_threshold)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if (args.images is None) != (args.masks is None):
         raise DatasetError("--images and --masks go together")
+    if args.save_threshold and not args.classification_checkpoint:
+        raise CheckpointError("--save-threshold stores the threshold in --classification-checkpoint; the shipped "
+                              "model is read-only (pass --mask-threshold to predict instead)")
     images = Path(args.images) if args.images else Path(args.data_root) / args.split / "images"
     masks = Path(args.masks) if args.masks else Path(args.data_root) / args.split / "masks"
     pairs = pair_files(images, masks)
     predictor = None if args.floor else _predictor(args)
-    mask_threshold = predictor.mask_threshold if predictor else (args.mask_threshold or 0.5)
+    mask_threshold = predictor.mask_threshold if predictor else (
+        0.5 if args.mask_threshold is None else args.mask_threshold)
     progress = lambda rows: tqdm(rows, total=len(pairs), desc="evaluate", unit="image", disable=None)  # noqa: E731
     result = evaluate_split(pairs, predictor, mask_threshold, MIN_CRACK_FRACTION, progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary: Dict[str, Any] = {"images_dir": str(images), "masks_dir": str(masks), **result["summary"]}
     if predictor:
-        summary["checkpoints"] = {"segmentation": args.segmentation_checkpoint,
-                                  "classification": args.classification_checkpoint}
+        summary["checkpoints"] = ({"segmentation": args.segmentation_checkpoint,
+                                   "classification": args.classification_checkpoint}
+                                  if args.classification_checkpoint else {"shipped": pretrained.WEIGHTS.name})
         summary["tiling"] = {"tile": predictor.tile, "overlap": predictor.overlap,
                              "gate_threshold": predictor.model.threshold}
     write_json(out / "metrics.json", summary)
@@ -171,7 +203,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                          probs >= mask_threshold))
     plot_prediction_grid(examples, out / "predictions.png", title=f"{main}, mask threshold {mask_threshold:.2f}")
     print(format_summary(summary))
-    if args.save_threshold and predictor:
+    if args.save_threshold and predictor and args.classification_checkpoint:
         threshold = summary["gated"]["ods_threshold"]
         update_checkpoint(args.classification_checkpoint, "classification", mask_threshold=threshold)
         print(f"saved mask threshold {threshold:.2f} (gated ODS) to {args.classification_checkpoint}")
@@ -238,16 +270,33 @@ def run_bench(args: argparse.Namespace) -> int:
         paths, problems = expand_inputs([args.agreement_images])
         if problems:
             raise DatasetError("; ".join(problems))
-        common = dict(segmentation=args.segmentation_checkpoint, classification=args.classification_checkpoint,
-                      device=device)
-        fast = Predictor.from_checkpoints(precision=args.precision, **common)
-        plain = Predictor.from_checkpoints(fast=False, **common)
+        args.gate_threshold = None
+        model = load_model(args)
+        fast = Predictor(model, device=device, precision=args.precision)
+        plain = Predictor(model, device=device, fast=False)
         images = lambda: ((path, load_image(path)) for path in paths)  # noqa: E731
         report["agreement"] = {"images": len(paths), **benchmark.agreement(fast, plain, images)}
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    model = UNetClassifier.from_checkpoints(args.segmentation_checkpoint, args.classification_checkpoint,
+                                            threshold=args.gate_threshold)
+    mask_threshold = model.mask_threshold if args.mask_threshold is None else args.mask_threshold
+    settings = {"width": model.width, "crop_size": model.crop_size, "threshold": model.threshold,
+                "mask_threshold": mask_threshold}
+    stages = {stage: load_checkpoint(path, stage=stage) for stage, path in
+              (("segmentation", args.segmentation_checkpoint), ("classification", args.classification_checkpoint))}
+    training = {stage: {"config": payload["config"], "epoch": payload["epoch"], "metrics": payload["metrics"]}
+                for stage, payload in stages.items()}
+    digest = pretrained.pack(model.state_dict(), settings, training, args.out)
+    size = Path(args.out).stat().st_size / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB, {sum(p.numel() for p in model.parameters()):,} weights)\n"
+          f"SHA-256 {digest}")
     return 0
 
 

@@ -59,6 +59,7 @@ class TrainConfig:
     segmentation_checkpoint: Optional[str] = None  # stage 2 only: stage 1's best checkpoint
     skip_bad: bool = False  # train on the good pairs when the data check finds bad ones
     resume: bool = False  # continue from log_dir/checkpoints/last.pth
+    overwrite: bool = False  # replace a previous run in log_dir
     processes: int = 1  # training processes on this machine (distributed data parallel when > 1)
     nodes: int = 1  # machines taking part
     node_rank: int = 0  # this machine's index, 0 .. nodes - 1
@@ -84,4 +85,40 @@ def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
     for key in ("milestones", "data_root", "data_weights", "negatives"):
         if key in values:  # checkpoints written before several roots were possible stored one path
             values[key] = tuple([values[key]] if isinstance(values[key], str) else values[key])
-    return TrainConfig(**values)
+    config = TrainConfig(**values)
+    check_config(config)
+    return config
+
+
+class ConfigError(ValueError):
+    """A flag's value cannot work; said before any data is read or any epoch is trained."""
+
+
+HEAD_MULTIPLE = 32  # the head average-pools the 1/16 bottleneck by 2
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse values that would fail or waste a run later, with the flag's name."""
+    rules = [
+        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+        (config.lr > 0, f"--lr must be positive, got {config.lr}"),
+        (config.gamma > 0, f"--gamma must be positive, got {config.gamma}"),
+        (all(m >= 1 for m in config.milestones), f"--milestones must be epochs >= 1, got {list(config.milestones)}"),
+        (config.width >= 1, f"--width must be at least 1, got {config.width}"),
+        (config.crop >= HEAD_MULTIPLE and config.crop % HEAD_MULTIPLE == 0,
+         f"--crop must be a multiple of {HEAD_MULTIPLE} (the gate's head pools the 1/16 bottleneck by 2), got "
+         f"{config.crop}: try {max(HEAD_MULTIPLE, round(config.crop / HEAD_MULTIPLE) * HEAD_MULTIPLE)}"),
+        (0 <= config.skip_dropout < 1, f"--skip-dropout must be in [0, 1), got {config.skip_dropout}"),
+        (config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
+        (config.processes >= 1 and config.nodes >= 1, "--processes and --nodes must be at least 1"),
+        (0 <= config.node_rank < config.nodes, f"--node-rank must be in 0..{config.nodes - 1}, got {config.node_rank}"),
+        (0 < config.master_port < 65536, f"--master-port must be a port number, got {config.master_port}"),
+        (not config.data_weights or len(config.data_weights) == len(config.data_root),
+         f"--data-weights: {len(config.data_weights)} weight(s) for {len(config.data_root)} data root(s); give one "
+         "per --data-root"),
+        (all(weight >= 1 for weight in config.data_weights), "--data-weights: every weight must be a whole number >= 1"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)

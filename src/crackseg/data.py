@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from crackseg.transforms import Pair
@@ -45,53 +45,78 @@ def pair_files(images_dir: Path, masks_dir: Path) -> List[Tuple[Path, Path]]:
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file, turning PIL's many failure types into one clear DatasetError."""
+# Pillow refuses images above ~179 MP as possible decompression bombs; crackseg applies the same limit itself, per
+# call, so `predict --max-pixels` can raise it for one run without touching Pillow's global for anyone else.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+Image.MAX_IMAGE_PIXELS = None  # our own check below replaces Pillow's (which reads a process-wide global)
+
+
+def open_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image file, upright (its EXIF orientation applied), turning PIL's many failure
+    types into one clear DatasetError. Images above `max_pixels` (None: no limit) are refused before decoding."""
     try:
         with Image.open(path) as image:
+            pixels = image.width * image.height
+            if max_pixels is not None and pixels > max_pixels:
+                raise DatasetError(f"{path}: {image.width}x{image.height} px ({pixels / 1e6:.0f} MP) is above the "
+                                   f"limit of {max_pixels / 1e6:.0f} MP (a decompression bomb, or a very large "
+                                   "photo: `crackseg predict --max-pixels N` reads it on purpose)")
             image.load()
-            return image
-    except (OSError, SyntaxError, ValueError) as error:  # PIL: unidentified, truncated or corrupt files
+            return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        if isinstance(error, DatasetError):
+            raise
         raise DatasetError(f"{path}: cannot read image ({error})") from None
+
+
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def _high_bit_depth(image: Image.Image) -> Optional[np.ndarray]:
     """A 16-bit or 32-bit single-channel image scaled to uint8 (H, W), or None for 8-bit modes."""
-    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode not in HIGH_BIT_MODES:
         return None
     values = np.asarray(image, dtype=np.float64)
     full_scale = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
     return np.clip(values * (255.0 / full_scale), 0, 255).round().astype(np.uint8)
 
 
-def load_image(path: Path) -> torch.Tensor:
-    """Decode an image file as RGB uint8 (3, H, W): grey, palette, RGBA (alpha dropped) and 16-bit are converted."""
-    image = open_image(Path(path))
+def load_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode an image file as upright RGB uint8 (3, H, W): grey, palette, RGBA (alpha dropped), CMYK and 16-bit
+    are converted."""
+    image = open_image(Path(path), max_pixels)
     grey = _high_bit_depth(image)
     rgb = np.repeat(grey[:, :, None], 3, axis=2) if grey is not None else np.asarray(image.convert("RGB"))
     return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
 
 
-def mask_values(image: Image.Image) -> Tuple[np.ndarray, int]:
-    """A decoded mask's values (H, W) uint8 and the cut above which a value is crack.
+LABEL_MAX = 15  # masks whose largest value is at most this are label masks: any value above 0 is crack
 
-    Palette masks give their indices (index > 0 is crack); 16-bit masks are scaled to 8 bits; RGB masks give
-    the largest channel. Masks whose largest value is 1 are 0/1 masks (cut 0); all others are cut at 127 (50%).
+
+def mask_values(image: Image.Image) -> Tuple[np.ndarray, float]:
+    """A decoded mask's values (H, W) at their own bit depth and the cut above which a value is crack.
+
+    The encoding is decided from the values present, whatever the bit depth: palette masks give their indices
+    (index > 0 is crack); RGB masks give their largest channel; masks whose largest value is at most 15 are 0/1
+    or label masks (cut 0: in a JPEG of a 0/1 mask, or a 16-bit PNG of one, any value above 0 is crack); all
+    others are cut at half their largest value (127.5 for 0/255, 32767.5 for 0/65535, also in a 16-bit file
+    that holds 0/255).
     """
-    values = _high_bit_depth(image)
-    if values is None:
-        if image.mode == "P":
-            values = np.asarray(image)
-        elif image.mode in ("L", "1", "LA"):
-            values = np.asarray(image.convert("L"))
-        else:
-            values = np.asarray(image.convert("RGB")).max(axis=2)
-    return values, 0 if values.max(initial=0) <= 1 or image.mode == "P" else 127
+    if image.mode == "P":
+        return np.asarray(image), 0.0
+    if image.mode in HIGH_BIT_MODES:
+        values = np.asarray(image)
+    elif image.mode in ("L", "1", "LA"):
+        values = np.asarray(image.convert("L"))
+    else:
+        values = np.asarray(image.convert("RGB")).max(axis=2)
+    largest = float(values.max(initial=0))
+    return values, 0.0 if largest <= LABEL_MAX else largest / 2
 
 
 def load_mask(path: Path) -> torch.Tensor:
-    """Decode a mask file as uint8 0/1 (1, H, W): 0/255 or 0/1 grey, 1-bit, 16-bit, palette or RGB (see
-    `mask_values`)."""
+    """Decode a mask file as uint8 0/1 (1, H, W), upright: 0/255 or 0/1 grey in any bit depth or JPEG, 1-bit,
+    palette, label or RGB masks (see `mask_values`)."""
     values, cut = mask_values(open_image(Path(path)))
     return torch.from_numpy((values > cut).astype(np.uint8))[None]
 

@@ -30,6 +30,10 @@ from crackseg.transforms import train_transform, valid_transform
 Batch = Dict[str, torch.Tensor]
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the checkpoints of the last complete epoch stay as they were."""
+
+
 class SplitTotals:
     """Sums over a split (and, with several processes, over all of them) of the loss and its parts weighted
     by crops, and of the counts [tp, fp, fn, tn] per data source; reduced to metrics once."""
@@ -141,6 +145,12 @@ class CrackRunner(dl.Runner):
 
     def handle_batch(self, batch: Batch) -> None:
         loss, values, counts = self.evaluate_batch(self.model, batch)
+        if not all(map(torch.isfinite, torch.tensor(values))):
+            last = f"epoch {self.epoch_step - 1}" if self.epoch_step > 1 else "no epoch"
+            raise TrainingDiverged(
+                f"the {self.loader_key} loss became {values[0]} in epoch {self.epoch_step}, step "
+                f"{self.loader_batch_step} of {self.loader_batch_len}: training stopped; the checkpoints of "
+                f"{last} are kept in {Path(self.config.log_dir) / 'checkpoints'} (try a lower --lr)")
         self.batch_metrics["loss"] = loss  # BackwardCallback / OptimizerCallback read it here
         self.totals.add(values, len(batch["images"]), counts)
 
@@ -242,8 +252,10 @@ def make_loaders(config: TrainConfig, sources: Optional[List[Source]] = None) ->
     for split, transform in transforms.items():
         samples, groups = source_samples(sources, split)
         datasets[split] = CracksDataset(None, split, transform, pairs=samples, groups=groups)
+    # Loader workers are started afresh every epoch (not persistent): their random streams then come from the
+    # global RNG as seeded for that epoch, so a resumed run augments exactly as an uninterrupted one.
     common = dict(batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_crops,
-                  persistent_workers=config.workers > 0, pin_memory=config.device.startswith("cuda"))
+                  pin_memory=config.device.startswith("cuda"))
     return {"train": DataLoader(datasets["train"], shuffle=True, **common),
             "valid": DataLoader(datasets["valid"], shuffle=False, **common)}
 

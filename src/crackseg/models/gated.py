@@ -42,16 +42,17 @@ class UNetClassifier(nn.Module):
         if seg["config"]["width"] != width:
             raise CheckpointError(
                 f"{segmentation}: width {seg['config']['width']} does not match {classification} (width {width})")
+        state = {**{f"decoder.{k}": v for k, v in submodule_state(seg["model"], "decoder").items()},
+                 **{k: v for k, v in cls_["model"].items() if k.split(".", 1)[0] in ("encoder", "head")}}
+        sources = {"decoder": segmentation, "encoder": classification, "head": classification}
+        model = cls.from_state(state, width, crop, threshold, cls_.get("mask_threshold", 0.5), sources)
         # The head was trained on one stage-1 encoder; a decoder trained with another one does not fit it.
         trained_on = cls_.get("encoder_fingerprint") or fingerprint(submodule_state(cls_["model"], "encoder"))
         if fingerprint(submodule_state(seg["model"], "encoder")) != trained_on:
             raise CheckpointError(f"{classification}: its head was trained on another stage-1 model than "
                                   f"{segmentation} (encoder fingerprints differ); retrain stage 2 with "
                                   f"--segmentation-checkpoint {segmentation}")
-        state = {**{f"decoder.{k}": v for k, v in submodule_state(seg["model"], "decoder").items()},
-                 **{k: v for k, v in cls_["model"].items() if k.split(".", 1)[0] in ("encoder", "head")}}
-        sources = {"decoder": segmentation, "encoder": classification, "head": classification}
-        return cls.from_state(state, width, crop, threshold, cls_.get("mask_threshold", 0.5), sources)
+        return model
 
     @classmethod
     def from_state(cls, state: Dict[str, torch.Tensor], width: int, crop_size: int, threshold: float = 0.5,

@@ -1,0 +1,91 @@
+"""Files as cameras and colleagues produce them: odd mask encodings, EXIF orientation, huge images."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackseg.checks import check_split
+from crackseg.data import DatasetError, load_image, load_mask, read_pair
+
+# what Pillow's exif_transpose applies for each orientation tag, and so how a camera stores an upright scene
+STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def upright_photo(height=48, width=80):
+    """An asymmetric RGB scene: a bright block near the top-left corner."""
+    pixels = np.full((height, width, 3), 40, np.uint8)
+    pixels[4:14, 6:30] = 230
+    return Image.fromarray(pixels)
+
+
+def save_with_orientation(photo: Image.Image, path, orientation: int) -> None:
+    stored = photo if STORED_AS[orientation] is None else photo.transpose(STORED_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, quality=95)
+
+
+def crack_mask(height=48, width=80):
+    mask = np.zeros((height, width), np.uint8)
+    mask[20:23, 10:70] = 1
+    return mask
+
+
+def test_zero_one_masks_in_16_bit_png_and_in_jpeg_load_as_cracks(tmp_path):
+    mask = crack_mask()
+    Image.fromarray(mask.astype(np.uint16)).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    Image.fromarray(mask * 1).convert("L").save(tmp_path / "jpeg.jpg", quality=95)
+    Image.fromarray((mask * 255).astype(np.uint16)).save(tmp_path / "sixteen_255.png")  # 0/255 in 16 bits
+    Image.fromarray(mask.astype(np.uint16) * 65535).save(tmp_path / "sixteen_full.png")
+    for name in ("sixteen.png", "jpeg.jpg", "sixteen_255.png", "sixteen_full.png"):
+        loaded = load_mask(tmp_path / name)[0].numpy()
+        assert (loaded & mask).sum() >= 0.95 * mask.sum(), name  # JPEG may lose an edge pixel or two
+        assert loaded.sum() <= 2 * mask.sum(), name  # JPEG ringing may widen a 0/1 crack, not flood the mask
+
+
+def test_check_data_calls_a_mask_that_would_load_empty_an_error_and_an_all_empty_split_a_warning(tmp_path):
+    for split in ("valid",):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "masks").mkdir(parents=True)
+    upright_photo().save(tmp_path / "valid" / "images" / "a.png")
+    Image.fromarray(crack_mask().astype(np.uint16)).save(tmp_path / "valid" / "masks" / "a.png")
+    report = check_split(tmp_path, "valid", 32)
+    assert [f.level for f in report.findings] == [] and report.crack_pixels == crack_mask().sum()
+    Image.fromarray(np.zeros((48, 80), np.uint8)).save(tmp_path / "valid" / "masks" / "a.png")
+    report = check_split(tmp_path, "valid", 32)
+    assert [(f.level, "masks are empty" in f.message) for f in report.findings] == [("warning", True)]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_photos_and_masks(tmp_path, orientation):
+    photo = upright_photo()
+    save_with_orientation(photo, tmp_path / "photo.jpg", orientation)
+    Image.fromarray(crack_mask() * 255).save(tmp_path / "mask.png")  # masks drawn on the upright photo
+    image, mask = read_pair(tmp_path / "photo.jpg", tmp_path / "mask.png")  # no size mismatch
+    assert image.shape == (3, 48, 80) and mask.shape == (1, 48, 80)
+    bright = image[0].numpy() > 128
+    assert bright[4:14, 6:30].mean() > 0.95 and bright.mean() < 0.1  # the block is where the scene has it
+
+
+def test_a_header_claiming_a_huge_image_is_a_clear_error_and_a_limit_can_be_raised(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("L", (20000, 10000)).save(path)  # 200 MP of zeros compress to a small file
+    with pytest.raises(DatasetError, match=r"huge.png: 20000x10000 px \(200 MP\) is above the limit"):
+        load_image(path)
+    report = check_split_with_image(tmp_path, path)
+    assert any("above the limit" in f.message for f in report.findings if f.level == "error")
+    small = tmp_path / "small.png"
+    Image.new("L", (300, 200)).save(small)
+    with pytest.raises(DatasetError, match="above the limit of 0 MP"):
+        load_image(small, max_pixels=50_000)
+    assert load_image(small, max_pixels=60_000).shape == (3, 200, 300)
+
+
+def check_split_with_image(root, image_path):
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir(parents=True)
+    image_path.rename(root / "train" / "images" / image_path.name)
+    Image.new("L", (20000, 10000)).save(root / "train" / "masks" / image_path.name)
+    return check_split(root, "train", 32)
