@@ -59,3 +59,21 @@ def test_padding_mirrors_and_falls_back_to_edge_repetition_for_tiny_images():
     tiny = pad_to(image, 16, 16)
     assert tiny.shape == (1, 16, 16) and tiny.dtype == torch.uint8
     assert tiny[0, 15, 15] == image[0, 2, 3]  # replicate
+
+
+def test_stitching_tiles_as_they_arrive_in_any_order_gives_the_same_map():
+    from crackseg.tiling import Stitcher
+
+    grid = TileGrid.of(70, 90, tile=32, overlap=8)
+    torch.manual_seed(3)
+    outputs = torch.rand(len(grid), 1, 32, 32)
+    computed = torch.rand(len(grid)) > 0.4
+    reference = stitch(outputs, grid, computed)
+    for seed in range(5):
+        order = torch.randperm(len(grid), generator=torch.Generator().manual_seed(seed)).tolist()
+        stitcher = Stitcher(grid)
+        for index in order:
+            if computed[index]:
+                stitcher.add(index, outputs[index])
+        assert torch.equal(stitcher.result, reference)
+        assert torch.equal(stitcher.run, computed)

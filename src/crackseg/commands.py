@@ -4,7 +4,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from tqdm import tqdm
@@ -13,13 +13,14 @@ from crackseg import benchmark, pretrained
 from crackseg.acceleration import PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
-from crackseg.config import build_config, resolve_device
-from crackseg.data import MIN_CRACK_FRACTION, DatasetError, load_image, pair_files, read_pair
+from crackseg.config import ConfigError, build_config, resolve_device
+from crackseg.data import DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, DatasetError, load_image, pair_files, read_pair
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
-from crackseg.prediction import expand_inputs, predict_files
+from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
+                                 summary_name)
 
 SEGMENTATION_CHECKPOINT = "logs/segmentation/checkpoints/best.pth"
 CLASSIFICATION_CHECKPOINT = "logs/classification/checkpoints/best.pth"
@@ -95,8 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "An unreadable file is reported and skipped; the exit code is 1 if any input failed.")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
     predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--shard", default=None, metavar="I/N",
+                         help="process only shard I of N (0-based) of the sorted inputs, e.g. a Slurm array task or "
+                              "a Kubernetes indexed job; writes summary-I-of-N.csv (join with merge-summaries)")
+    predict.add_argument("--skip-existing", action="store_true",
+                         help="resume: skip images whose outputs and summary row are already in --out")
+    predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                         help="refuse larger images (decompression bombs); raise it to read huge photos such as "
+                              f"orthomosaics on purpose, 0 for no limit [{DEFAULT_MAX_PIXELS} (~179 MP)]")
     _model_arguments(predict)
     predict.set_defaults(handler=run_predict)
+
+    merge = commands.add_parser(
+        "merge-summaries", help="join the summaries of sharded predict runs",
+        description="Join summary-I-of-N.csv of `crackseg predict --shard I/N` runs in one output folder into "
+                    "summary.csv, checking that every shard is there and no file appears twice.")
+    merge.add_argument("out", help="the --out folder of the shards")
+    merge.set_defaults(handler=run_merge)
 
     bench = commands.add_parser(
         "bench", help="measure inference and training speed (JSON)",
@@ -231,24 +247,65 @@ def format_summary(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parse_shard(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'I/N' -> (I, N), checked; None stays None."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: I must be in 0..N-1")
+    return index, count
+
+
+def check_model_flags(args: argparse.Namespace) -> None:
+    """One-line errors for values of the model flags that cannot work, before any model is loaded."""
+    rules = [
+        (args.mask_threshold is None or 0 < args.mask_threshold < 1, "--mask-threshold must be in (0, 1)"),
+        (args.gate_threshold is None or 0 <= args.gate_threshold < 1, "--gate-threshold must be in [0, 1)"),
+        (args.overlap is None or args.overlap >= 0, "--overlap must be 0 or more px"),
+        (args.batch_size >= 1, "--batch-size must be at least 1"),
+        (getattr(args, "max_pixels", 0) >= 0, "--max-pixels must be 0 (no limit) or more"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    shard_spec = parse_shard(args.shard)
     paths, problems = expand_inputs(args.inputs)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not paths:
         print("error: no input images", file=sys.stderr)
         return 1
+    names = dict(zip(paths, output_names(paths)))  # over all inputs, so shards never collide
+    if shard_spec:
+        paths = shard(paths, *shard_spec)
     predictor = _predictor(args)
+    if args.overlap is not None and args.overlap >= predictor.tile:
+        raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
     out = Path(args.out)
     with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
-        rows = predict_files(predictor, paths, out, progress)
+        rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
+                             summary=summary_name(shard_spec), skip_existing=args.skip_existing,
+                             max_pixels=args.max_pixels or None)
     failed = [row for row in rows if row["status"] != "ok"]
-    cracked = sum(row.get("cracked", 0) for row in rows)
-    print(f"{len(rows) - len(failed)} images: {cracked} with cracks; masks, overlays and summary.csv in {out} "
-          f"(mask threshold {predictor.mask_threshold:.2f})")
+    cracked = sum(int(row.get("cracked") or 0) for row in rows)
+    print(f"{len(rows) - len(failed)} images: {cracked} with cracks; masks, overlays and "
+          f"{summary_name(shard_spec)} in {out} (mask threshold {predictor.mask_threshold:.2f})")
     if failed or problems:
         print(f"error: {len(failed) + len(problems)} input(s) failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    path, count = merge_summaries(Path(args.out))
+    print(f"wrote {path} ({count} rows)")
     return 0
 
 
@@ -319,7 +376,9 @@ def run_curves(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "mask_threshold") and hasattr(args, "overlap"):
+            check_model_flags(args)
         return args.handler(args)
-    except (DatasetError, CheckpointError, FileNotFoundError) as error:
+    except (DatasetError, CheckpointError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from crackseg.acceleration import chunk_size, inference_copy, reduced_precision
 from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
 from crackseg.models.unet import DEPTH
-from crackseg.tiling import TileGrid, extract_tiles, pad_to_multiple, stitch
+from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,10 +39,9 @@ class TiledResult:
 @dataclass
 class _Pending:
     key: Any
-    grid: TileGrid
-    tiles: torch.Tensor  # uint8 (T, 3, s, s)
+    image: torch.Tensor  # uint8 (3, H, W), padded to at least one tile
+    stitcher: Stitcher
     tile_probs: torch.Tensor
-    outputs: torch.Tensor
     done: int = 0
 
 
@@ -110,20 +109,27 @@ class Predictor:
                 torch.cat([probs[:, 0] for _, probs in outputs]).float().cpu())
 
     def _run(self, batch: List[Tuple[_Pending, int]]) -> None:
-        masks, crack_probs = self.crops(torch.stack([pending.tiles[index] for pending, index in batch]))
+        s = self.tile
+        tiles = torch.stack([pending.image[:, y:y + s, x:x + s]
+                             for pending, index in batch for y, x in [pending.stitcher.grid.box(index)]])
+        masks, crack_probs = self.crops(tiles)
         for row, (pending, index) in enumerate(batch):
-            pending.outputs[index] = masks[row]
             pending.tile_probs[index] = crack_probs[row]
+            if crack_probs[row] > self.model.threshold:
+                pending.stitcher.add(index, masks[row])
             pending.done += 1
 
     def tiled(self, items: Iterable[Tuple[Any, torch.Tensor]]) -> Iterator[TiledResult]:
-        """Gated inference over (key, image) pairs; yields one `TiledResult` per image, in input order."""
+        """Gated inference over (key, image) pairs; yields one `TiledResult` per image, in input order.
+
+        Tiles are cut from the image batch by batch and their masks stitched as they come, so memory holds the
+        image and its probability map, not all its tiles: photos of hundreds of megapixels work.
+        """
         queue: Deque[_Pending] = deque()
         waiting: List[Tuple[_Pending, int]] = []
         for key, image in items:
             grid = TileGrid.of(image.shape[-2], image.shape[-1], self.tile, self.overlap)
-            pending = _Pending(key, grid, extract_tiles(image, grid), torch.zeros(len(grid)),
-                               torch.zeros(len(grid), 1, self.tile, self.tile))
+            pending = _Pending(key, pad_to(image, *grid.padded_size), Stitcher(grid), torch.zeros(len(grid)))
             queue.append(pending)
             waiting.extend((pending, index) for index in range(len(grid)))
             while len(waiting) >= self.batch_size:
@@ -135,11 +141,10 @@ class Predictor:
         yield from self._finished(queue)
 
     def _finished(self, queue: Deque[_Pending]) -> Iterator[TiledResult]:
-        while queue and queue[0].done == len(queue[0].grid):
+        while queue and queue[0].done == len(queue[0].stitcher.grid):
             pending = queue.popleft()
-            decoded = pending.tile_probs > self.model.threshold
-            probs = stitch(pending.outputs, pending.grid, decoded)[0]
-            yield TiledResult(pending.key, probs, pending.grid, pending.tile_probs, decoded)
+            stitcher = pending.stitcher
+            yield TiledResult(pending.key, stitcher.result[0], stitcher.grid, pending.tile_probs, stitcher.run)
 
 
 def prefetch(function: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Iterator[Tuple[T, Any]]:

@@ -1,15 +1,16 @@
 """`crackseg predict`: gated inference over files, folders and globs, writing masks, overlays and a summary."""
 import csv
 import glob
+import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-from crackseg.data import IMAGE_EXTENSIONS, load_image
+from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor, prefetch
 from crackseg.plots import crack_overlay
 
@@ -52,44 +53,121 @@ def output_names(paths: Sequence[Path]) -> List[str]:
     return names
 
 
-def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path,
-                  progress: Any = None) -> List[Dict[str, Any]]:
+def shard(paths: Sequence[Path], index: int, count: int) -> List[Path]:
+    """Shard `index` of `count` (0-based): every count-th of the sorted paths, starting at `index`. The shards
+    together hold every path exactly once, whatever machine computes them."""
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {index}/{count}: the index must be in 0..{count - 1}")
+    return sorted(paths)[index::count]
+
+
+def summary_name(shard_spec: Optional[Tuple[int, int]] = None) -> str:
+    """summary.csv, or summary-I-of-N.csv for one shard of several (joined by `merge_summaries`)."""
+    return "summary.csv" if shard_spec is None else f"summary-{shard_spec[0]}-of-{shard_spec[1]}.csv"
+
+
+def read_summary(path: Path) -> List[Dict[str, str]]:
+    """The complete rows of a summary file (a row cut short by a kill is dropped); none if there is no file."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("overlay") is not None and row.get("status")]
+
+
+def write_summary(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    """Write a summary CSV atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
+    """Join the shards' summary-I-of-N.csv files of a folder into summary.csv (sorted by file); returns its path
+    and row count. All N shards must be there, and no file may appear twice."""
+    parts = sorted(out_dir.glob("summary-*-of-*.csv"))
+    if not parts:
+        raise FileNotFoundError(f"{out_dir}: no summary-I-of-N.csv files to merge")
+    counts = {part.stem.rsplit("-of-", 1)[1] for part in parts}
+    if len(counts) != 1:
+        raise DatasetError(f"{out_dir}: summaries of different shard counts ({', '.join(sorted(counts))})")
+    count = int(counts.pop())
+    missing = sorted(set(range(count)) - {int(part.stem.split("-")[1]) for part in parts})
+    if missing:
+        raise DatasetError(f"{out_dir}: shard(s) {', '.join(map(str, missing))} of {count} have no summary yet")
+    rows = [row for part in parts for row in read_summary(part)]
+    files = [row["file"] for row in rows]
+    if len(set(files)) != len(files):
+        raise DatasetError(f"{out_dir}: some files appear in several shard summaries")
+    path = out_dir / "summary.csv"
+    write_summary(path, sorted(rows, key=lambda row: row["file"]))
+    return path, len(rows)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    """Write a PNG atomically: a kill leaves the old file or the new one, never half of one."""
+    temporary = path.with_name(path.name + ".tmp")
+    Image.fromarray(array).save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, progress: Any = None,
+                  names: Optional[Sequence[str]] = None, summary: str = "summary.csv", skip_existing: bool = False,
+                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> List[Dict[str, Any]]:
     """Run the gated model over image files; write `<name>_mask.png` (0/255) and `<name>_overlay.png` per image
-    and `summary.csv`. Unreadable files get an error row and do not stop the others. Returns the rows."""
+    and the summary (a row per image, appended as each image is done, then sorted). Unreadable files get an
+    error row and do not stop the others. With `skip_existing`, images with an "ok" row in the summary and their
+    outputs on disk are not run again. Returns the rows, in input order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = output_names(paths)
-    rows: Dict[int, Dict[str, Any]] = {}
+    names = list(names or output_names(paths))
+    summary_path = out_dir / summary
+    done: Dict[str, Dict[str, Any]] = {}
+    if skip_existing:
+        done = {row["file"]: row for row in read_summary(summary_path) if row["status"] == "ok"
+                and (out_dir / row["mask"]).is_file() and (out_dir / row["overlay"]).is_file()}
+    todo = [index for index, path in enumerate(paths) if str(path) not in done]
+    if progress is not None:
+        progress.update(len(paths) - len(todo))
+    rows: Dict[int, Dict[str, Any]] = {index: done[str(path)] for index, path in enumerate(paths)
+                                      if str(path) in done}
     images: Dict[int, torch.Tensor] = {}
+    write_summary(summary_path, [rows[index] for index in sorted(rows)])
+    journal = open(summary_path, "a", newline="")  # rows appended as images finish: a kill keeps them
+    writer = csv.DictWriter(journal, fieldnames=SUMMARY_FIELDS)
+
+    def record(index: int, row: Dict[str, Any]) -> None:
+        rows[index] = row
+        writer.writerow(row)
+        journal.flush()
+        if progress is not None:
+            progress.update()
 
     def readable() -> Iterator[Tuple[int, torch.Tensor]]:
-        for index, image in prefetch(lambda i: load_image(paths[i]), range(len(paths))):
+        for index, image in prefetch(lambda i: load_image(paths[i], max_pixels), todo):
             if isinstance(image, Exception):
-                rows[index] = {"file": str(paths[index]), "status": f"error: {image}"}
                 if progress is not None:
                     progress.write(f"skipped: {image}", file=sys.stderr)
-                    progress.update()
+                record(index, {"file": str(paths[index]), "status": f"error: {image}"})
                 continue
             images[index] = image
             yield index, image
 
-    for result in predictor.tiled(readable()):
-        image = images.pop(result.key)
-        binary = result.probs >= predictor.mask_threshold
-        mask_path = out_dir / f"{names[result.key]}_mask.png"
-        overlay_path = out_dir / f"{names[result.key]}_overlay.png"
-        Image.fromarray(binary.numpy().astype(np.uint8) * 255).save(mask_path)
-        Image.fromarray(crack_overlay(image, binary)).save(overlay_path)
-        rows[result.key] = {
-            "file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
-            "max_tile_prob": round(float(result.tile_probs.max()), 6),
-            "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
-            "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
-            "mask": mask_path.name, "overlay": overlay_path.name}
-        if progress is not None:
-            progress.update()
+    with journal:
+        for result in predictor.tiled(readable()):
+            image = images.pop(result.key)
+            binary = result.probs >= predictor.mask_threshold
+            mask_path = out_dir / f"{names[result.key]}_mask.png"
+            overlay_path = out_dir / f"{names[result.key]}_overlay.png"
+            _save_png(binary.numpy().astype(np.uint8) * 255, mask_path)
+            _save_png(crack_overlay(image, binary), overlay_path)
+            record(result.key, {
+                "file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
+                "max_tile_prob": round(float(result.tile_probs.max()), 6),
+                "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
+                "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
+                "mask": mask_path.name, "overlay": overlay_path.name})
     ordered = [rows[index] for index in sorted(rows)]
-    with open(out_dir / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
-        writer.writeheader()
-        writer.writerows(ordered)
+    write_summary(summary_path, ordered)
     return ordered

@@ -71,6 +71,10 @@ class TileGrid:
         """Top-left corners, row by row."""
         return [(y, x) for y in self.ys for x in self.xs]
 
+    def box(self, index: int) -> Tuple[int, int]:
+        """Top-left corner of tile `index` (row by row)."""
+        return self.ys[index // len(self.xs)], self.xs[index % len(self.xs)]
+
     def owned(self) -> List[Tuple[Tuple[int, int], Tuple[int, int]]]:
         """Per tile ((y_lo, y_hi), (x_lo, x_hi)): the pixels of the image it owns, row by row."""
         rows = owned_ranges(self.ys, self.tile, self.height)
@@ -85,26 +89,48 @@ def extract_tiles(image: torch.Tensor, grid: TileGrid) -> torch.Tensor:
     return torch.stack([padded[:, y:y + s, x:x + s] for y, x in grid.boxes()])
 
 
-def stitch(outputs: torch.Tensor, grid: TileGrid, computed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Tile outputs (T, C, tile, tile) -> a (C, H, W) map of the image.
+class Stitcher:
+    """Builds the (C, H, W) map of one image from tile outputs as they arrive, in any order, holding only the map:
+    memory stays that of the image however many tiles there are.
 
-    `computed` (T,) bool marks the tiles that were actually run (the others are zero, e.g. gated as
-    crack-free). A pixel owned by a tile that was not run takes the largest value of the run tiles covering it,
-    so a crack seen by a neighbouring tile in the overlap is kept.
+    A tile that was run gives the pixels it owns (nearest centre). A pixel whose owner was not run (gated as
+    crack-free) takes the largest value of the run tiles covering it, so a crack seen by a neighbouring tile in
+    the overlap is kept. Tiles not yet reported count as possibly not run; an owner reported later overwrites.
     """
-    channels = outputs.shape[1]
-    result = outputs.new_zeros(channels, grid.height, grid.width)
-    if computed is None:
-        computed = torch.ones(len(grid), dtype=torch.bool)
-    if not bool(computed.all()):
-        padded_h, padded_w = grid.padded_size
-        fallback = outputs.new_zeros(channels, padded_h, padded_w)
-        s = grid.tile
-        for index, (y, x) in enumerate(grid.boxes()):
-            if computed[index]:
-                torch.maximum(fallback[:, y:y + s, x:x + s], outputs[index], out=fallback[:, y:y + s, x:x + s])
-        result = fallback[:, :grid.height, :grid.width].clone()
-    for index, ((y, x), ((y_lo, y_hi), (x_lo, x_hi))) in enumerate(zip(grid.boxes(), grid.owned())):
-        if computed[index]:
-            result[:, y_lo:y_hi, x_lo:x_hi] = outputs[index, :, y_lo - y:y_hi - y, x_lo - x:x_hi - x]
-    return result
+
+    def __init__(self, grid: TileGrid, channels: int = 1, dtype: torch.dtype = torch.float32):
+        self.grid = grid
+        self.result = torch.zeros(channels, grid.height, grid.width, dtype=dtype)
+        self.rows = owned_ranges(grid.ys, grid.tile, grid.height)
+        self.cols = owned_ranges(grid.xs, grid.tile, grid.width)
+        self.run = torch.zeros(len(grid), dtype=torch.bool)
+
+    def _overlapping(self, ranges: List[Tuple[int, int]], start: int) -> List[Tuple[int, int, int]]:
+        """(index, lo, hi) of the owned ranges that meet [start, start + tile), clipped to it."""
+        end = start + self.grid.tile
+        return [(i, max(lo, start), min(hi, end)) for i, (lo, hi) in enumerate(ranges) if lo < end and hi > start]
+
+    def add(self, index: int, output: torch.Tensor) -> None:
+        """Report tile `index` as run, with its output (C, tile, tile)."""
+        self.run[index] = True
+        columns = len(self.grid.xs)
+        y, x = self.grid.box(index)
+        for row, y_lo, y_hi in self._overlapping(self.rows, y):
+            for col, x_lo, x_hi in self._overlapping(self.cols, x):
+                owner = row * columns + col
+                piece = output[:, y_lo - y:y_hi - y, x_lo - x:x_hi - x].to(self.result.dtype)
+                target = self.result[:, y_lo:y_hi, x_lo:x_hi]
+                if owner == index:
+                    target.copy_(piece)
+                elif not self.run[owner]:
+                    torch.maximum(target, piece, out=target)
+
+
+def stitch(outputs: torch.Tensor, grid: TileGrid, computed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Tile outputs (T, C, tile, tile) -> a (C, H, W) map of the image (see `Stitcher`); `computed` (T,) bool marks
+    the tiles that were run (default: all)."""
+    stitcher = Stitcher(grid, outputs.shape[1], outputs.dtype)
+    for index in range(len(grid)):
+        if computed is None or computed[index]:
+            stitcher.add(index, outputs[index])
+    return stitcher.result
