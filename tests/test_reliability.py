@@ -191,3 +191,14 @@ def test_a_loss_that_becomes_nan_stops_the_run_naming_epoch_and_step(data, tmp_p
     assert "loss became nan in epoch 2, step 3 of" in err and "checkpoints of epoch 1 are kept" in err
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["epoch"] == 1
     assert max(calls) == 2  # stopped in epoch 2
+
+
+def test_resume_may_reschedule_the_rest_of_a_run(data, tmp_path):
+    args = train_args(data, tmp_path)
+    args[args.index("--epochs") + 1] = "1"
+    args[args.index("--milestones") + 1] = "5"
+    assert run("segmentation", args) == 0
+    assert run("segmentation", ["--resume", "--epochs", "3", "--milestones", "2", "--log-dir", str(tmp_path)]) == 0
+    lrs = [float(line.split(",")[5]) for line in (tmp_path / "csv" / "valid.csv").read_text().splitlines()[1:]]
+    assert lrs == pytest.approx([0.01, 0.01, 0.001])  # the new milestone after epoch 2, not the stored one
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["config"]["milestones"] == [2]

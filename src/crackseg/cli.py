@@ -80,7 +80,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                         help="replace a previous run in --log-dir (without it, an occupied --log-dir is an error)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --log-dir after its last complete epoch, with its stored "
-                             "settings (--epochs may extend it)")
+                             "settings (--epochs and --milestones may change the rest of its schedule)")
     scale = parser.add_argument_group("several processes or machines (distributed data parallel)")
     scale.add_argument("--processes", type=int, default=None,
                        help="training processes on this machine: one per GPU, or CPU processes (gloo) [1]")
@@ -98,7 +98,8 @@ def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
     if args["resume"]:
         log_dir = Path(args["log_dir"] or f"logs/{stage}")
         stored = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=stage)["config"]
-        changeable = ("epochs", "device", "workers", "processes", "nodes", "node_rank", "master_addr", "master_port")
+        changeable = ("epochs", "milestones", "device", "workers", "processes", "nodes", "node_rank", "master_addr",
+                      "master_port")
         stored.update({key: args[key] for key in changeable if args.get(key) is not None})
         return build_config(stage, {**stored, "resume": True})
     if args.get("init") == "pretrained":

@@ -1,4 +1,5 @@
-"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, bench, pack, check-data, curves."""
+"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, measure, merge-summaries, bench, pack,
+check-data, curves."""
 import argparse
 import json
 import sys
@@ -14,10 +15,12 @@ from crackseg.acceleration import PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
 from crackseg.config import ConfigError, build_config, resolve_device
-from crackseg.data import DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, DatasetError, load_image, pair_files, read_pair
+from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, DatasetError, load_image, load_mask, pair_files,
+                           read_pair)
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
+from crackseg.report import Measurements, write_report
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
 from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
                                  summary_name)
@@ -62,6 +65,12 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="arithmetic of the model [auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32]")
 
 
+def _measure_arguments(group: Any) -> None:
+    group.add_argument("--mm-per-px", type=float, default=None,
+                       help="ground size of a pixel in mm: adds lengths and widths in mm and areas in mm^2")
+    group.add_argument("--min-area", type=int, default=10, help="ignore specks smaller than this many px [10]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crackseg", description="Crack segmentation with a crack / no-crack gate. "
                                      "Train with `python segmentation.py && python classification.py`.")
@@ -104,8 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                          help="refuse larger images (decompression bombs); raise it to read huge photos such as "
                               f"orthomosaics on purpose, 0 for no limit [{DEFAULT_MAX_PIXELS} (~179 MP)]")
+    _measure_arguments(predict.add_argument_group("measurement (--measure, --report)"))
+    predict.add_argument("--measure", action="store_true",
+                         help="measure every crack found: cracks.csv, images.csv, cracks.json, NAME_measure.png")
+    predict.add_argument("--report", action="store_true",
+                         help="also write report.html, a self-contained inspection report (implies --measure)")
     _model_arguments(predict)
     predict.set_defaults(handler=run_predict)
+
+    measure = commands.add_parser(
+        "measure", help="measure the cracks of binary masks (length, width, area, direction)",
+        description="Measure each crack (a connected component of crack pixels) of binary masks, ours or anyone's: "
+                    "length along its centreline, mean, median and max width, area, direction, bounding box, in "
+                    "px and, with --mm-per-px, in mm. Writes cracks.csv (a row per crack), images.csv (a row per "
+                    "image), cracks.json (centrelines as polylines) and NAME_measure.png (centrelines coloured by "
+                    "width, cracks numbered as in cracks.csv) to --out.")
+    measure.add_argument("masks", nargs="+", metavar="MASK", help="mask files, folders (recursive) or globs")
+    measure.add_argument("--out", required=True, help="output folder")
+    _measure_arguments(measure)
+    measure.set_defaults(handler=run_measure)
 
     merge = commands.add_parser(
         "merge-summaries", help="join the summaries of sharded predict runs",
@@ -200,9 +226,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary: Dict[str, Any] = {"images_dir": str(images), "masks_dir": str(masks), **result["summary"]}
     if predictor:
-        summary["checkpoints"] = ({"segmentation": args.segmentation_checkpoint,
-                                   "classification": args.classification_checkpoint}
-                                  if args.classification_checkpoint else {"shipped": pretrained.WEIGHTS.name})
+        summary["checkpoints"] = summary_model(args, predictor)
         summary["tiling"] = {"tile": predictor.tile, "overlap": predictor.overlap,
                              "gate_threshold": predictor.model.threshold}
     write_json(out / "metrics.json", summary)
@@ -289,10 +313,23 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    measurements = Measurements(out, args.mm_per_px, args.min_area) if args.measure or args.report else None
     with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
         rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
                              summary=summary_name(shard_spec), skip_existing=args.skip_existing,
-                             max_pixels=args.max_pixels or None)
+                             max_pixels=args.max_pixels or None, measurements=measurements)
+    if measurements is not None:
+        written = [path.name for path in measurements.write()]
+        if args.report:
+            settings = {"model": ", ".join(f"{k} {v}" for k, v in summary_model(args, predictor).items()),
+                        "mask threshold": f"{predictor.mask_threshold:.2f}",
+                        "gate threshold": f"{predictor.model.threshold:.2f}",
+                        "tile / overlap (px)": f"{predictor.tile} / {predictor.overlap}",
+                        "scale": f"{args.mm_per_px} mm/px" if args.mm_per_px else "px (no --mm-per-px)",
+                        "smallest crack": f"{args.min_area} px"}
+            written.append(write_report(measurements, settings, out / "report.html").name)
+        print(f"measured {sum(len(entry.cracks) for entry in measurements.images)} cracks: {', '.join(written)}")
     failed = [row for row in rows if row["status"] != "ok"]
     cracked = sum(int(row.get("cracked") or 0) for row in rows)
     print(f"{len(rows) - len(failed)} images: {cracked} with cracks; masks, overlays and "
@@ -301,6 +338,33 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"error: {len(failed) + len(problems)} input(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def summary_model(args: argparse.Namespace, predictor: Predictor) -> Dict[str, Any]:
+    """Which model ran: its checkpoints or the shipped weights, and its size."""
+    source = ({"segmentation": args.segmentation_checkpoint, "classification": args.classification_checkpoint}
+              if args.classification_checkpoint else {"shipped": pretrained.WEIGHTS.name})
+    return {**source, "width": predictor.model.width, "crop": predictor.model.crop_size}
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    paths, problems = expand_inputs(args.masks)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    measurements = Measurements(out, args.mm_per_px, args.min_area)
+    failed = 0
+    for path, name in tqdm(list(zip(paths, output_names(paths))), desc="measure", unit="mask", disable=None):
+        try:
+            measurements.add(str(path), name, load_mask(path)[0].numpy().astype(bool))
+        except DatasetError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    written = [path.name for path in measurements.write()]
+    cracks = sum(len(entry.cracks) for entry in measurements.images)
+    print(f"{len(measurements.images)} masks, {cracks} cracks: {', '.join(written)} and overlays in {out}")
+    return 1 if failed or problems or not paths else 0
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -13,9 +13,11 @@ from PIL import Image
 from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor, prefetch
 from crackseg.plots import crack_overlay
+from crackseg.report import Measurements
 
 SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "tiles_decoded", "tiles_total",
-                  "width", "height", "mask", "overlay")
+                  "width", "height", "mask", "overlay", "cracks", "total_length_px", "max_width_px")
+MEASURED = ("cracks", "total_length_px", "max_width_px")  # filled with --measure
 
 
 def expand_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
@@ -115,11 +117,13 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 
 def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, progress: Any = None,
                   names: Optional[Sequence[str]] = None, summary: str = "summary.csv", skip_existing: bool = False,
-                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> List[Dict[str, Any]]:
+                  max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                  measurements: Optional[Measurements] = None) -> List[Dict[str, Any]]:
     """Run the gated model over image files; write `<name>_mask.png` (0/255) and `<name>_overlay.png` per image
     and the summary (a row per image, appended as each image is done, then sorted). Unreadable files get an
     error row and do not stop the others. With `skip_existing`, images with an "ok" row in the summary and their
-    outputs on disk are not run again. Returns the rows, in input order."""
+    outputs on disk are not run again (with `measurements`, their masks are measured again from the files).
+    With `measurements`, every mask's cracks are measured too. Returns the rows, in input order."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(names or output_names(paths))
     summary_path = out_dir / summary
@@ -132,6 +136,11 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
         progress.update(len(paths) - len(todo))
     rows: Dict[int, Dict[str, Any]] = {index: done[str(path)] for index, path in enumerate(paths)
                                       if str(path) in done}
+    if measurements is not None:
+        for index in sorted(rows):
+            mask = np.asarray(Image.open(out_dir / rows[index]["mask"])) > 0
+            measurements.add(str(paths[index]), names[index], mask, load_image(paths[index], max_pixels)
+                             .permute(1, 2, 0).numpy(), extra=rows[index])
     images: Dict[int, torch.Tensor] = {}
     write_summary(summary_path, [rows[index] for index in sorted(rows)])
     journal = open(summary_path, "a", newline="")  # rows appended as images finish: a kill keeps them
@@ -162,12 +171,16 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
             overlay_path = out_dir / f"{names[result.key]}_overlay.png"
             _save_png(binary.numpy().astype(np.uint8) * 255, mask_path)
             _save_png(crack_overlay(image, binary), overlay_path)
-            record(result.key, {
-                "file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
-                "max_tile_prob": round(float(result.tile_probs.max()), 6),
-                "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
-                "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
-                "mask": mask_path.name, "overlay": overlay_path.name})
+            row = {"file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
+                   "max_tile_prob": round(float(result.tile_probs.max()), 6),
+                   "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
+                   "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
+                   "mask": mask_path.name, "overlay": overlay_path.name}
+            if measurements is not None:
+                measured = measurements.add(row["file"], names[result.key], binary.numpy(),
+                                            image.permute(1, 2, 0).numpy(), extra=row)
+                row.update({key: measured[key] for key in MEASURED})
+            record(result.key, row)
     ordered = [rows[index] for index in sorted(rows)]
     write_summary(summary_path, ordered)
     return ordered

@@ -4,6 +4,7 @@ This is the only module that imports Catalyst.
 """
 import sys
 import time
+from collections import Counter
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -123,6 +124,7 @@ class CrackRunner(dl.Runner):
             self.engine.unwrap_model(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            self.scheduler.milestones = Counter(self.config.milestones)  # a resumed run may reschedule the rest
             set_rng_state(state["rng"])
             self.epoch_step, self.best_loss = state["epoch"], state["best_loss"]
 

@@ -1,0 +1,180 @@
+"""Measurement outputs (cracks.csv, images.csv, cracks.json, numbered overlays) and the inspection report.
+
+`Measurements` collects the cracks of each image as masks come in (from `crackseg measure` or from `predict
+--measure`) and writes the tables at the end; `write_report` turns them into one self-contained HTML page
+(thumbnails embedded as data URIs, no scripts or styles from the network) that opens offline in any browser.
+"""
+import base64
+import csv
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+from crackseg.config import ConfigError
+from crackseg.measure import Crack, image_row, measure_mask
+
+THUMBNAIL_PX = 360  # longest side of the report's thumbnails
+WIDTH_COLOURS = colormaps["plasma"]
+
+
+@dataclass
+class ImageMeasurement:
+    file: str
+    name: str
+    shape: tuple
+    cracks: List[Crack]
+    overlay: Optional[str] = None  # file name of the numbered overlay, in the output folder
+    extra: Dict[str, Any] = field(default_factory=dict)  # e.g. predict's summary fields
+
+
+def draw_measurements(image: np.ndarray, cracks: Sequence[Crack], width_scale: float) -> Image.Image:
+    """The image (H, W, 3) uint8 with each crack's centreline coloured by its local width (plasma: thin = dark,
+    `width_scale` px = bright) and its number at its start."""
+    canvas = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    line = max(1, round(max(canvas.size) / 500))
+    for crack in cracks:
+        for points, widths in zip(crack.centreline, crack.widths):
+            for (x0, y0), (x1, y1), width in zip(points, points[1:], widths):
+                colour = tuple(int(255 * c) for c in WIDTH_COLOURS(min(width / width_scale, 1.0))[:3])
+                draw.line([(x0, y0), (x1, y1)], fill=colour, width=line)
+        x, y = crack.centreline[0][0] if crack.centreline and crack.centreline[0] else crack.bbox[:2]
+        label = str(crack.id)
+        box = draw.textbbox((x + 3, y + 3), label)
+        draw.rectangle(box, fill=(255, 255, 255))
+        draw.text((x + 3, y + 3), label, fill=(0, 0, 0))
+    return canvas
+
+
+class Measurements:
+    """Measures masks one by one, draws their overlays into `out_dir`, and writes the tables with `write`."""
+
+    def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = 10):
+        if mm_per_px is not None and mm_per_px <= 0:
+            raise ConfigError("--mm-per-px must be positive")
+        if min_area < 1:
+            raise ConfigError("--min-area must be at least 1 px")
+        self.out_dir = Path(out_dir)
+        self.mm_per_px = mm_per_px
+        self.min_area = min_area
+        self.images: List[ImageMeasurement] = []
+
+    def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
+            extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Measure one binary mask (H, W); draw its overlay on `image` (H, W, 3) (or on the mask, in grey) as
+        NAME_measure.png; return the image's row of images.csv."""
+        cracks = measure_mask(mask, self.min_area)
+        background = image if image is not None else np.repeat((np.asarray(mask) * 96)[..., None], 3, axis=2)
+        overlay = f"{name}_measure.png"
+        widest = max((c.max_width_px for c in cracks), default=1.0)
+        temporary = self.out_dir / (overlay + ".tmp")
+        draw_measurements(background, cracks, max(widest, 1.0)).save(temporary, format="PNG")
+        temporary.replace(self.out_dir / overlay)
+        entry = ImageMeasurement(file, name, tuple(np.asarray(mask).shape), cracks, overlay, dict(extra or {}))
+        self.images.append(entry)
+        return image_row(cracks, entry.shape, self.mm_per_px)
+
+    def write(self) -> List[Path]:
+        """Write cracks.csv (a row per crack), images.csv (a row per image) and cracks.json (centrelines as
+        polylines of (x, y) px, for GIS/CAD tools); returns their paths."""
+        crack_rows = [{"file": entry.file, **crack.row(self.mm_per_px)} for entry in self.images
+                      for crack in entry.cracks]
+        image_rows = [{"file": entry.file, **image_row(entry.cracks, entry.shape, self.mm_per_px),
+                       "overlay": entry.overlay} for entry in self.images]
+        paths = [self.out_dir / "cracks.csv", self.out_dir / "images.csv", self.out_dir / "cracks.json"]
+        crack_fields = ["file"] + list(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0)).row(self.mm_per_px))
+        _write_csv(paths[0], crack_fields, crack_rows)
+        _write_csv(paths[1], list(image_rows[0]) if image_rows else ["file"], image_rows)
+        document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "coordinates": "x, y in px",
+                    "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
+                                "cracks": [{**crack.row(self.mm_per_px), "polylines": crack.centreline,
+                                            "widths_px": crack.widths} for crack in entry.cracks]}
+                               for entry in self.images]}
+        paths[2].write_text(json.dumps(document, indent=1) + "\n")
+        return paths
+
+
+def _write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _thumbnail(path: Path) -> str:
+    """A JPEG data URI of an image file, its longest side THUMBNAIL_PX."""
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def write_report(measurements: Measurements, settings: Dict[str, Any], path: Path) -> Path:
+    """One self-contained HTML page: totals, the model and thresholds, then one section per image, most severe
+    first (largest crack width), with its numbered overlay and its cracks."""
+    unit = "mm" if measurements.mm_per_px else "px"
+    scale = measurements.mm_per_px or 1.0
+    entries = sorted(measurements.images, key=lambda e: -max((c.max_width_px for c in e.cracks), default=0.0))
+    cracks = [crack for entry in entries for crack in entry.cracks]
+    totals = {"images": len(entries), "images with cracks": sum(bool(e.cracks) for e in entries),
+              "cracks": len(cracks), f"total length ({unit})": sum(c.length_px for c in cracks) * scale,
+              f"largest width ({unit})": max((c.max_width_px for c in cracks), default=0.0) * scale}
+    rows, sections = [], []
+    for rank, entry in enumerate(entries, start=1):
+        row = image_row(entry.cracks, entry.shape, None)
+        anchor = f"image-{rank}"
+        rows.append(
+            f'<tr class="image-row"><td>{rank}</td><td><a href="#{anchor}">{html.escape(entry.file)}</a></td>'
+            f'<td>{row["cracks"]}</td><td>{_number(row["total_length_px"] * scale)}</td>'
+            f'<td>{_number(row["max_width_px"] * scale, 2)}</td><td>{100 * row["cracked_area_share"]:.2f}</td>'
+            + "".join(f"<td>{_number(entry.extra.get(key, ''), 3)}</td>" for key in ("tiles_decoded", "tiles_total"))
+            + "</tr>")
+        crack_rows = "".join(
+            f"<tr><td>{c.id}</td><td>{_number(c.length_px * scale)}</td><td>{_number(c.mean_width_px * scale, 2)}"
+            f"</td><td>{_number(c.max_width_px * scale, 2)}</td><td>{_number(c.area_px * scale ** 2)}</td>"
+            f"<td>{c.orientation_deg:.0f}</td></tr>" for c in entry.cracks)
+        picture = (f'<img src="{_thumbnail(measurements.out_dir / entry.overlay)}" alt="{html.escape(entry.name)}">'
+                   if entry.overlay else "")
+        sections.append(
+            f'<section id="{anchor}"><h3>{rank}. {html.escape(entry.file)}</h3>{picture}'
+            + (f"<table><tr><th>crack</th><th>length ({unit})</th><th>mean width</th><th>max width</th>"
+               f"<th>area ({unit}²)</th><th>direction (°)</th></tr>{crack_rows}</table>" if entry.cracks
+               else "<p>no crack</p>") + "</section>")
+    setting_items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items())
+    total_items = "".join(f"<li>{html.escape(k)}: {_number(v)}</li>" for k, v in totals.items())
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>crackseg inspection report</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
+td:nth-child(2) {{ text-align: left; }}
+img {{ max-width: {THUMBNAIL_PX}px; display: block; margin: 0.5em 0; }}
+section {{ border-top: 1px solid #ddd; padding-top: 0.5em; }}
+</style></head><body>
+<h1>Crack inspection report</h1>
+<h2>Totals</h2><ul id="totals">{total_items}</ul>
+<h2>Model and settings</h2><ul>{setting_items}</ul>
+<h2>Images, largest crack width first</h2>
+<table id="images"><tr><th>#</th><th>file</th><th>cracks</th><th>total length ({unit})</th>
+<th>max width ({unit})</th><th>cracked area (%)</th><th>tiles decoded</th><th>tiles</th></tr>
+{"".join(rows)}</table>
+<h2>Each image</h2>
+{"".join(sections)}
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
+    return path

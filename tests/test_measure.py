@@ -1,0 +1,140 @@
+"""Crack measurement on masks of known geometry, the measure command, and the HTML report in a real browser."""
+import csv
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackseg.commands import main
+from crackseg.measure import measure_mask
+
+from test_commands import write_checkpoints
+
+
+def bar(width, length, angle, size=None, centre=None):
+    """A straight crack: the pixels whose centres lie in a width x length rectangle turned by `angle` degrees
+    (counter-clockwise), centred at a generic sub-pixel point."""
+    size = size or int(length + 4 * width + 40)
+    cy, cx = centre or (size / 2 + 0.21, size / 2 + 0.37)
+    t = np.radians(angle)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    along = (xx - cx) * np.cos(t) - (yy - cy) * np.sin(t)
+    across = (xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+    return (np.abs(along) < length / 2) & (np.abs(across) < width / 2)
+
+
+@pytest.mark.parametrize("angle", [0, 30, 45, 90])
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 9])
+@pytest.mark.parametrize("length", [50, 400])
+def test_straight_bars_measure_their_length_width_and_direction(width, length, angle):
+    mask = bar(width, length, angle)
+    cracks = measure_mask(mask, min_area=1)
+    assert len(cracks) == 1
+    crack = cracks[0]
+    assert crack.length_px == pytest.approx(length, rel=0.03)
+    drawn = mask.sum() / length  # the width the pixels have
+    if angle == 45:
+        # Pixel centres lie on diagonals 1/sqrt(2) px apart: a bar covers a whole number of them (a bar of width 1
+        # and one of width 2 both cover two, 1.41 px), so there the width to find is the one the pixels have.
+        assert abs(drawn - width) <= 0.5 ** 0.5
+    assert crack.mean_width_px == pytest.approx(drawn if angle == 45 else width, abs=0.5)
+    assert crack.median_width_px == pytest.approx(drawn, abs=0.5)
+    assert drawn - 0.5 <= crack.max_width_px <= drawn + 1.5  # a local estimate: the widest few px
+    assert crack.area_px == mask.sum()
+    assert min(abs(crack.orientation_deg - angle), 180 - abs(crack.orientation_deg - angle)) < 2
+
+
+def test_a_y_junction_measures_the_sum_of_its_branches():
+    size = 300
+    centre = (150.21, 150.37)
+    mask = np.zeros((size, size), bool)
+    branches = []
+    for angle in (90, 210, 330):  # three arms of 100 px from the centre
+        t = np.radians(angle)
+        arm_centre = (centre[0] - 50 * np.sin(t), centre[1] + 50 * np.cos(t))
+        mask |= bar(3, 100, angle, size=size, centre=arm_centre)
+        branches.append(100)
+    cracks = measure_mask(mask, min_area=1)
+    assert len(cracks) == 1
+    assert cracks[0].length_px == pytest.approx(sum(branches), rel=0.05)
+    assert len(cracks[0].centreline) == 3  # three polylines meeting at the junction
+
+
+def test_separate_cracks_are_separate_rows_specks_are_dropped_and_empty_masks_give_nothing():
+    mask = np.zeros((100, 200), bool)
+    mask[10:13, 10:90] = True  # crack 1
+    mask[50:130, 150:152] = True  # crack 2 (clipped at the border)
+    mask[80, 20] = True  # a speck
+    cracks = measure_mask(mask, min_area=5)
+    assert [c.id for c in cracks] == [1, 2]
+    assert cracks[0].bbox == (10, 10, 80, 3) and cracks[1].bbox == (150, 50, 2, 50)
+    assert cracks[0].length_px == pytest.approx(80, abs=1) and cracks[1].length_px == pytest.approx(50, abs=1)
+    assert measure_mask(np.zeros((50, 50), bool)) == []
+
+
+def test_mm_values_scale_exactly(tmp_path):
+    mask = bar(3, 120, 30)
+    crack = measure_mask(mask)[0]
+    row = crack.row(mm_per_px=0.25)
+    for key in ("length", "mean_width", "median_width", "max_width"):
+        assert row[f"{key}_mm"] == pytest.approx(row[f"{key}_px"] * 0.25)
+    assert row["area_mm2"] == pytest.approx(row["area_px"] * 0.0625)
+    assert "length_mm" not in crack.row()
+
+
+def test_measure_command_writes_tables_json_and_numbered_overlays(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    two = np.zeros((120, 160), np.uint8)
+    two[20:23, 10:150] = 255
+    two[40:110, 80:85] = 255
+    Image.fromarray(two).save(masks / "two.png")
+    Image.fromarray(np.zeros((60, 60), np.uint8)).save(masks / "none.png")
+    assert main(["measure", str(masks), "--out", str(tmp_path / "out"), "--mm-per-px", "0.5"]) == 0
+    with open(tmp_path / "out" / "cracks.csv", newline="") as handle:
+        cracks = list(csv.DictReader(handle))
+    with open(tmp_path / "out" / "images.csv", newline="") as handle:
+        images = {row["file"].rsplit("/", 1)[1]: row for row in csv.DictReader(handle)}
+    assert [row["id"] for row in cracks] == ["1", "2"] and all(row["file"].endswith("two.png") for row in cracks)
+    assert float(cracks[0]["length_mm"]) == pytest.approx(float(cracks[0]["length_px"]) / 2)
+    assert images["two.png"]["cracks"] == "2" and images["none.png"]["cracks"] == "0"
+    total = float(cracks[0]["length_px"]) + float(cracks[1]["length_px"])
+    assert float(images["two.png"]["total_length_px"]) == pytest.approx(total)
+    document = json.loads((tmp_path / "out" / "cracks.json").read_text())
+    polyline = document["images"][1]["cracks"][0]["polylines"][0]
+    assert all(len(point) == 2 for point in polyline) and abs(polyline[0][1] - 21) <= 1  # (x, y) in px
+    overlay = np.asarray(Image.open(tmp_path / "out" / "two_measure.png"))
+    coloured = overlay[19:24, 30:130].astype(int).std(axis=2) > 0  # the centreline, not the grey mask
+    assert overlay.shape == (120, 160, 3) and coloured.any(axis=0).all() and not coloured[[0, -1]].any()
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (Debian package 'chromium')")
+def test_the_report_renders_offline_in_a_real_browser(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray(rng.integers(60, 200, (70, 90, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
+    out = tmp_path / "out"
+    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    assert main(["predict", str(photos), "--out", str(out), "--report", "--mask-threshold", "0.05", *flags]) == 0
+    page = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']https?:""", page)  # nothing from the network
+    common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (out / "report.html").as_uri()
+    dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('class="image-row"') == 3
+    subprocess.run(common + [f"--screenshot={tmp_path / 'shot.png'}", "--window-size=1000,1400", url],
+                   capture_output=True, timeout=120)
+    shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
+    assert shot.std() > 10 and (shot < 128).mean() > 0.005  # text and thumbnails, not a blank page
