@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"crackseg": ["weights/*.pth"]},
     python_requires=">=3.9",
     install_requires=[
         "torch==2.14.1",
@@ -19,6 +20,8 @@ setup(
         "matplotlib>=3.7",
         "tensorboardX>=2.6",  # catalyst's TensorboardLogger writes through it
         "tqdm>=4.60",  # progress bars of evaluate and predict (catalyst uses it too)
+        "scipy>=1.10",  # crack measurement: connected components, distance transforms
+        "scikit-image>=0.22",  # crack measurement: skeletons and polyline simplification
     ],
     entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
     extras_require={"test": ["pytest>=7"]},
