@@ -24,5 +24,5 @@ setup(
         "scikit-image>=0.22",  # crack measurement: skeletons and polyline simplification
     ],
     entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
 )

@@ -18,7 +18,8 @@ def stage_one(tmp_path_factory):
     data = root / "data"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "SYNTHETIC_COUNTS", {"train": 8, "valid": 4})  # a small embedded default
-        assert run("segmentation", TINY + ["--data-root", str(data), "--synthetic", "--log-dir", str(root / "seg")]) == 0
+        argv = TINY + ["--data-root", str(data), "--synthetic", "--log-dir", str(root / "seg")]
+        assert run("segmentation", argv) == 0
     return root
 
 
@@ -72,7 +73,8 @@ def test_classification_without_stage_one_fails_clearly(tmp_path, capsys):
 
 def test_presets():
     thesis = build_config("segmentation", {"preset": "thesis", "device": "cpu"})
-    assert (thesis.epochs, thesis.batch_size, thesis.lr, thesis.milestones, thesis.seed) == (64, 12, 1e-2, (2, 32, 48), 17)
+    schedule = (thesis.epochs, thesis.batch_size, thesis.lr, thesis.milestones, thesis.seed)
+    assert schedule == (64, 12, 1e-2, (2, 32, 48), 17)
     assert (thesis.width, thesis.crop, thesis.gamma, thesis.skip_dropout) == (32, 224, 0.1, 0.0)
     auto = build_config("segmentation", {"device": "cpu"})
     assert auto.preset == "cpu" and auto.crop < 224 and auto.skip_dropout == 0.5

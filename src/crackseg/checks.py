@@ -109,7 +109,7 @@ def check_split(root: Path, split: str, crop: int) -> SplitReport:
     """Every problem of ROOT/SPLIT/{images,masks}, and the pairs that are fit to train on."""
     report = SplitReport(split)
     folders = {kind: Path(root) / split / kind for kind in ("images", "masks")}
-    for kind, folder in folders.items():
+    for folder in folders.values():
         if not folder.is_dir():
             report.add("error", folder, "folder not found")
     if report.findings:

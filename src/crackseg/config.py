@@ -117,7 +117,8 @@ def check_config(config: TrainConfig) -> None:
         (not config.data_weights or len(config.data_weights) == len(config.data_root),
          f"--data-weights: {len(config.data_weights)} weight(s) for {len(config.data_root)} data root(s); give one "
          "per --data-root"),
-        (all(weight >= 1 for weight in config.data_weights), "--data-weights: every weight must be a whole number >= 1"),
+        (all(weight >= 1 for weight in config.data_weights),
+         "--data-weights: every weight must be a whole number >= 1"),
     ]
     for ok, message in rules:
         if not ok:

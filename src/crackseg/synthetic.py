@@ -93,7 +93,7 @@ def _crack(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, x: fl
     """Draw one crack as a wandering polyline of tapering width, with occasional branches."""
     step = 2.0
     points = [(x, y)]
-    for i in range(int(length / step)):
+    for _ in range(int(length / step)):
         angle += rng.normal(0, 0.25)
         x, y = x + step * np.cos(angle), y + step * np.sin(angle)
         points.append((x, y))

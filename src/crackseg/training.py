@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from crackseg.acceleration import cpu_has_native_bf16, training_layout
-from crackseg.checkpoints import (CheckpointError, fingerprint, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
-                                  submodule_state)
+from crackseg.checkpoints import (CheckpointError, fingerprint, get_rng_state, load_checkpoint, save_checkpoint,
+                                  set_rng_state, submodule_state)
 from crackseg.config import TrainConfig
 from crackseg.data import CracksDataset, Source, collate_crops, find_sources, source_samples
 from crackseg.losses import BCEDiceLoss
