@@ -188,3 +188,13 @@ def test_a_head_is_never_combined_with_the_decoder_of_another_stage_one_run(stag
                                        "--log-dir", str(tmp_path / "seg2")]) == 0
     with pytest.raises(CheckpointError, match="trained on another stage-1 model"):
         UNetClassifier.from_checkpoints(tmp_path / "seg2" / "checkpoints" / "best.pth", cls_path)
+
+
+def test_console_lines_show_four_significant_digits_and_the_csv_keeps_full_precision(tiny_dataset, tmp_path, capsys):
+    assert run("segmentation", TINY + ["--data-root", str(tiny_dataset), "--log-dir", str(tmp_path)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("valid (1/1)"))
+    values = dict(part.split(": ") for part in line.split(") ", 1)[1].split(" | "))
+    assert all(len(value.replace(".", "").replace("-", "").lstrip("0")) <= 4 or "e" in value
+               for value in values.values()), line
+    header, row = (tmp_path / "csv" / "valid.csv").read_text().splitlines()[:2]
+    assert len(dict(zip(header.split(","), row.split(",")))["bce"]) > 8

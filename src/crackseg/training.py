@@ -94,7 +94,7 @@ class CrackRunner(dl.Runner):
         """Made here, in the process that logs (rank 0), not pickled into it. CSV files keep the epochs a
         resumed run continues from and lose any later ones (a fresh run starts them empty)."""
         log_dir = Path(self.config.log_dir)
-        return {"console": dl.ConsoleLogger(), "csv": ResumableCSVLogger(str(log_dir / "csv"), self.resume_epoch),
+        return {"console": ReadableConsoleLogger(), "csv": ResumableCSVLogger(str(log_dir / "csv"), self.resume_epoch),
                 "tensorboard": dl.TensorboardLogger(str(log_dir / "tensorboard"))}
 
     def compute_loss(self, logits: torch.Tensor, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
@@ -218,6 +218,19 @@ class ClassificationRunner(CrackRunner):
 
     def scores(self, counts):
         return classification_scores(counts)
+
+
+class ReadableConsoleLogger(dl.ConsoleLogger):
+    """Catalyst's console lines with 4 significant digits (its own print 17); the CSV and TensorBoard logs keep
+    full precision."""
+
+    def log_metrics(self, metrics: Dict[str, float], scope: str, runner: "dl.IRunner") -> None:
+        if scope not in ("loader", "epoch"):
+            return
+        values = metrics if scope == "loader" else metrics["_epoch_"]
+        prefix = runner.loader_key if scope == "loader" else "* Epoch"
+        print(f"{prefix} ({runner.epoch_step}/{runner.num_epochs}) "
+              + " | ".join(f"{key}: {float(values[key]):.4g}" for key in sorted(values)), flush=True)
 
 
 class ResumableCSVLogger(dl.CSVLogger):
