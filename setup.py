@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.60",  # progress bars of evaluate and predict (catalyst uses it too)
         "scipy>=1.10",  # crack measurement: connected components, distance transforms
         "scikit-image>=0.22",  # crack measurement: skeletons and polyline simplification
+        "av>=12",  # video frames through FFmpeg, one at a time (torchvision's video reader is deprecated)
     ],
     entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
     extras_require={"test": ["pytest>=7", "ruff>=0.5"]},

@@ -15,12 +15,13 @@ from crackseg.acceleration import PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
 from crackseg.config import ConfigError, build_config, resolve_device
-from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, DatasetError, load_image, load_mask, pair_files,
-                           read_pair)
+from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSIONS, DatasetError, load_image,
+                           load_mask, pair_files, read_pair)
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
 from crackseg.report import Measurements, write_report
+from crackseg.video import frame_count, predict_video
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
 from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
                                  summary_name)
@@ -103,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "gates every tile, only tiles gated as cracked are decoded, and the mask is stitched back at "
                     "full resolution. Writes NAME_mask.png (0/255), NAME_overlay.png and summary.csv to --out. "
                     "An unreadable file is reported and skipped; the exit code is 1 if any input failed.")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or globs")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image or video files, folders (recursive) or globs")
+    videos = predict.add_argument_group("videos (mp4, avi, mov, mkv, ...; each into its own folder in --out)")
+    videos.add_argument("--every", type=int, default=1, help="run every N-th frame [1]")
+    videos.add_argument("--fps", type=float, default=None, help="run this many frames a second of video instead")
+    videos.add_argument("--min-gap", type=float, default=None,
+                        help="cracked frames less than this many seconds apart form one segment [2 frame intervals]")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--shard", default=None, metavar="I/N",
                          help="process only shard I of N (0-based) of the sorted inputs, e.g. a Slurm array task or "
@@ -306,19 +313,40 @@ def run_predict(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no input images", file=sys.stderr)
         return 1
+    if args.every < 1 or (args.fps is not None and args.fps <= 0):
+        raise ConfigError("--every must be at least 1 and --fps positive")
     names = dict(zip(paths, output_names(paths)))  # over all inputs, so shards never collide
     if shard_spec:
         paths = shard(paths, *shard_spec)
+    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
+    paths = [path for path in paths if path.suffix.lower() not in VIDEO_EXTENSIONS]
     predictor = _predictor(args)
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     measurements = Measurements(out, args.mm_per_px, args.min_area) if args.measure or args.report else None
-    with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
-        rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
-                             summary=summary_name(shard_spec), skip_existing=args.skip_existing,
-                             max_pixels=args.max_pixels or None, measurements=measurements)
+    for video in videos:
+        folder = out / names[video]
+        try:
+            frames, _ = frame_count(video)
+            with tqdm(total=frames // args.every if frames and not args.fps else None, desc=video.name,
+                      unit="frame", disable=None) as progress:
+                summary = predict_video(predictor, video, folder, args.every, args.fps, args.min_gap,
+                                        args.skip_existing, measurements, progress)
+        except DatasetError as error:
+            problems.append(str(error))
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        print(f"{video}: {summary['frames_processed']} frames, {summary['cracked_frames']} cracked in "
+              f"{len(summary['segments'])} segment(s), {100 * summary['decoded_share']:.1f}% of tiles decoded, "
+              f"{summary['frames_per_second']} frames/s; frames.csv, segments.csv, video.json in {folder}")
+    rows = []
+    if paths:
+        with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
+            rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
+                                 summary=summary_name(shard_spec), skip_existing=args.skip_existing,
+                                 max_pixels=args.max_pixels or None, measurements=measurements)
     if measurements is not None:
         written = [path.name for path in measurements.write()]
         if args.report:
@@ -332,8 +360,9 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"measured {sum(len(entry.cracks) for entry in measurements.images)} cracks: {', '.join(written)}")
     failed = [row for row in rows if row["status"] != "ok"]
     cracked = sum(int(row.get("cracked") or 0) for row in rows)
-    print(f"{len(rows) - len(failed)} images: {cracked} with cracks; masks, overlays and "
-          f"{summary_name(shard_spec)} in {out} (mask threshold {predictor.mask_threshold:.2f})")
+    if paths:
+        print(f"{len(rows) - len(failed)} images: {cracked} with cracks; masks, overlays and "
+              f"{summary_name(shard_spec)} in {out} (mask threshold {predictor.mask_threshold:.2f})")
     if failed or problems:
         print(f"error: {len(failed) + len(problems)} input(s) failed", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from crackseg.transforms import Pair
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 MIN_CRACK_FRACTION = 0.001  # a crop is "cracked" when crack pixels cover at least 0.1% of it
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DatasetError, load_image
+from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor, prefetch
 from crackseg.plots import crack_overlay
 from crackseg.report import Measurements
@@ -18,6 +18,7 @@ from crackseg.report import Measurements
 SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "tiles_decoded", "tiles_total",
                   "width", "height", "mask", "overlay", "cracks", "total_length_px", "max_width_px")
 MEASURED = ("cracks", "total_length_px", "max_width_px")  # filled with --measure
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # what folders are searched for
 
 
 def expand_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
@@ -27,9 +28,9 @@ def expand_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
             if not found:
-                problems.append(f"{given}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+                problems.append(f"{given}: no images or videos ({', '.join(MEDIA_EXTENSIONS)}) in this folder")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
@@ -68,12 +69,27 @@ def summary_name(shard_spec: Optional[Tuple[int, int]] = None) -> str:
     return "summary.csv" if shard_spec is None else f"summary-{shard_spec[0]}-of-{shard_spec[1]}.csv"
 
 
-def read_summary(path: Path) -> List[Dict[str, str]]:
-    """The complete rows of a summary file (a row cut short by a kill is dropped); none if there is no file."""
+def read_rows(path: Path) -> List[Dict[str, str]]:
+    """The complete rows of a CSV file written by `append_rows` (a row cut short by a kill is dropped); none if
+    there is no file."""
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
-        return [row for row in csv.DictReader(handle) if row.get("overlay") is not None and row.get("status")]
+        return [row for row in csv.DictReader(handle) if None not in row.values()]
+
+
+def append_rows(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
+    """Append rows to a CSV file (with a header if it is new) and flush them, so a kill keeps them."""
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_summary(path: Path) -> List[Dict[str, str]]:
+    """The complete rows of a summary file."""
+    return [row for row in read_rows(path) if row["status"]]
 
 
 def write_summary(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
@@ -108,7 +124,7 @@ def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
     return path, len(rows)
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
+def save_png(array: np.ndarray, path: Path) -> None:
     """Write a PNG atomically: a kill leaves the old file or the new one, never half of one."""
     temporary = path.with_name(path.name + ".tmp")
     Image.fromarray(array).save(temporary, format="PNG")
@@ -143,13 +159,10 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
                              .permute(1, 2, 0).numpy(), extra=rows[index])
     images: Dict[int, torch.Tensor] = {}
     write_summary(summary_path, [rows[index] for index in sorted(rows)])
-    journal = open(summary_path, "a", newline="")  # rows appended as images finish: a kill keeps them
-    writer = csv.DictWriter(journal, fieldnames=SUMMARY_FIELDS)
 
     def record(index: int, row: Dict[str, Any]) -> None:
         rows[index] = row
-        writer.writerow(row)
-        journal.flush()
+        append_rows(summary_path, SUMMARY_FIELDS, [row])  # as images finish: a kill keeps them
         if progress is not None:
             progress.update()
 
@@ -163,24 +176,23 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
             images[index] = image
             yield index, image
 
-    with journal:
-        for result in predictor.tiled(readable()):
-            image = images.pop(result.key)
-            binary = result.probs >= predictor.mask_threshold
-            mask_path = out_dir / f"{names[result.key]}_mask.png"
-            overlay_path = out_dir / f"{names[result.key]}_overlay.png"
-            _save_png(binary.numpy().astype(np.uint8) * 255, mask_path)
-            _save_png(crack_overlay(image, binary), overlay_path)
-            row = {"file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
-                   "max_tile_prob": round(float(result.tile_probs.max()), 6),
-                   "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
-                   "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
-                   "mask": mask_path.name, "overlay": overlay_path.name}
-            if measurements is not None:
-                measured = measurements.add(row["file"], names[result.key], binary.numpy(),
-                                            image.permute(1, 2, 0).numpy(), extra=row)
-                row.update({key: measured[key] for key in MEASURED})
-            record(result.key, row)
+    for result in predictor.tiled(readable()):
+        image = images.pop(result.key)
+        binary = result.probs >= predictor.mask_threshold
+        mask_path = out_dir / f"{names[result.key]}_mask.png"
+        overlay_path = out_dir / f"{names[result.key]}_overlay.png"
+        save_png(binary.numpy().astype(np.uint8) * 255, mask_path)
+        save_png(crack_overlay(image, binary), overlay_path)
+        row = {"file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
+               "max_tile_prob": round(float(result.tile_probs.max()), 6),
+               "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
+               "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
+               "mask": mask_path.name, "overlay": overlay_path.name}
+        if measurements is not None:
+            measured = measurements.add(row["file"], names[result.key], binary.numpy(),
+                                        image.permute(1, 2, 0).numpy(), extra=row)
+            row.update({key: measured[key] for key in MEASURED})
+        record(result.key, row)
     ordered = [rows[index] for index in sorted(rows)]
     write_summary(summary_path, ordered)
     return ordered

@@ -1,0 +1,185 @@
+"""Video files through the gated model, frame by frame: the stream the gate was built for.
+
+Frames are decoded by PyAV (FFmpeg) one at a time in a background thread, never the whole video in memory, and
+go through the same tiled gate as photos, so crack-free frames cost only the encoder. Each video gets a folder
+with `frames.csv` (a row per frame processed, appended as it is done), a mask and an overlay per cracked frame,
+`segments.csv` (cracked stretches as time ranges) and `video.json` (totals and speed).
+"""
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+
+import av
+import numpy as np
+import torch
+
+from crackseg.data import DatasetError
+from crackseg.inference import Predictor
+from crackseg.plots import crack_overlay
+from crackseg.prediction import MEASURED, append_rows, read_rows, save_png
+from crackseg.report import Measurements
+
+FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "tiles_total", "max_tile_prob",
+                "mask", "overlay") + MEASURED
+
+
+@dataclass
+class Frame:
+    index: int  # position in the video, 0-based
+    time: float  # seconds from the start
+    image: torch.Tensor  # uint8 (3, H, W)
+
+
+def frame_count(path: Path) -> Tuple[int, float]:
+    """The number of frames a video declares (0 if unknown) and its frame rate."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return int(stream.frames or 0), float(stream.average_rate or 0)
+    except (av.FFmpegError, IndexError, OSError) as error:
+        raise DatasetError(f"{path}: cannot read video ({error})") from None
+
+
+def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: Set[int] = frozenset()
+                ) -> Iterator[Frame]:
+    """Decode a video's frames in order and yield every `every`-th one, or `fps` frames a second of video time,
+    except those in `skip`. Frames not taken are decoded (the codec needs them) but never converted."""
+    try:
+        container = av.open(str(path))
+        stream = container.streams.video[0]
+    except (av.FFmpegError, IndexError, OSError) as error:
+        raise DatasetError(f"{path}: cannot read video ({error})") from None
+    stream.thread_type = "AUTO"
+    rate = float(stream.average_rate or 25)
+    next_time = 0.0
+    with container:
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                seconds = float(frame.time) if frame.time is not None else index / rate
+                if fps:
+                    take = seconds + 1e-6 >= next_time
+                    while next_time <= seconds + 1e-6:
+                        next_time += 1.0 / fps
+                else:
+                    take = index % every == 0
+                if take and index not in skip:
+                    image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                    yield Frame(index, round(seconds, 4), image)
+        except av.FFmpegError as error:
+            raise DatasetError(f"{path}: video broken at frame {index} ({error})") from None
+
+
+def in_background(items: Iterable[Any], ahead: int = 8) -> Iterator[Any]:
+    """Iterate `items` in a background thread, `ahead` items in advance (decoding overlaps the model); an
+    exception of the iteration is raised here, in order."""
+    buffer: "queue.Queue[Tuple[bool, Any]]" = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put((True, item))
+            buffer.put((False, None))
+        except Exception as error:  # handed over to the consumer
+            buffer.put((False, error))
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = buffer.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full buffer
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+
+
+def segments(rows: Sequence[Dict[str, Any]], min_gap: float) -> List[Dict[str, Any]]:
+    """Cracked stretches: consecutive cracked frames (in time) merged while less than `min_gap` s apart."""
+    found: List[Dict[str, Any]] = []
+    for row in sorted(rows, key=lambda r: float(r["time_s"])):
+        if not int(row["cracked"]):
+            continue
+        moment = float(row["time_s"])
+        if found and moment - found[-1]["end_s"] <= min_gap:
+            found[-1].update(end_s=moment, frames=found[-1]["frames"] + 1)
+        else:
+            found.append({"start_s": moment, "end_s": moment, "frames": 1})
+    return found
+
+
+def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 1, fps: Optional[float] = None,
+                  min_gap: Optional[float] = None, skip_existing: bool = False,
+                  measurements: Optional[Measurements] = None, progress: Any = None) -> Dict[str, Any]:
+    """Run the gated model over a video's frames into `out_dir` (its own folder); returns the video's summary.
+    With `skip_existing`, frames already in frames.csv are not run again. A Ctrl-C leaves frames.csv, masks and
+    overlays complete for the frames done, and the summary of those."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames_csv = out_dir / "frames.csv"
+    done = read_rows(frames_csv) if skip_existing else []
+    rows = {int(row["frame"]): row for row in done}
+    if not skip_existing:
+        frames_csv.unlink(missing_ok=True)
+    total, rate = frame_count(path)
+    gap = min_gap if min_gap is not None else 2.0 / (fps or (rate / every if rate else 1.0))
+    started = time.perf_counter()
+    processed = 0
+    frames = in_background(read_frames(path, every, fps, skip=set(rows)))
+    try:
+        for result in predictor.tiled((frame, frame.image) for frame in frames):
+            frame = result.key
+            binary = result.probs >= predictor.mask_threshold
+            row: Dict[str, Any] = {
+                "frame": frame.index, "time_s": frame.time, "cracked": int(result.cracked),
+                "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
+                "tiles_total": len(result.grid), "max_tile_prob": round(float(result.tile_probs.max()), 6)}
+            if result.cracked:
+                name = f"frame_{frame.index:07d}"
+                row["mask"], row["overlay"] = f"{name}_mask.png", f"{name}_overlay.png"
+                save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
+                save_png(crack_overlay(frame.image, binary), out_dir / row["overlay"])
+                if measurements is not None:
+                    measured = measurements.add(f"{path}#{frame.index}", name, binary.numpy(),
+                                                frame.image.permute(1, 2, 0).numpy(), extra=row)
+                    row.update({key: measured[key] for key in MEASURED})
+            append_rows(frames_csv, FRAME_FIELDS, [row])
+            rows[frame.index] = row
+            processed += 1
+            if progress is not None:
+                progress.update()
+                progress.set_postfix_str(f"t={frame.time:.1f}s")
+    finally:
+        seconds = time.perf_counter() - started
+        summary = write_summary(path, out_dir, list(rows.values()), gap, processed, seconds, total, every, fps)
+    return summary
+
+
+def write_summary(path: Path, out_dir: Path, rows: List[Dict[str, Any]], gap: float, processed: int,
+                  seconds: float, total: int, every: int, fps: Optional[float]) -> Dict[str, Any]:
+    """segments.csv and video.json of the frames done so far; returns the summary."""
+    found = segments(rows, gap)
+    with open(out_dir / "segments.csv", "w") as handle:
+        handle.write("start_s,end_s,frames\n" + "".join(f"{s['start_s']},{s['end_s']},{s['frames']}\n" for s in found))
+    tiles = sum(int(row["tiles_total"]) for row in rows)
+    summary = {
+        "video": str(path), "frames_in_video": total, "every": every, "fps_sampled": fps,
+        "frames_processed": len(rows), "cracked_frames": sum(int(row["cracked"]) for row in rows),
+        "decoded_share": round(sum(int(row["tiles_decoded"]) for row in rows) / tiles, 6) if tiles else 0.0,
+        "segments": found, "min_gap_s": round(gap, 4),
+        "frames_per_second": round(processed / seconds, 3) if seconds and processed else None}
+    (out_dir / "video.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,131 @@
+"""Videos through the gated model: a test video made here, with crack-free and cracked stretches."""
+import csv
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from crackseg import video
+from crackseg.commands import main
+from crackseg.inference import Predictor
+from crackseg.models import UNetClassifier
+
+FPS = 10
+CRACKED = set(range(10, 15)) | set(range(22, 25))  # frames 1.0-1.4 s and 2.2-2.4 s
+FRAMES = 30
+
+
+def write_video(path, codec="ffv1", pixel_format="bgr0"):
+    """FRAMES frames of 64x96 px at FPS: uniform grey, with a dark crack line in the CRACKED frames."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, pixel_format
+        for index in range(FRAMES):
+            pixels = np.full((64, 96, 3), 150, np.uint8)
+            if index in CRACKED:
+                pixels[20:23, 10:80] = 30
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+class DifferenceGate(nn.Module):
+    """A gate for the test: a tile is cracked when its bottleneck differs from that of a crack-free tile."""
+
+    def __init__(self, reference: torch.Tensor):
+        super().__init__()
+        self.register_buffer("reference", reference)
+
+    def forward(self, bottleneck):
+        difference = (bottleneck - self.reference).abs().flatten(1).mean(1, keepdim=True)
+        return (difference / self.reference.abs().mean() - 0.01) * 1e4
+
+
+@pytest.fixture
+def predictor():
+    torch.manual_seed(0)
+    model = UNetClassifier(width=4, crop_size=32).eval()
+    with torch.no_grad():
+        reference, _ = model.encoder(torch.full((1, 3, 32, 32), 150 / 255))
+    model.head = DifferenceGate(reference)
+    return Predictor(model, fast=False, batch_size=8, mask_threshold=0.5)
+
+
+def read_frames_csv(folder):
+    with open(folder / "frames.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_cracked_segments_are_found_at_their_times_and_crack_free_frames_are_never_decoded(tmp_path, predictor):
+    path = write_video(tmp_path / "clip.mkv")
+    summary = video.predict_video(predictor, path, tmp_path / "out")
+    rows = read_frames_csv(tmp_path / "out")
+    assert [int(row["frame"]) for row in rows] == list(range(FRAMES))
+    assert {int(row["frame"]) for row in rows if row["cracked"] == "1"} == CRACKED
+    assert all(row["tiles_decoded"] == "0" for row in rows if int(row["frame"]) not in CRACKED)
+    assert [(s["start_s"], s["end_s"], s["frames"]) for s in summary["segments"]] == [(1.0, 1.4, 5), (2.2, 2.4, 3)]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == [
+        f"frame_{index:07d}_mask.png" for index in sorted(CRACKED)]  # masks for the cracked frames only
+    decoded = sum(int(row["tiles_decoded"]) for row in rows)
+    assert summary["decoded_share"] == pytest.approx(decoded / sum(int(row["tiles_total"]) for row in rows), abs=1e-6)
+    assert json.loads((tmp_path / "out" / "video.json").read_text())["cracked_frames"] == len(CRACKED)
+    assert (tmp_path / "out" / "segments.csv").read_text().splitlines() == ["start_s,end_s,frames", "1.0,1.4,5",
+                                                                            "2.2,2.4,3"]
+
+
+def test_every_and_fps_sample_frames_and_mp4_reads_the_same(tmp_path, predictor):
+    path = write_video(tmp_path / "clip.mp4", codec="libx264", pixel_format="yuv444p")
+    assert [f.index for f in video.read_frames(path, every=3)] == list(range(0, FRAMES, 3))
+    assert [f.time for f in video.read_frames(path, fps=2.5)] == [0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 2.4, 2.8]
+    summary = video.predict_video(predictor, path, tmp_path / "out", every=2, min_gap=0.5)
+    rows = read_frames_csv(tmp_path / "out")
+    assert [int(row["frame"]) for row in rows] == list(range(0, FRAMES, 2))
+    assert [(s["start_s"], s["end_s"]) for s in summary["segments"]] == [(1.0, 1.4), (2.2, 2.4)]
+
+
+def test_ctrl_c_keeps_the_frames_done_and_skip_existing_resumes(tmp_path, predictor, monkeypatch):
+    path = write_video(tmp_path / "clip.mkv")
+    real = video.crack_overlay
+    calls = []
+
+    def interrupted(image, binary):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(image, binary)
+
+    monkeypatch.setattr(video, "crack_overlay", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        video.predict_video(predictor, path, tmp_path / "out")
+    done = read_frames_csv(tmp_path / "out")
+    assert [int(row["frame"]) for row in done] == list(range(12))  # frames 0..11 complete, 12 was interrupted
+    assert json.loads((tmp_path / "out" / "video.json").read_text())["frames_processed"] == 12
+    seen = []
+    monkeypatch.setattr(video, "crack_overlay", real)
+    monkeypatch.setattr(predictor, "crops", lambda crops, real_crops=predictor.crops: seen.append(len(crops))
+                        or real_crops(crops))
+    summary = video.predict_video(predictor, path, tmp_path / "out", skip_existing=True)
+    rows = read_frames_csv(tmp_path / "out")
+    assert sorted(int(row["frame"]) for row in rows) == list(range(FRAMES))
+    assert sum(seen) == (FRAMES - 12) * int(rows[0]["tiles_total"])  # only the frames not done ran
+    assert summary["cracked_frames"] == len(CRACKED)
+
+
+def test_predict_command_takes_videos_and_names_a_broken_one(tmp_path, capsys):
+    from test_commands import write_checkpoints
+
+    write_video(tmp_path / "clip.mkv")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    flags = write_checkpoints(tmp_path, gate_bias=-20.0)  # a gate that decodes nothing
+    code = main(["predict", str(tmp_path / "clip.mkv"), str(tmp_path / "broken.mp4"), "--out", str(tmp_path / "out"),
+                 "--fps", "5", *flags])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "broken.mp4: cannot read video" in captured.err and "Traceback" not in captured.err
+    rows = read_frames_csv(tmp_path / "out" / "clip")
+    assert len(rows) == 15 and all(row["tiles_decoded"] == "0" for row in rows)
