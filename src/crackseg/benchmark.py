@@ -9,8 +9,9 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
@@ -180,6 +181,57 @@ def training(width: int, crop: int, batch_images: int, steps: int, rounds: int, 
             "crops_per_s": speeds,
             "fast_over_plain": speeds["fast"] / speeds["plain_fp32"],
             "loader_over_training": speeds["loader_only"] / max(speeds["plain_fp32"], speeds["fast"])}
+
+
+def write_stream(path: Path, frames: int, height: int, width: int, seed: int = 0) -> Path:
+    """An H.264 video of synthetic pavement: a slowly panning textured background, as a survey camera sees it."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    texture = rng.normal(128, 30, (height, width + frames * 4)).clip(0, 255)
+    texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1)) / 3  # some grain, not pure noise
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            grey = texture[:, index * 4:index * 4 + width].astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(np.repeat(grey[..., None], 3, axis=2), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def video_stream(width: int, crop: int, rounds: int, device: torch.device, precision: str = "auto",
+                 frames: int = 40, size: Tuple[int, int] = (360, 640), share: float = 0.1) -> Dict[str, Any]:
+    """Frames per second of a video stream: the decoder alone (PyAV), and the fast-path model on decoded frames,
+    gated with `share` of the tiles cracked and always decoding."""
+    from crackseg.video import read_frames
+
+    model = UNetClassifier(width, crop)
+    predictor = Predictor(model, device, precision=precision)
+    with tempfile.TemporaryDirectory() as temporary:
+        path = write_stream(Path(temporary) / "stream.mp4", frames, *size)
+        decoded = [frame.image for frame in read_frames(path)]
+
+        def decoder() -> int:
+            return sum(1 for _ in read_frames(path))
+
+        def model_at(level: float) -> Callable[[], int]:
+            def run() -> int:
+                handle = drive_gate(predictor.model, level, 10)
+                try:
+                    return sum(1 for _ in predictor.tiled(enumerate(decoded)))
+                finally:
+                    handle.remove()
+            return run
+
+        speeds = interleaved({"decoder": decoder, "gated": model_at(share), "always": model_at(1.0)}, rounds,
+                             device)
+    return {"frames": frames, "frame_size": list(size), "cracked_tile_share": share, "frames_per_s": speeds,
+            "gated_over_always": speeds["gated"] / speeds["always"],
+            "decoder_over_gated": speeds["decoder"] / speeds["gated"]}
 
 
 def agreement(predictor_fast: Predictor, predictor_plain: Predictor, images: Any) -> Dict[str, float]:

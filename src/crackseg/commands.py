@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-images", type=int, default=2, help="images (x5 crops) per training batch [2]")
     bench.add_argument("--train-steps", type=int, default=2, help="training steps per round [2]")
     bench.add_argument("--no-training", action="store_true", help="skip the training measurements")
+    bench.add_argument("--video", action="store_true",
+                       help="also measure a video stream: PyAV's decoder alone, and the model on its frames gated "
+                            "at 10%% cracked tiles and always decoding (frames/s)")
     bench.add_argument("--precision", default="auto", choices=PRECISIONS,
                        help="reduced precision of the fast path [auto: fp16 on CUDA, bf16 on CPUs with native bf16, "
                             "else fp32]")
@@ -416,6 +419,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if not args.no_training:
         report["training"] = benchmark.training(args.width, args.crop, args.train_images, args.train_steps,
                                                 args.rounds, device, args.precision)
+    if args.video:
+        report["video"] = benchmark.video_stream(args.width, args.crop, args.rounds, device, args.precision)
     if args.agreement_images:
         paths, problems = expand_inputs([args.agreement_images])
         if problems:
