@@ -68,7 +68,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
                         help="training crops: 'window' = FiveCrop of a random window of 2x the crop (every region "
                              "of a large photo is seen across epochs), 'five' = FiveCrop of the whole image, as "
-                             "the original [thesis five, cpu window; stage 2: stage 1's]")
+                             "the original [five; stage 2: stage 1's]")
     parser.add_argument("--seed", type=int, default=None, help="global seed (data order, augmentation, init)")
     parser.add_argument("--workers", type=int, default=None, help="data loader worker processes [0]")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")
