@@ -87,8 +87,11 @@ def load_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> to
     are converted."""
     image = open_image(Path(path), max_pixels)
     grey = _high_bit_depth(image)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2) if grey is not None else np.asarray(image.convert("RGB"))
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)
+    if grey is not None:
+        return torch.from_numpy(np.repeat(grey[:, :, None], 3, axis=2)).permute(2, 0, 1)
+    rgb = np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)  # one copy, writable
+    del image
+    return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 LABEL_MAX = 15  # masks whose largest value is at most this are label masks: any value above 0 is crack
