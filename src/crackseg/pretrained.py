@@ -15,7 +15,7 @@ from crackseg.checkpoints import CheckpointError, PathLike
 
 FORMAT = "crackseg-pretrained"
 WEIGHTS = Path(__file__).parent / "weights" / "crackseg-v1.pth"
-SHA256 = ""  # of WEIGHTS; set when the file is packed
+SHA256 = "df72792ccaad120e294266368fda1887d26dfcc04511fd55a0374d6881260caa"  # of WEIGHTS
 
 
 def sha256(path: PathLike) -> str:
