@@ -39,7 +39,7 @@ def draw_measurements(image: np.ndarray, cracks: Sequence[Crack], width_scale: f
     `width_scale` px = bright) and its number at its start."""
     canvas = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    line = max(1, round(max(canvas.size) / 500))
+    line = max(2, round(max(canvas.size) / 400))
     for crack in cracks:
         for points, widths in zip(crack.centreline, crack.widths):
             for (x0, y0), (x1, y1), width in zip(points, points[1:], widths):
@@ -150,9 +150,9 @@ def write_report(measurements: Measurements, settings: Dict[str, Any], path: Pat
                    if entry.overlay else "")
         sections.append(
             f'<section id="{anchor}"><h3>{rank}. {html.escape(entry.file)}</h3>{picture}'
-            + (f"<table><tr><th>crack</th><th>length ({unit})</th><th>mean width</th><th>max width</th>"
-               f"<th>area ({unit}²)</th><th>direction (°)</th></tr>{crack_rows}</table>" if entry.cracks
-               else "<p>no crack</p>") + "</section>")
+            + (f"<table><tr><th>crack</th><th>length ({unit})</th><th>mean width ({unit})</th>"
+               f"<th>max width ({unit})</th><th>area ({unit}²)</th><th>direction (°)</th></tr>{crack_rows}</table>"
+               if entry.cracks else "<p>no crack</p>") + "</section>")
     setting_items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items())
     total_items = "".join(f"<li>{html.escape(k)}: {_number(v)}</li>" for k, v in totals.items())
     page = f"""<!DOCTYPE html>
