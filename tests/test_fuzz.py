@@ -182,3 +182,14 @@ def test_evaluate_and_predict_refuse_thresholds_that_cannot_work(tiny_dataset, t
     assert "--mask-threshold must be in (0, 1)" in capsys.readouterr().err
     assert main(["predict", "x.png", "--out", str(tmp_path), "--gate-threshold", "1.5"]) == 2
     assert "--gate-threshold must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_predict_reads_images_above_the_pixel_limit_only_when_asked(tmp_path, capsys):
+    Image.new("RGB", (300, 200), (120, 120, 120)).save(tmp_path / "big.png")
+    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    assert main(["predict", str(tmp_path / "big.png"), "--out", str(tmp_path / "a"), "--max-pixels", "50000",
+                 *flags]) == 1
+    assert "big.png: 300x200 px (0 MP) is above the limit" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "big.png"), "--out", str(tmp_path / "b"), "--max-pixels", "0",
+                 *flags]) == 0
+    assert Image.open(tmp_path / "b" / "big_mask.png").size == (300, 200)

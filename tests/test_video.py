@@ -129,3 +129,34 @@ def test_predict_command_takes_videos_and_names_a_broken_one(tmp_path, capsys):
     assert "broken.mp4: cannot read video" in captured.err and "Traceback" not in captured.err
     rows = read_frames_csv(tmp_path / "out" / "clip")
     assert len(rows) == 15 and all(row["tiles_decoded"] == "0" for row in rows)
+
+
+def test_a_folder_of_numbered_frames_is_read_as_a_video(tmp_path, predictor):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index in range(12):
+        pixels = np.full((64, 96, 3), 150, np.uint8)
+        if index in (5, 6):
+            pixels[20:23, 10:80] = 30
+        Image.fromarray(pixels).save(folder / f"frame_{index:04d}.png")
+    summary = video.predict_video(predictor, folder, tmp_path / "out", every=1)
+    rows = read_frames_csv(tmp_path / "out")
+    assert [float(row["time_s"]) for row in rows] == [index / 25 for index in range(12)]
+    assert [int(row["frame"]) for row in rows if row["cracked"] == "1"] == [5, 6]
+    assert [(s["start_s"], s["end_s"]) for s in summary["segments"]] == [(0.2, 0.24)]
+
+
+def test_predict_command_reads_frame_folders_with_frames_flag(tmp_path):
+    from PIL import Image
+
+    from test_commands import write_checkpoints
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for index in range(6):
+        Image.new("RGB", (40, 40), (100, 100, 100)).save(folder / f"{index:03d}.png")
+    flags = write_checkpoints(tmp_path, gate_bias=-20.0)
+    assert main(["predict", str(folder), "--out", str(tmp_path / "out"), "--frames", "--every", "2", *flags]) == 0
+    assert [row["frame"] for row in read_frames_csv(tmp_path / "out" / "clip")] == ["0", "2", "4"]

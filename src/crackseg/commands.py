@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     videos = predict.add_argument_group("videos (mp4, avi, mov, mkv, ...; each into its own folder in --out)")
     videos.add_argument("--every", type=int, default=1, help="run every N-th frame [1]")
     videos.add_argument("--fps", type=float, default=None, help="run this many frames a second of video instead")
+    videos.add_argument("--frames", action="store_true",
+                        help="read each folder given as the numbered frames of one video (name order, 25 frames "
+                             "a second), with the outputs of a video")
     videos.add_argument("--min-gap", type=float, default=None,
                         help="cracked frames less than this many seconds apart form one segment [2 frame intervals]")
     predict.add_argument("--out", required=True, help="output folder")
@@ -310,7 +313,9 @@ def check_model_flags(args: argparse.Namespace) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     shard_spec = parse_shard(args.shard)
-    paths, problems = expand_inputs(args.inputs)
+    frame_folders = [Path(given) for given in args.inputs if args.frames and Path(given).is_dir()]
+    paths, problems = expand_inputs([given for given in args.inputs if Path(given) not in frame_folders])
+    paths += frame_folders
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not paths:
@@ -321,8 +326,8 @@ def run_predict(args: argparse.Namespace) -> int:
     names = dict(zip(paths, output_names(paths)))  # over all inputs, so shards never collide
     if shard_spec:
         paths = shard(paths, *shard_spec)
-    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS]
-    paths = [path for path in paths if path.suffix.lower() not in VIDEO_EXTENSIONS]
+    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path in frame_folders]
+    paths = [path for path in paths if path not in videos]
     predictor = _predictor(args)
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import torch
 
-from crackseg.data import DatasetError
+from crackseg.data import IMAGE_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor
 from crackseg.plots import crack_overlay
 from crackseg.prediction import MEASURED, append_rows, read_rows, save_png
@@ -34,8 +34,18 @@ class Frame:
     image: torch.Tensor  # uint8 (3, H, W)
 
 
+FOLDER_FRAME_RATE = 25.0  # frames a second of a folder of numbered frames, for timestamps
+
+
+def frame_files(folder: Path) -> List[Path]:
+    """The image files of a folder of numbered frames, in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def frame_count(path: Path) -> Tuple[int, float]:
-    """The number of frames a video declares (0 if unknown) and its frame rate."""
+    """The number of frames a video (or a folder of numbered frames) declares (0 if unknown) and its rate."""
+    if Path(path).is_dir():
+        return len(frame_files(path)), FOLDER_FRAME_RATE
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -47,7 +57,14 @@ def frame_count(path: Path) -> Tuple[int, float]:
 def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: Set[int] = frozenset()
                 ) -> Iterator[Frame]:
     """Decode a video's frames in order and yield every `every`-th one, or `fps` frames a second of video time,
-    except those in `skip`. Frames not taken are decoded (the codec needs them) but never converted."""
+    except those in `skip`. Frames not taken are decoded (the codec needs them) but never converted. A folder is
+    read as numbered frames (name order) at FOLDER_FRAME_RATE."""
+    if Path(path).is_dir():
+        timed = ((file, index / FOLDER_FRAME_RATE) for index, file in enumerate(frame_files(path)))
+        for index, (file, seconds) in _taken(timed, every, fps):
+            if index not in skip:
+                yield Frame(index, round(seconds, 4), load_image(file))
+        return
     try:
         container = av.open(str(path))
         stream = container.streams.video[0]
@@ -55,22 +72,32 @@ def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: S
         raise DatasetError(f"{path}: cannot read video ({error})") from None
     stream.thread_type = "AUTO"
     rate = float(stream.average_rate or 25)
-    next_time = 0.0
     with container:
+        index = 0
         try:
-            for index, frame in enumerate(container.decode(stream)):
-                seconds = float(frame.time) if frame.time is not None else index / rate
-                if fps:
-                    take = seconds + 1e-6 >= next_time
-                    while next_time <= seconds + 1e-6:
-                        next_time += 1.0 / fps
-                else:
-                    take = index % every == 0
-                if take and index not in skip:
+            frames = container.decode(stream)
+            timed = ((frame, float(frame.time) if frame.time is not None else i / rate)
+                     for i, frame in enumerate(frames))
+            for index, (frame, seconds) in _taken(timed, every, fps):
+                if index not in skip:
                     image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                     yield Frame(index, round(seconds, 4), image)
         except av.FFmpegError as error:
             raise DatasetError(f"{path}: video broken at frame {index} ({error})") from None
+
+
+def _taken(timed: Iterable[Tuple[Any, float]], every: int, fps: Optional[float]) -> Iterator[Tuple[int, Any]]:
+    """(index, item) of the items (with their times in s) to run: every `every`-th, or `fps` a second."""
+    next_time = 0.0
+    for index, (item, seconds) in enumerate(timed):
+        if fps:
+            take = seconds + 1e-6 >= next_time
+            while next_time <= seconds + 1e-6:
+                next_time += 1.0 / fps
+        else:
+            take = index % every == 0
+        if take:
+            yield index, (item, seconds)
 
 
 def in_background(items: Iterable[Any], ahead: int = 8) -> Iterator[Any]:
