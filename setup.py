@@ -23,6 +23,9 @@ setup(
         "scipy>=1.10",  # crack measurement: connected components, distance transforms
         "scikit-image>=0.22",  # crack measurement: skeletons and polyline simplification
         "av>=12",  # video frames through FFmpeg, one at a time (torchvision's video reader is deprecated)
+        "onnx>=1.16",  # crackseg export: torch's ONNX exporter writes through onnx and onnxscript
+        "onnxscript>=0.2",
+        "onnxruntime>=1.18",  # runs the exported graphs (and their parity test)
     ],
     entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
     extras_require={"test": ["pytest>=7", "ruff>=0.5"]},

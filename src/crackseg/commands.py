@@ -1,5 +1,5 @@
 """The `crackseg` command (also `python -m crackseg`): evaluate, predict, measure, merge-summaries, bench, pack,
-check-data, curves."""
+export, check-data, curves."""
 import argparse
 import json
 import sys
@@ -191,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the mask threshold to ship [the one stored in the stage-2 checkpoint, else 0.5]")
     pack.add_argument("--out", default=str(pretrained.WEIGHTS), help=f"[{pretrained.WEIGHTS}]")
     pack.set_defaults(handler=run_pack)
+
+    export = commands.add_parser(
+        "export", help="write the gated model as two ONNX graphs (gate, decoder) and model.json",
+        description="Export the shipped model (or the two checkpoints given) for ONNX runtimes: gate.onnx "
+                    "(images -> crack logits, bottleneck, skip maps) and decoder.onnx (bottleneck, skip maps -> "
+                    "mask logits), both with a dynamic batch axis, and model.json (tile size, thresholds, input "
+                    "format, how to combine them, SHA-256 of both files).")
+    export.add_argument("--out", required=True, help="output folder")
+    _checkpoint_arguments(export.add_argument_group("model"))
+    export.add_argument("--gate-threshold", type=float, default=None,
+                        help="gate threshold to record [the shipped model's; 0.5 for checkpoints]")
+    export.set_defaults(handler=run_export)
 
     check = commands.add_parser(
         "check-data", help="check a data root file by file before training",
@@ -457,6 +469,15 @@ def run_pack(args: argparse.Namespace) -> int:
     size = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.1f} MB, {sum(p.numel() for p in model.parameters()):,} weights)\n"
           f"SHA-256 {digest}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from crackseg.export import export_onnx  # imports onnx machinery only when asked
+
+    sidecar = export_onnx(load_model(args), Path(args.out))
+    print(f"wrote gate.onnx, decoder.onnx and model.json to {args.out} (tiles of {sidecar['crop']} px, gate "
+          f"threshold {sidecar['gate_threshold']}, mask threshold {sidecar['mask_threshold']})")
     return 0
 
 
