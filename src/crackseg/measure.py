@@ -5,9 +5,9 @@ skeleton (scikit-image), traced into branches between end points and junctions; 
 the crack's width at their junction are spurs of the skeletonisation and are pruned. Lengths are measured on
 each branch's polyline simplified to within `SIMPLIFY_PX` of the pixels (so a straight crack at any angle
 measures its Euclidean length, not the staircase of its pixels), plus, at each free end, the distance from the
-skeleton's end to the crack's edge. Widths come from the Euclidean distance transform (scipy) along the skeleton:
-a skeleton pixel's width is its distance to the background plus the largest distance of its neighbours off the
-centreline, so a 1-px line measures 1 and a 2-px one 2.
+skeleton's end to the crack's edge along its direction. The mean width is area / length; local widths (median,
+max) are the crack pixels nearest to a stretch of the centreline (scipy's Euclidean distance transform) divided
+by that stretch's length, so a straight crack of width w measures w at any angle, a 1-px line 1.
 """
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
