@@ -102,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="find cracks in photos of any size",
         description="Gated inference: each image is cut into overlapping tiles of the training crop, the head "
                     "gates every tile, only tiles gated as cracked are decoded, and the mask is stitched back at "
-                    "full resolution. Writes NAME_mask.png (0/255), NAME_overlay.png and summary.csv to --out. "
-                    "An unreadable file is reported and skipped; the exit code is 1 if any input failed.")
+                    "full resolution. Writes NAME_mask.png (0/255), NAME_overlay.png and summary.csv to --out; with "
+                    "--measure the cracks' sizes, with --report report.html. Each video gets a folder with "
+                    "frames.csv, segments.csv, video.json and the cracked frames' masks. An unreadable file is "
+                    "reported and skipped; the exit code is 1 if any input failed. Without checkpoints it runs "
+                    "the shipped model.")
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image or video files, folders (recursive) or globs")
     videos = predict.add_argument_group("videos (mp4, avi, mov, mkv, ...; each into its own folder in --out)")
