@@ -21,7 +21,7 @@ from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, writ
 from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
 from crackseg.report import Measurements, write_report
-from crackseg.video import frame_count, predict_video
+from crackseg.video import predict_video
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
 from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
                                  summary_name)
@@ -352,9 +352,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for video in videos:
         folder = out / names[video]
         try:
-            frames, _ = frame_count(video)
-            with tqdm(total=frames // args.every if frames and not args.fps else None, desc=video.name,
-                      unit="frame", disable=None) as progress:
+            with tqdm(desc=video.name, unit="frame", disable=None) as progress:  # its total: from the video
                 summary = predict_video(predictor, video, folder, args.every, args.fps, args.min_gap,
                                         args.skip_existing, measurements, progress)
         except DatasetError as error:

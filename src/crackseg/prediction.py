@@ -92,14 +92,19 @@ def read_summary(path: Path) -> List[Dict[str, str]]:
     return [row for row in read_rows(path) if row["status"]]
 
 
-def write_summary(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    """Write a summary CSV atomically."""
+def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
+    """Write a CSV file atomically: a kill leaves the old file or the new one."""
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, path)
+
+
+def write_summary(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    """Write a summary CSV atomically."""
+    write_csv(path, SUMMARY_FIELDS, rows)
 
 
 def merge_summaries(out_dir: Path) -> Tuple[Path, int]:

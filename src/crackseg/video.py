@@ -20,7 +20,7 @@ import torch
 from crackseg.data import IMAGE_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor
 from crackseg.plots import crack_overlay
-from crackseg.prediction import MEASURED, append_rows, read_rows, save_png
+from crackseg.prediction import MEASURED, append_rows, read_rows, save_png, write_csv
 from crackseg.report import Measurements
 
 FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "tiles_total", "max_tile_prob",
@@ -162,6 +162,9 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
     if not skip_existing:
         frames_csv.unlink(missing_ok=True)
     total, rate = frame_count(path)
+    if progress is not None and total and not fps:
+        progress.total = -(-total // every)
+        progress.refresh()
     gap = min_gap if min_gap is not None else 2.0 / (fps or (rate / every if rate else 1.0))
     started = time.perf_counter()
     processed = 0
@@ -191,16 +194,16 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
                 progress.set_postfix_str(f"t={frame.time:.1f}s")
     finally:
         seconds = time.perf_counter() - started
-        summary = write_summary(path, out_dir, list(rows.values()), gap, processed, seconds, total, every, fps)
+        summary = write_video_summary(path, out_dir, list(rows.values()), gap, processed, seconds, total, every,
+                                      fps)
     return summary
 
 
-def write_summary(path: Path, out_dir: Path, rows: List[Dict[str, Any]], gap: float, processed: int,
+def write_video_summary(path: Path, out_dir: Path, rows: List[Dict[str, Any]], gap: float, processed: int,
                   seconds: float, total: int, every: int, fps: Optional[float]) -> Dict[str, Any]:
     """segments.csv and video.json of the frames done so far; returns the summary."""
     found = segments(rows, gap)
-    with open(out_dir / "segments.csv", "w") as handle:
-        handle.write("start_s,end_s,frames\n" + "".join(f"{s['start_s']},{s['end_s']},{s['frames']}\n" for s in found))
+    write_csv(out_dir / "segments.csv", ("start_s", "end_s", "frames"), found)
     tiles = sum(int(row["tiles_total"]) for row in rows)
     summary = {
         "video": str(path), "frames_in_video": total, "every": every, "fps_sampled": fps,
