@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from crackseg import acceleration
-from crackseg.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision
+from crackseg.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision, use_int8_head
+from crackseg.config import ConfigError
 from crackseg.benchmark import drive_gate, flops
 from crackseg.commands import main
 from crackseg.inference import Predictor
@@ -39,9 +40,9 @@ def test_precision_falls_back_to_fp32_without_native_bf16(monkeypatch):
 def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
     model = tiny_model()
-    fast = Predictor(model, "cpu")
+    fast = Predictor(model, "cpu", head="full")
     plain = Predictor(tiny_model(), "cpu", fast=False)
-    assert fast.dtype is None and plain.dtype is None
+    assert fast.dtype is None and plain.dtype is None and not fast.int8_head
     assert fast.model.encoder.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     norms = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
     assert not any(isinstance(module, norms) for module in fast.model.modules())  # folded into the layers
@@ -54,6 +55,37 @@ def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
     torch.testing.assert_close(fast.unet(crops), plain.unet(crops), rtol=0, atol=1e-5)
     image = torch.randint(0, 256, (3, 45, 70), dtype=torch.uint8)
     torch.testing.assert_close(fast.segment(image), plain.segment(image), rtol=0, atol=1e-5)
+
+
+def test_int8_head_is_chosen_where_the_cpu_runs_fp32_and_keeps_the_gate(monkeypatch):
+    cpu = torch.device("cpu")
+    assert use_int8_head(cpu, None) and use_int8_head(cpu, None, "int8")
+    assert not use_int8_head(cpu, torch.bfloat16) and not use_int8_head(cpu, None, "full")
+    with pytest.raises(ConfigError, match="fp32"):
+        use_int8_head(cpu, torch.bfloat16, "int8")
+    with pytest.raises(ConfigError, match="cuda"):
+        use_int8_head(torch.device("cuda"), None, "int8")
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    model = tiny_model(3)
+    torch.manual_seed(0)
+    crops = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():  # centre the gate so that about half the crops are called cracked
+        model.head.layers[-1].bias -= model.head(model.encoder(crops.float() / 255)[0]).median()
+    weights = sum(parameter.numel() for parameter in model.parameters())
+    int8, full = Predictor(model, "cpu"), Predictor(model, "cpu", head="full")
+    assert int8.int8_head and not full.int8_head
+    linears = [module for module in int8.model.head.modules()
+               if isinstance(module, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(linears) == 3 and all(module.weight().dtype == torch.qint8 for module in linears)
+    assert sum(parameter.numel() for parameter in model.parameters()) == weights  # the caller's model is as it was
+    (int8_masks, int8_probs), (full_masks, full_probs) = int8.crops(crops), full.crops(crops)
+    decided = full_probs > 0.5
+    assert 10 < int(decided.sum()) < 54
+    assert (int8_probs - full_probs).abs().max() < 0.02
+    near = (full_probs - 0.5).abs() < 0.02  # only a crop this close to the threshold may flip
+    assert torch.equal((int8_probs > 0.5)[~near], decided[~near])
+    same = (int8_probs > 0.5) == decided
+    torch.testing.assert_close(int8_masks[same], full_masks[same], rtol=0, atol=1e-5)  # the decoder is untouched
 
 
 def test_cpu_chunks_fit_the_cache_budget_and_do_not_change_results():

@@ -142,10 +142,14 @@ def test_curves_plots_a_catalyst_csv_log(tmp_path, capsys):
     assert "no train.csv or valid.csv" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("precision, dtype", [("fp32", None), ("bf16", torch.bfloat16)])
-def test_precision_flag_reaches_the_predictor(gate_open, tmp_path, precision, dtype):
+@pytest.mark.parametrize("precision, head, dtype, weights", [("fp32", "auto", None, torch.qint8),
+                                                              ("fp32", "full", None, torch.float32),
+                                                              ("bf16", "auto", torch.bfloat16, torch.bfloat16)])
+def test_precision_and_head_flags_reach_the_predictor(gate_open, tmp_path, precision, head, dtype, weights):
     args = build_parser().parse_args(["predict", str(tmp_path), "--out", str(tmp_path / "out"),
-                                      "--precision", precision] + gate_open)
+                                      "--precision", precision, "--head", head] + gate_open)
     predictor = _predictor(args)
     assert predictor.dtype == dtype and predictor.batch_size == 5
-    assert predictor.model.head.layers[2].weight.dtype == (dtype or torch.float32)
+    first = predictor.model.head.layers[2]
+    assert (first.weight() if callable(first.weight) else first.weight).dtype == weights
+    assert predictor.int8_head == (weights == torch.qint8)

@@ -6,6 +6,7 @@ elsewhere (e.g. AVX2-only CPUs, where bfloat16 is emulated and slower than fp32)
 Training uses autocast instead (`--amp`), which keeps fp32 master weights.
 """
 import copy
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import ContextManager, Optional
@@ -13,6 +14,8 @@ from typing import ContextManager, Optional
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from crackseg.config import ConfigError
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -76,12 +79,55 @@ def training_layout(model: nn.Module, reduced: bool) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if reduced else model
 
 
-def inference_copy(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> nn.Module:
+HEADS = ("auto", "int8", "full")
+
+
+def int8_head_supported(device: torch.device) -> bool:
+    """True where torch can run int8 dynamic-quantised Linear layers: CPUs with a quantised engine."""
+    engines = set(torch.backends.quantized.supported_engines) - {"none"}
+    return device.type == "cpu" and bool(engines) and hasattr(torch.ao.quantization, "quantize_dynamic")
+
+
+def use_int8_head(device: torch.device, dtype: Optional[torch.dtype], head: str = "auto") -> bool:
+    """Whether the fast path runs the gate's head with int8 weights.
+
+    auto and int8: on CPUs that run in fp32 (no native bf16, or `--precision fp32`), where reading the head's fp32
+    weights on every chunk costs most of the gate (`int8` is an error elsewhere); bf16 weights are already half
+    the bytes and stay as they are. `full` never.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    supported = int8_head_supported(device) and dtype is None
+    if head == "int8" and not supported:
+        raise ConfigError(f"--head int8 runs on CPUs in fp32 only (torch's quantised engines take fp32 inputs), "
+                         f"not on {device} in {dtype}: add --precision fp32")
+    return supported and head != "full"
+
+
+def quantize_linears(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose Linear layers hold int8 weights (one scale per output row) and quantise their
+    inputs on the fly (torch.ao dynamic quantisation, fbgemm/oneDNN kernels): a quarter of the fp32 weight
+    bytes. Inputs and outputs stay fp32. torch.ao's eager quantisation is deprecated in favour of torchao, a
+    package this project does not depend on; the kernels are still torch's own."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=False)
+
+
+def inference_copy(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype],
+                   int8_head: bool = False) -> nn.Module:
     """A copy of `model` for the fast path: eval mode, BatchNorm folded, on `device`, channels-last, weights in
-    `dtype` (None: fp32). Casting the weights once instead of autocasting on every call matters for the gate:
-    re-casting its 53.5M-weight head cost about as much as the head's arithmetic, on every batch."""
+    `dtype` (None: fp32), and with `int8_head` the gate's head quantised (`quantize_linears`). Casting the
+    weights once instead of autocasting on every call matters for the gate: re-casting its 53.5M-weight head
+    cost about as much as the head's arithmetic, on every batch."""
     fast = fold_batchnorm(copy.deepcopy(model).eval()).to(device, memory_format=torch.channels_last)
-    return fast.to(dtype) if dtype is not None else fast
+    fast = fast.to(dtype) if dtype is not None else fast
+    if int8_head:
+        fast.head = quantize_linears(fast.head)
+    return fast
 
 
 def chunk_size(device: torch.device, width: int, crop: int, dtype: Optional[torch.dtype]) -> Optional[int]:

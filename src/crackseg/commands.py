@@ -11,14 +11,14 @@ import torch
 from tqdm import tqdm
 
 from crackseg import benchmark, pretrained
-from crackseg.acceleration import PRECISIONS
+from crackseg.acceleration import HEADS, PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
 from crackseg.config import ConfigError, build_config, resolve_device
 from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSIONS, DatasetError, load_image,
                            load_mask, pair_files, read_pair)
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
-from crackseg.inference import Predictor
+from crackseg.inference import ENGINES, Predictor
 from crackseg.models import UNetClassifier
 from crackseg.report import Measurements, write_report
 from crackseg.video import predict_video
@@ -64,6 +64,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     group.add_argument("--precision", default="auto", choices=PRECISIONS,
                        help="arithmetic of the model [auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32]")
+    group.add_argument("--head", default="auto", choices=HEADS,
+                       help="the gate's head weights: int8 makes the gate cheaper on CPUs that run in fp32 [auto: "
+                            "int8 where the CPU runs in fp32, else as trained]")
+    group.add_argument("--engine", default="torch", choices=ENGINES,
+                       help="run the model in torch or in onnxruntime (exported on the fly, or --onnx) [torch]")
+    group.add_argument("--onnx", default=None, metavar="DIR",
+                       help="a folder written by `crackseg export`: run it in onnxruntime instead of checkpoints")
 
 
 def _measure_arguments(group: Any) -> None:
@@ -230,9 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predictor(args: argparse.Namespace) -> Predictor:
-    model = load_model(args)
-    return Predictor(model, device=resolve_device(args.device), batch_size=args.batch_size, overlap=args.overlap,
-                     precision=args.precision,
+    device = resolve_device(args.device)
+    if args.onnx:
+        if args.segmentation_checkpoint or args.classification_checkpoint:
+            raise ConfigError("--onnx runs an exported model: give it or the checkpoints, not both")
+        from crackseg.runtime import OnnxGatedModel
+
+        model: Any = OnnxGatedModel(args.onnx, threshold=args.gate_threshold, device=device)
+    else:
+        model = load_model(args)
+    return Predictor(model, device=device, batch_size=args.batch_size, overlap=args.overlap,
+                     precision=args.precision, head=args.head, engine="onnxruntime" if args.onnx else args.engine,
                      mask_threshold=model.mask_threshold if args.mask_threshold is None else args.mask_threshold)
 
 
@@ -393,8 +408,10 @@ def run_predict(args: argparse.Namespace) -> int:
 def summary_model(args: argparse.Namespace, predictor: Predictor) -> Dict[str, Any]:
     """Which model ran: its checkpoints or the shipped weights, and its size."""
     source = ({"segmentation": args.segmentation_checkpoint, "classification": args.classification_checkpoint}
-              if args.classification_checkpoint else {"shipped": pretrained.WEIGHTS.name})
-    return {**source, "width": predictor.model.width, "crop": predictor.model.crop_size}
+              if args.classification_checkpoint else {"onnx": args.onnx} if args.onnx
+              else {"shipped": pretrained.WEIGHTS.name})
+    return {**source, "width": predictor.model.width, "crop": predictor.model.crop_size, "engine": predictor.engine,
+            "int8_head": predictor.int8_head}
 
 
 def run_measure(args: argparse.Namespace) -> int:

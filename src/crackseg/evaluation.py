@@ -132,12 +132,14 @@ def evaluate_split(pairs: Sequence[Tuple[Path, Path]], predictor: Optional[Predi
                    min_crack_fraction: float, progress: Callable[[Iterator], Iterator] = iter) -> Dict[str, Any]:
     """Score every image at full resolution.
 
-    With a predictor the sources are `segmentation` (the U-Net on the whole padded image, no gate) and `gated`
-    (tiles, gate, stitched masks); without one, only SPEC's `floor` (1 - grey level).
+    With a predictor the sources are `segmentation` (the U-Net on the whole padded image, no gate; not with the
+    onnxruntime engine, whose graphs take tiles) and `gated` (tiles, gate, stitched masks); without one, only
+    SPEC's `floor` (1 - grey level).
     Returns {"summary": metrics, "rows": per-image rows, "curves": per source}.
     """
     sources: Dict[str, SourceScores] = {}
-    full: Dict[str, ProbabilitySource] = {"segmentation": predictor.segment} if predictor else {"floor": floor_probs}
+    full: Dict[str, ProbabilitySource] = {"floor": floor_probs} if predictor is None else (
+        {"segmentation": predictor.segment} if predictor.whole_images else {})
     for name in list(full) + (["gated"] if predictor else []):
         sources[name] = SourceScores(mask_threshold)
     gate = GateScores(min_crack_fraction)

@@ -6,6 +6,7 @@ logits), both with a dynamic batch axis. `model.json` beside them says how to fe
 thresholds, and the SHA-256 of both files.
 """
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -50,16 +51,19 @@ def export_onnx(model: UNetClassifier, out_dir: Path) -> Dict[str, Any]:
     model = model.eval().float()
     batch = torch.export.Dim("batch", min=1, max=65536)
     images = torch.rand(2, 3, model.crop_size, model.crop_size)
+    gate, decoder = GateGraph(model).eval(), DecoderGraph(model).eval()
     with torch.no_grad():
-        gate_outputs = GateGraph(model)(images)
-    torch.onnx.export(GateGraph(model), (images,), out_dir / "gate.onnx", input_names=["images"],
-                      output_names=["crack_logits", "bottleneck", *SKIPS], dynamic_shapes={"images": {0: batch}},
-                      dynamo=True, external_data=False, verbose=False)
-    features = tuple(gate_outputs[1:])
-    torch.onnx.export(DecoderGraph(model), features, out_dir / "decoder.onnx",
-                      input_names=["bottleneck", *SKIPS], output_names=["mask_logits"],
-                      dynamic_shapes={name: {0: batch} for name in ["bottleneck", *SKIPS]}, dynamo=True,
-                      external_data=False, verbose=False)
+        gate_outputs = gate(images)
+    with warnings.catch_warnings():  # the decoder's five inputs share one batch axis, which torch remarks on
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        torch.onnx.export(gate, (images,), out_dir / "gate.onnx", input_names=["images"],
+                          output_names=["crack_logits", "bottleneck", *SKIPS], dynamic_shapes={"images": {0: batch}},
+                          dynamo=True, external_data=False, verbose=False)
+        features = tuple(gate_outputs[1:])
+        torch.onnx.export(decoder, features, out_dir / "decoder.onnx",
+                          input_names=["bottleneck", *SKIPS], output_names=["mask_logits"],
+                          dynamic_shapes={name: {0: batch} for name in ["bottleneck", *SKIPS]}, dynamo=True,
+                          external_data=False, verbose=False)
     sidecar = {
         "format": "crackseg-onnx", "crop": model.crop_size, "width": model.width,
         "gate_threshold": model.threshold, "mask_threshold": model.mask_threshold,

@@ -9,12 +9,13 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 
 import torch
 
-from crackseg.acceleration import chunk_size, inference_copy, reduced_precision
+from crackseg.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
 from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
 from crackseg.models.unet import DEPTH
 from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
+ENGINES = ("torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -46,23 +47,54 @@ class _Pending:
 
 
 class Predictor:
-    """Runs a `UNetClassifier` on a device: `segment` decodes a whole image at once (no gate), `tiled` cuts
-    images into overlapping crops of the training size, gates each, decodes the cracked ones and stitches the
-    masks back. Tiles of consecutive images share batches.
+    """Runs a gated model on a device: `segment` decodes a whole image at once (no gate), `tiled` cuts images
+    into overlapping crops of the training size, gates each, decodes the cracked ones and stitches the masks
+    back. Tiles of consecutive images share batches.
 
     The fast path (the default) runs a copy of the model with BatchNorm folded, weights channels-last and in
-    reduced precision where the hardware has it (`precision="auto"`, see `acceleration`), in cache-sized chunks
-    on CPUs. `fast=False` runs the model as given: the plain eager fp32 model.
+    reduced precision where the hardware has it (`precision="auto"`, see `acceleration`), the gate's head with
+    int8 weights where the CPU runs in fp32 (`head="auto"`), in cache-sized chunks on CPUs. `fast=False` runs
+    the model as given: the plain eager fp32 model. `engine="onnxruntime"` runs the model exported to ONNX
+    (`runtime.OnnxGatedModel`; pass one to use an exported folder) with the same tiling, gate and stitching.
+
+    Args:
+        model: a `UNetClassifier` (e.g. `UNetClassifier.pretrained()`), or an `OnnxGatedModel`.
+        device: "cpu", "cuda", "cuda:N" or a torch.device.
+        batch_size: tiles per batch, across images.
+        overlap: tile overlap in px [a quarter of the tile].
+        mask_threshold: crack probability at which a pixel counts as crack in the tools that binarise.
+        fast: the fast path (torch engine only).
+        precision: "auto", "fp32", "bf16" or "fp16" (torch engine).
+        head: "auto", "int8" or "full": the gate's head weights on fp32 CPUs (torch engine).
+        engine: "torch" or "onnxruntime".
+
+    Example:
+        >>> predictor = Predictor(UNetClassifier.pretrained())
+        >>> result = next(predictor.tiled([("photo", load_image("photo.jpg"))]))
+        >>> result.cracked, result.probs.shape
     """
 
-    def __init__(self, model: UNetClassifier, device: Any = "cpu", batch_size: int = 32,
-                 overlap: Optional[int] = None, mask_threshold: float = 0.5, fast: bool = True,
-                 precision: str = "auto"):
+    def __init__(self, model: Any, device: Any = "cpu", batch_size: int = 32, overlap: Optional[int] = None,
+                 mask_threshold: float = 0.5, fast: bool = True, precision: str = "auto", head: str = "auto",
+                 engine: str = "torch"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
-        self.fast = fast
-        self.dtype = reduced_precision(self.device, precision) if fast else None
-        self.model = inference_copy(model, self.device, self.dtype) if fast else model.eval().to(self.device)
-        self.chunk = chunk_size(self.device, model.width, model.crop_size, self.dtype) if fast else None
+        self.engine = engine
+        self.fast = fast and engine == "torch"
+        self.dtype = reduced_precision(self.device, precision) if self.fast else None
+        self.int8_head = self.fast and use_int8_head(self.device, self.dtype, head)
+        if engine == "onnxruntime":
+            from crackseg.runtime import OnnxGatedModel
+
+            self.model = model if isinstance(model, OnnxGatedModel) else OnnxGatedModel.exported(model,
+                                                                                              device=self.device)
+        elif self.fast:
+            self.model = inference_copy(model, self.device, self.dtype, self.int8_head)
+        else:
+            self.model = model.eval().to(self.device)
+        plain = engine == "torch" and not fast
+        self.chunk = None if plain else chunk_size(self.device, model.width, model.crop_size, self.dtype)
         self.batch_size = batch_size
         self.tile = model.crop_size
         self.overlap = model.crop_size // 4 if overlap is None else overlap
@@ -75,7 +107,14 @@ class Predictor:
         kwargs.setdefault("mask_threshold", model.mask_threshold)
         return cls(model, **kwargs)
 
+    @property
+    def whole_images(self) -> bool:
+        """Whether `segment` can run: the ONNX graphs take tiles of the training size only."""
+        return self.engine == "torch"
+
     def _input(self, images: torch.Tensor) -> torch.Tensor:
+        if self.engine != "torch":
+            return images.float().div_(255)
         if self.device.type == "cuda":
             images = images.pin_memory()
         images = images.to(self.device, non_blocking=True).float().div_(255)
@@ -89,6 +128,9 @@ class Predictor:
     @torch.inference_mode()
     def segment(self, image: torch.Tensor) -> torch.Tensor:
         """Ungated U-Net on the whole image (padded to a multiple of 16, cropped back): (3, H, W) -> (H, W)."""
+        if not self.whole_images:
+            raise ValueError("the onnxruntime engine runs tiles of the training size only; segment whole images "
+                             "with the torch engine")
         height, width = image.shape[-2:]
         padded = pad_to_multiple(image, 2**DEPTH)[None]
         logits = self.model.decoder(*self.model.encoder(self._input(padded)))
@@ -97,6 +139,8 @@ class Predictor:
     @torch.inference_mode()
     def unet(self, crops: torch.Tensor) -> torch.Tensor:
         """Ungated U-Net on a batch of uint8 crops (N, 3, s, s): crack probabilities (N, 1, s, s) on the CPU."""
+        if self.engine != "torch":
+            return torch.cat([self.model.unet(self._input(chunk)) for chunk in self._chunks(crops)])
         return torch.cat([torch.sigmoid(self.model.decoder(*self.model.encoder(self._input(chunk))).float()).cpu()
                           for chunk in self._chunks(crops)])
 

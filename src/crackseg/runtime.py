@@ -1,0 +1,112 @@
+"""The onnxruntime engine: the two graphs of `crackseg export` run as one gated model.
+
+`OnnxGatedModel` is called like `UNetClassifier` on float32 tiles in [0, 1] and returns (masks, crack
+probabilities); `Predictor(..., engine="onnxruntime")` tiles, gates and stitches with it exactly as with torch.
+It reads a folder written by `crackseg export` (checked against the SHA-256 values in its model.json) or exports
+a `UNetClassifier` into a temporary folder first.
+"""
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from crackseg.checkpoints import CheckpointError, PathLike
+from crackseg.pretrained import sha256
+
+FILES = ("gate.onnx", "decoder.onnx")
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+class OnnxGatedModel:
+    """Gated crack segmentation in onnxruntime: (N, 3, crop, crop) float32 -> (masks (N, 1, crop, crop), crack
+    probabilities (N, 1)), both float32 tensors on the CPU; masks are zero where the gate did not decode.
+
+    Args:
+        directory: a folder written by `crackseg export` (gate.onnx, decoder.onnx, model.json).
+        threshold: the gate's crack probability above which a tile is decoded [the one in model.json].
+        threads: onnxruntime's intra-op threads [torch's thread count].
+        device: "cuda" runs on onnxruntime's CUDA provider when it is installed; anything else on the CPU.
+
+    Example:
+        >>> model = OnnxGatedModel("exported/")
+        >>> masks, crack_probs = model(torch.rand(4, 3, model.crop_size, model.crop_size))
+    """
+
+    def __init__(self, directory: PathLike, threshold: Optional[float] = None, threads: Optional[int] = None,
+                 device: Any = "cpu"):
+        import onnxruntime
+
+        directory = Path(directory)
+        sidecar_path = directory / "model.json"
+        if not sidecar_path.is_file():
+            raise CheckpointError(f"{directory}: no model.json; write the folder with `crackseg export --out DIR`")
+        sidecar = json.loads(sidecar_path.read_text())
+        if sidecar.get("format") != "crackseg-onnx":
+            raise CheckpointError(f"{sidecar_path}: not written by `crackseg export`")
+        for name in FILES:
+            path = directory / name
+            if not path.is_file():
+                raise CheckpointError(f"{path}: missing; re-run `crackseg export --out {directory}`")
+            if sha256(path) != sidecar["files"][name]:
+                raise CheckpointError(f"{path}: SHA-256 does not match model.json: the file is damaged or was "
+                                      f"replaced; re-run `crackseg export --out {directory}`")
+        self.directory = directory
+        self.crop_size, self.width = int(sidecar["crop"]), int(sidecar["width"])
+        self.threshold = float(sidecar["gate_threshold"] if threshold is None else threshold)
+        self.mask_threshold = float(sidecar["mask_threshold"])
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        wanted = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else []
+        providers = [p for p in wanted if p in onnxruntime.get_available_providers()] + ["CPUExecutionProvider"]
+        self.gate, self.decoder = (onnxruntime.InferenceSession(str(directory / name), options, providers=providers)
+                                   for name in FILES)
+        self.feature_names: List[str] = [node.name for node in self.decoder.get_inputs()]
+
+    @classmethod
+    def exported(cls, model: Any, threshold: Optional[float] = None, **kwargs: Any) -> "OnnxGatedModel":
+        """Export a `UNetClassifier` into a temporary folder (kept while this object lives) and load it."""
+        from crackseg.export import export_onnx  # torch.onnx's exporter loads only when asked
+
+        folder = tempfile.TemporaryDirectory(prefix="crackseg-onnx-")
+        export_onnx(model, Path(folder.name))
+        engine = cls(folder.name, threshold=model.threshold if threshold is None else threshold, **kwargs)
+        engine._folder = folder  # removed with the engine
+        return engine
+
+    def encode(self, images: torch.Tensor) -> Tuple[np.ndarray, List[np.ndarray]]:
+        """Gate graph: crack logits (N, 1) and the decoder's inputs (bottleneck, skip maps) of every tile."""
+        logits, *features = self.gate.run(None, {"images": np.ascontiguousarray(images.numpy(), np.float32)})
+        return logits, features
+
+    def decode(self, features: Sequence[np.ndarray], rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """Decoder graph on the tiles `rows` (all if None): mask logits (len(rows), 1, crop, crop)."""
+        feeds = {name: (feature if rows is None else feature[rows])
+                 for name, feature in zip(self.feature_names, features)}
+        return self.decoder.run(None, feeds)[0]
+
+    def unet(self, images: torch.Tensor) -> torch.Tensor:
+        """Every tile decoded, no gate: crack probabilities (N, 1, crop, crop)."""
+        return torch.from_numpy(_sigmoid(self.decode(self.encode(images)[1])))
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits, features = self.encode(images)
+        probs = _sigmoid(logits).astype(np.float32)
+        masks = np.zeros((len(probs), 1, self.crop_size, self.crop_size), np.float32)
+        cracked = np.nonzero(probs[:, 0] > self.threshold)[0]
+        if len(cracked) == len(probs):
+            masks = _sigmoid(self.decode(features))
+        elif len(cracked):
+            masks[cracked] = _sigmoid(self.decode(features, cracked))
+        return torch.from_numpy(masks), torch.from_numpy(probs)
+
+    def info(self) -> Dict[str, Any]:
+        """What ran: the folder and onnxruntime's providers."""
+        return {"onnx": str(self.directory), "providers": self.gate.get_providers()}
