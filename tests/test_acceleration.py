@@ -8,8 +8,9 @@ import torch
 from crackseg import acceleration
 from crackseg.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision, use_int8_head
 from crackseg.config import ConfigError
-from crackseg.benchmark import drive_gate, flops
+from crackseg.benchmark import ISA_FLAGS, agreement, drive_gate, flops, onnx_gated
 from crackseg.commands import main
+from crackseg.data import load_image
 from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
 
@@ -142,12 +143,50 @@ def test_flop_counts_give_the_ideal_gated_speedup():
 def test_bench_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--width", "4", "--crop", "32", "--batch", "4", "--rounds", "1", "--train-images", "1",
-                 "--train-steps", "1", "--device", "cpu", "--out", str(out)]) == 0
+                 "--train-steps", "1", "--device", "cpu", "--precision", "fp32", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert report["machine"]["threads"] >= 1 and report["config"]["crop"] == 32
+    flags = set(open("/proc/cpuinfo").read().split())
+    assert set(report["machine"]["isa"]) == flags & set(ISA_FLAGS)
     speeds = report["inference"]["crops_per_s"]
-    assert set(speeds) == {"plain_fp32", "plain_fp32_single", "fast", "gated_0", "gated_10", "gated_50", "gated_100"}
+    assert set(speeds) == {"plain_fp32", "plain_fp32_single", "fast", "gated_0", "gated_10", "gated_50", "gated_100",
+                           "gated_0_full_head", "gated_100_full_head", "onnxruntime", "onnxruntime_gated_0",
+                           "onnxruntime_gated_100"}
+    assert report["inference"]["fast_path"]["int8_head"] is True
+    assert report["inference"]["onnxruntime_over_fast"] == pytest.approx(speeds["onnxruntime"] / speeds["fast"])
     assert all(value > 0 for value in speeds.values())
     assert report["inference"]["fast_over_plain"] == pytest.approx(speeds["fast"] / speeds["plain_fp32"])
     assert set(report["training"]["crops_per_s"]) == {"plain_fp32", "fast", "loader_only"}
+
+
+@pytest.mark.parametrize("share, expected", [(0.0, 0), (0.5, 3), (1.0, 6)])
+def test_onnx_gated_decodes_exactly_the_share(share, expected):
+    predictor = Predictor(tiny_model(), "cpu", engine="onnxruntime")
+    predictor.chunk = 4  # the share is counted across chunks
+    decoded = []
+    decode = predictor.model.decode
+    predictor.model.decode = lambda features, rows=None: decoded.append(
+        len(features[0]) if rows is None else len(rows)) or decode(features, rows)
+    run = onnx_gated(predictor, torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8), share)
+    assert run() == 6 and sum(decoded) == expected
+
+
+def test_agreement_compares_each_variant_with_plain_fp32(tiny_dataset):
+    model = tiny_model(4)
+    paths = sorted((tiny_dataset / "valid" / "images").iterdir())
+    images = lambda: ((path, load_image(path)) for path in paths)  # noqa: E731
+    with torch.no_grad():  # the gate open, and about half of the pixels called crack
+        model.head.layers[-1].bias.fill_(20.0)
+        crops = torch.stack([load_image(path)[:, :32, :32] for path in paths]).float() / 255
+        model.decoder.head.bias -= model.decoder(*model.encoder(crops)).median()
+    report = agreement(model, torch.device("cpu"), "fp32", images)
+    tiles = sum(len(result.grid) for result in Predictor(model, fast=False).tiled(images()))
+    plain = Predictor(model, fast=False)
+    expected_pixels = sum(float((r.probs >= 0.5).sum()) for r in plain.tiled(images()))
+    assert report["crack_pixels_fp32"] == expected_pixels > 0.2 * sum(64 * 64 for _ in paths)
+    assert set(report) == {"crack_pixels_fp32", "fast", "fp32_int8_head", "onnxruntime"}
+    for name in ("fast", "fp32_int8_head", "onnxruntime"):
+        assert report[name]["tiles"] == tiles and 0.9 <= report[name]["tiles_gated_alike"] <= 1
+        assert 0.9 <= report[name]["mask_dice_vs_fp32"] <= 1
+    assert report["onnxruntime"]["mask_dice_vs_fp32"] > 0.999  # the same fp32 arithmetic

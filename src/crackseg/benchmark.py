@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from crackseg.acceleration import autocast, cpu_has_native_bf16, reduced_precision, training_layout
+from crackseg.acceleration import (autocast, cpu_has_native_bf16, int8_head_supported, reduced_precision,
+                                   training_layout)
 from crackseg.data import CracksDataset, collate_crops
 from crackseg.inference import Predictor
 from crackseg.losses import BCEDiceLoss
@@ -27,15 +28,22 @@ from crackseg.transforms import train_transform
 GATED_SHARES = (0.0, 0.1, 0.5, 1.0)
 
 
+# Instruction-set extensions that decide which kernels run: AVX2/FMA (fp32 everywhere), AVX-512, VNNI (int8 dot
+# products), AVX512-BF16 and AMX (native bfloat16 / int8 matrix units).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
 def machine() -> Dict[str, Any]:
     cpu = platform.processor() or platform.machine()
+    flags: set = set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "native_bf16": cpu_has_native_bf16(),
+        flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    return {"cpu": cpu, "isa": [flag for flag in ISA_FLAGS if flag in flags], "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "torch": torch.__version__, "python": platform.python_version()}
 
@@ -97,12 +105,14 @@ def drive_gate(model: UNetClassifier, share: float, period: int) -> Any:
 
 
 def inference(width: int, crop: int, batch: int, rounds: int, device: torch.device,
-              precision: str = "auto") -> Dict[str, Any]:
+              precision: str = "auto", onnx: bool = True) -> Dict[str, Any]:
     """Crops per second: the plain eager fp32 U-Net (on the whole batch, and one crop at a time, its best on
-    CPUs), the fast path always decoding, and the gated model on the fast path at several crack shares."""
+    CPUs), the fast path always decoding, and the gated model on the fast path at several crack shares; where the
+    fast path's head is int8 (fp32 CPUs), also the full-precision head gated at 0 and 100%; with `onnx`, the
+    onnxruntime engine always decoding and gated at 0 and 100%."""
     torch.manual_seed(0)
     crops = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8)
-    model = UNetClassifier(width, crop)
+    model = UNetClassifier(width, crop).eval()
     plain = Predictor(model, device, fast=False)
     fast = Predictor(model, device, precision=precision)
 
@@ -111,11 +121,11 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
             plain.unet(one)
         return batch
 
-    def gated(share: float) -> Callable[[], int]:
+    def gated(predictor: Predictor, share: float) -> Callable[[], int]:
         def run() -> int:
-            handle = drive_gate(fast.model, share, batch)
+            handle = drive_gate(predictor.model, share, batch)
             try:
-                fast.crops(crops)
+                predictor.crops(crops)
             finally:
                 handle.remove()
             return batch
@@ -123,15 +133,51 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
 
     variants = {"plain_fp32": lambda: len(plain.unet(crops)), "plain_fp32_single": plain_single,
                 "fast": lambda: len(fast.unet(crops))}
-    variants.update({f"gated_{round(100 * share)}": gated(share) for share in GATED_SHARES})
+    variants.update({f"gated_{round(100 * share)}": gated(fast, share) for share in GATED_SHARES})
+    if fast.int8_head:
+        full = Predictor(model, device, precision=precision, head="full")
+        variants.update({f"gated_{round(100 * share)}_full_head": gated(full, share) for share in (0.0, 1.0)})
+    if onnx:
+        engine = Predictor(model, device, engine="onnxruntime")
+        variants["onnxruntime"] = lambda: len(engine.unet(crops))
+        variants.update({f"onnxruntime_gated_{round(100 * share)}": onnx_gated(engine, crops, share)
+                         for share in (0.0, 1.0)})
     speeds = interleaved(variants, rounds, device)
-    return {"fast_path": {"dtype": str(fast.dtype or torch.float32), "channels_last": True,
-                          "batchnorm_folded": True, "crops_per_forward": fast.chunk or batch},
-            "crops_per_s": speeds,
-            "fast_over_plain": speeds["fast"] / speeds["plain_fp32"],
-            "fast_over_plain_single": speeds["fast"] / speeds["plain_fp32_single"],
-            "gated_over_fast": {f"{round(100 * s)}": speeds[f"gated_{round(100 * s)}"] / speeds["fast"]
-                                for s in GATED_SHARES}}
+    report = {"fast_path": {"dtype": str(fast.dtype or torch.float32), "channels_last": True,
+                            "batchnorm_folded": True, "int8_head": fast.int8_head,
+                            "crops_per_forward": fast.chunk or batch},
+              "crops_per_s": speeds,
+              "fast_over_plain": speeds["fast"] / speeds["plain_fp32"],
+              "fast_over_plain_single": speeds["fast"] / speeds["plain_fp32_single"],
+              "gated_over_fast": {f"{round(100 * s)}": speeds[f"gated_{round(100 * s)}"] / speeds["fast"]
+                                  for s in GATED_SHARES}}
+    if fast.int8_head:
+        report["full_head_gated_over_fast"] = {s: speeds[f"gated_{s}_full_head"] / speeds["fast"] for s in ("0", "100")}
+    if onnx:
+        report["onnxruntime_over_fast"] = speeds["onnxruntime"] / speeds["fast"]
+        report["onnxruntime_over_plain"] = speeds["onnxruntime"] / speeds["plain_fp32"]
+        report["onnxruntime_gated_over_onnxruntime"] = {s: speeds[f"onnxruntime_gated_{s}"] / speeds["onnxruntime"]
+                                                        for s in ("0", "100")}
+    return report
+
+
+def onnx_gated(predictor: Predictor, crops: torch.Tensor, share: float) -> Callable[[], int]:
+    """The onnxruntime engine's gated path with its decisions forced as `drive_gate` forces torch's: of the batch,
+    the crops at positions below round(share * len(crops)) are decoded (the gate graph runs on all)."""
+    cracked = round(share * len(crops))
+
+    def run() -> int:
+        start = 0
+        for chunk in predictor._chunks(crops):
+            logits, features = predictor.model.encode(predictor._input(chunk))
+            rows = np.arange(len(chunk))[start + np.arange(len(chunk)) < cracked]
+            if len(rows) == len(chunk):
+                predictor.model.decode(features)
+            elif len(rows):
+                predictor.model.decode(features, rows)
+            start += len(chunk)
+        return len(crops)
+    return run
 
 
 def training(width: int, crop: int, batch_images: int, steps: int, rounds: int, device: torch.device,
@@ -234,13 +280,27 @@ def video_stream(width: int, crop: int, rounds: int, device: torch.device, preci
             "decoder_over_gated": speeds["decoder"] / speeds["gated"]}
 
 
-def agreement(predictor_fast: Predictor, predictor_plain: Predictor, images: Any) -> Dict[str, float]:
-    """Dice between the binarised gated masks of the fast path and of plain fp32, over all pixels of `images`."""
-    counts = torch.zeros(3)
-    for fast, plain in zip(predictor_fast.tiled(images()), predictor_plain.tiled(images())):
-        a = fast.probs >= predictor_fast.mask_threshold
-        b = plain.probs >= predictor_plain.mask_threshold
-        counts += torch.tensor([float((a & b).sum()), float(a.sum()), float(b.sum())])
-    both, first, second = counts.tolist()
-    return {"mask_dice_fast_vs_fp32": 2 * both / (first + second) if first + second else 1.0,
-            "crack_pixels_fp32": second}
+def agreement(model: UNetClassifier, device: torch.device, precision: str, images: Callable[[], Any],
+              onnx: bool = True) -> Dict[str, Any]:
+    """How the faster variants agree with the plain fp32 model on real photos: the Dice between binarised gated
+    masks (over all pixels of `images`) and the share of tiles gated alike. Variants: the fast path as it runs by
+    default, the fp32 fast path with an int8 head (where supported), and with `onnx` the onnxruntime engine."""
+    plain = Predictor(model, device, fast=False)
+    variants = {"fast": Predictor(model, device, precision=precision)}
+    if int8_head_supported(device):
+        variants["fp32_int8_head"] = Predictor(model, device, precision="fp32", head="int8")
+    if onnx:
+        variants["onnxruntime"] = Predictor(model, device, engine="onnxruntime")
+    counts = {name: torch.zeros(5) for name in variants}  # both, ours, plain's crack pixels; tiles alike, tiles
+    for results in zip(plain.tiled(images()), *(variant.tiled(images()) for variant in variants.values())):
+        reference = results[0]
+        b = reference.probs >= plain.mask_threshold
+        for name, result in zip(variants, results[1:]):
+            a = result.probs >= variants[name].mask_threshold
+            counts[name] += torch.tensor([float((a & b).sum()), float(a.sum()), float(b.sum()),
+                                          float((result.decoded == reference.decoded).sum()), len(reference.grid)])
+    report: Dict[str, Any] = {"crack_pixels_fp32": float(counts["fast"][2])}
+    for name, (both, ours, theirs, alike, tiles) in counts.items():
+        report[name] = {"mask_dice_vs_fp32": float(2 * both / (ours + theirs)) if ours + theirs else 1.0,
+                        "tiles_gated_alike": float(alike / tiles), "tiles": int(tiles)}
+    return report

@@ -165,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure, in one run with interleaved rounds: inference crops/s of the plain eager fp32 U-Net "
                     "(on the batch, and one crop at a time), of the fast path (BatchNorm folded, channels-last, "
                     "reduced precision where the hardware has it, cache-sized chunks on CPUs) and of the "
-                    "gated model at 0/10/50/100% cracked crops; the ideal gated speedup from FLOP counts; stage-1 "
-                    "training crops/s (plain and fast, data loader included) and the loader's own crops/s. "
-                    "Prints JSON and writes it to --out. Random weights unless --agreement-images is given.")
+                    "gated model at 0/10/50/100% cracked crops; where the head is int8 (CPUs in fp32) the full "
+                    "head gated at 0/100%; the onnxruntime engine always decoding and gated at 0/100%; the ideal "
+                    "gated speedup from FLOP counts; stage-1 training crops/s (plain and fast, data loader "
+                    "included) and the loader's own crops/s; the CPU's ISA flags. Prints JSON and writes it to "
+                    "--out. Random weights unless --agreement-images is given.")
     bench.add_argument("--width", type=int, default=32, help="U-Net base width [32]")
     bench.add_argument("--crop", type=int, default=224, help="crop side in px [224]")
     bench.add_argument("--batch", type=int, default=10, help="crops per inference batch [10]")
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-images", type=int, default=2, help="images (x5 crops) per training batch [2]")
     bench.add_argument("--train-steps", type=int, default=2, help="training steps per round [2]")
     bench.add_argument("--no-training", action="store_true", help="skip the training measurements")
+    bench.add_argument("--no-onnx", action="store_true",
+                       help="skip the onnxruntime engine (its export takes a few seconds)")
     bench.add_argument("--video", action="store_true",
                        help="also measure a video stream: PyAV's decoder alone, and the model on its frames gated "
                             "at 10%% cracked tiles and always decoding (frames/s)")
@@ -182,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reduced precision of the fast path [auto: fp16 on CUDA, bf16 on CPUs with native bf16, "
                             "else fp32]")
     bench.add_argument("--agreement-images", default=None,
-                       help="folder of photos: also report the Dice between the fast path's and plain fp32's "
-                            "binarised masks, with the trained checkpoints")
+                       help="folder of photos: also report, for the fast path, the fp32 int8 head and "
+                            "onnxruntime, the Dice of their binarised masks with plain fp32's and the share of "
+                            "tiles gated alike, with the trained checkpoints or the shipped model")
     _checkpoint_arguments(bench.add_argument_group("model for --agreement-images"))
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
@@ -448,7 +453,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "config": {"width": args.width, "crop": args.crop, "batch": args.batch, "rounds": args.rounds,
                    "device": str(device), "precision": args.precision}}
     report["flops"] = benchmark.flops(UNetClassifier(args.width, args.crop).eval(), args.crop)
-    report["inference"] = benchmark.inference(args.width, args.crop, args.batch, args.rounds, device, args.precision)
+    report["inference"] = benchmark.inference(args.width, args.crop, args.batch, args.rounds, device, args.precision,
+                                              onnx=not args.no_onnx)
     report["inference"]["gated_0_share_of_ideal"] = (report["inference"]["gated_over_fast"]["0"]
                                                      / report["flops"]["ideal_gated_speedup_at_0"])
     if not args.no_training:
@@ -461,11 +467,9 @@ def run_bench(args: argparse.Namespace) -> int:
         if problems:
             raise DatasetError("; ".join(problems))
         args.gate_threshold = None
-        model = load_model(args)
-        fast = Predictor(model, device=device, precision=args.precision)
-        plain = Predictor(model, device=device, fast=False)
         images = lambda: ((path, load_image(path)) for path in paths)  # noqa: E731
-        report["agreement"] = {"images": len(paths), **benchmark.agreement(fast, plain, images)}
+        report["agreement"] = {"images": len(paths), **benchmark.agreement(load_model(args), device, args.precision,
+                                                                          images, onnx=not args.no_onnx)}
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
