@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from crackseg.transforms import (FiveCrop, RandomHorizontalFlip, RandomRotate90, RandomVerticalFlip, RandomWindow,
-                                 five_crop_boxes, train_transform, valid_transform)
+from torchvision.transforms.v2 import RandomHorizontalFlip, RandomVerticalFlip
+
+from crackseg.transforms import (Compose, FiveCrop, RandomRotate90, RandomWindow, five_crop_boxes, train_transform,
+                                 valid_transform)
 
 
 def asymmetric_pair(height=80, width=96):
@@ -28,7 +30,7 @@ def test_each_paired_transform_keeps_image_and_mask_aligned(transform):
     image, mask = asymmetric_pair()
     for seed in range(8):
         torch.manual_seed(seed)
-        out_image, out_mask = transform(image, mask)
+        out_image, out_mask = Compose([transform])(image, mask)
         assert_aligned(out_image, out_mask)
 
 
@@ -47,9 +49,13 @@ def test_train_preset_aligned_over_many_draws_and_actually_random():
 
 def test_flips_and_rotation_move_pixels_as_expected():
     image, mask = asymmetric_pair()
-    flipped_image, flipped_mask = RandomHorizontalFlip(p=1.0)(image, mask)
+    flipped_image, flipped_mask = Compose([RandomHorizontalFlip(p=1.0)])(image, mask)
     assert torch.equal(flipped_mask, mask.flip(-1)) and torch.equal(flipped_image, image.flip(-1))
-    _, unflipped = RandomVerticalFlip(p=0.0)(image, mask)
+    assert type(flipped_mask) is torch.Tensor and type(flipped_image) is torch.Tensor  # plain tensors out
+    turned_image, turned_mask = Compose([RandomRotate90()])(image, mask)
+    turns = [k for k in range(4) if torch.equal(turned_mask, torch.rot90(mask, k, dims=(-2, -1)))]
+    assert len(turns) == 1 and torch.equal(turned_image, torch.rot90(image, turns[0], dims=(-2, -1)))
+    _, unflipped = Compose([RandomVerticalFlip(p=0.0)])(image, mask)
     assert torch.equal(unflipped, mask)
 
 
@@ -89,7 +95,7 @@ def test_window_sampling_trains_on_every_region_of_a_large_photo():
     assert seen("five", 60) < 5 * crop * crop / (side * side) + 1e-6  # five fixed boxes, whatever the flips
     assert seen("window", 300) > 0.9  # random windows of 2x the crop reach (almost) everything
     image_small, mask_small = torch.zeros(3, 40, 300, dtype=torch.uint8), torch.zeros(1, 40, 300, dtype=torch.uint8)
-    out, out_mask = RandomWindow(64)(image_small, mask_small)  # a side smaller than the window is kept whole
+    out, out_mask = Compose([RandomWindow(64)])(image_small, mask_small)  # a side smaller than the window is kept whole
     assert out.shape == (3, 40, 64) and out_mask.shape == (1, 40, 64)
     with pytest.raises(ValueError, match="unknown sampling"):
         train_transform(crop, "random")

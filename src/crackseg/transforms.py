@@ -1,59 +1,41 @@
-"""Paired transforms: each draws its random parameters once and applies them to the image and its mask.
+"""Paired transforms on torchvision.transforms.v2: the image is a tv_tensors.Image and the mask a
+tv_tensors.Mask, so every random transform draws its parameters once and applies them to both.
 
-They work on tensors: image (C, H, W) uint8 or float, mask (1, H, W); FiveCrop stacks its crops into a
-leading dimension (5, C, s, s). Masks are only flipped, rotated and cropped, so they stay binary.
+`Compose` takes and returns plain tensors: image (C, H, W) uint8 or float, mask (1, H, W) uint8 0/1; FiveCrop
+stacks its crops into a leading dimension (5, C, s, s). Masks are only flipped, rotated and cropped, so they stay
+binary. v2 has no rotation by multiples of 90 degrees without resampling, and its FiveCrop rejects masks, so
+those two (and the random window) are small v2 transforms here, cutting with v2's own crop.
 """
-from typing import Callable, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 Pair = Tuple[torch.Tensor, torch.Tensor]
 
 
 class Compose:
-    """Apply paired transforms in order."""
+    """Apply v2 transforms in order to an (image, mask) pair of plain tensors; returns plain tensors."""
 
-    def __init__(self, transforms: Sequence[Callable[[torch.Tensor, torch.Tensor], Pair]]):
-        self.transforms = list(transforms)
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        for transform in self.transforms:
-            image, mask = transform(image, mask)
-        return image, mask
-
-
-class RandomFlip:
-    """Mirror along `dim` (-1: left-right, -2: top-bottom) with probability p."""
-
-    dim = -1
-
-    def __init__(self, p: float = 0.5):
-        self.p = p
+    def __init__(self, transforms: Sequence[v2.Transform]):
+        self.transforms = v2.Compose(list(transforms))
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        if torch.rand(()) < self.p:
-            return image.flip(self.dim), mask.flip(self.dim)
-        return image, mask
+        image, mask = self.transforms(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
-class RandomHorizontalFlip(RandomFlip):
-    """Mirror left-right with probability p."""
+class RandomRotate90(v2.Transform):
+    """Rotate by a random multiple of 90 degrees (0, 90, 180 or 270), the same for image and mask, exactly (no
+    resampling)."""
 
-    dim = -1
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        return {"turns": int(torch.randint(4, ()))}
 
-
-class RandomVerticalFlip(RandomFlip):
-    """Mirror top-bottom with probability p."""
-
-    dim = -2
-
-
-class RandomRotate90:
-    """Rotate by a random multiple of 90 degrees (0, 90, 180 or 270), the same for image and mask."""
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        turns = int(torch.randint(4, ()))
-        return torch.rot90(image, turns, dims=(-2, -1)), torch.rot90(mask, turns, dims=(-2, -1))
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        return tv_tensors.wrap(torch.rot90(inpt, params["turns"], dims=(-2, -1)), like=inpt)
 
 
 def five_crop_boxes(height: int, width: int, size: int) -> List[Tuple[int, int]]:
@@ -64,39 +46,41 @@ def five_crop_boxes(height: int, width: int, size: int) -> List[Tuple[int, int]]
     return [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size), centre]
 
 
-class FiveCrop:
+class FiveCrop(v2.Transform):
     """The four corners and the centre: (C, H, W) -> (5, C, size, size) for image and mask alike."""
 
     def __init__(self, size: int):
+        super().__init__()
         self.size = size
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        boxes = five_crop_boxes(image.shape[-2], image.shape[-1], self.size)
-        s = self.size
-        return (torch.stack([image[..., y:y + s, x:x + s] for y, x in boxes]),
-                torch.stack([mask[..., y:y + s, x:x + s] for y, x in boxes]))
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        return {"boxes": five_crop_boxes(*v2.query_size(flat_inputs), self.size)}
+
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        crops = [F.crop(inpt, y, x, self.size, self.size) for y, x in params["boxes"]]
+        return tv_tensors.wrap(torch.stack(crops), like=inpt)
 
 
-class RandomWindow:
+class RandomWindow(v2.Transform):
     """A random window of size x size px (or the whole side where the image is smaller), the same for image and
     mask: with FiveCrop after it, every region of a large photo is trained on across epochs."""
 
     def __init__(self, size: int):
+        super().__init__()
         self.size = size
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        height, width = image.shape[-2:]
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
         h, w = min(self.size, height), min(self.size, width)
-        y, x = int(torch.randint(height - h + 1, ())), int(torch.randint(width - w + 1, ()))
-        return image[..., y:y + h, x:x + w], mask[..., y:y + h, x:x + w]
+        return {"top": int(torch.randint(height - h + 1, ())), "left": int(torch.randint(width - w + 1, ())),
+                "height": h, "width": w}
+
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        return F.crop(inpt, **params)
 
 
-class ToFloat:
-    """uint8 image -> float in [0, 1]; mask -> float 0/1 (any non-zero value is crack)."""
-
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        return image.float().div_(255), (mask > 0).float()
-
+# uint8 image -> float in [0, 1]; mask 0/1 -> float 0/1 (v2 never rescales masks)
+TO_FLOAT = {tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.float32}
 
 SAMPLINGS = ("window", "five")
 
@@ -107,10 +91,10 @@ def train_transform(crop_size: int, sampling: str = "five") -> Compose:
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
     window = [RandomWindow(2 * crop_size)] if sampling == "window" else []
-    return Compose(window + [RandomVerticalFlip(), RandomHorizontalFlip(), RandomRotate90(), FiveCrop(crop_size),
-                             ToFloat()])
+    return Compose(window + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
+                             FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])
 
 
 def valid_transform(crop_size: int) -> Compose:
     """SPEC's validation preset: FiveCrop only, to float."""
-    return Compose([FiveCrop(crop_size), ToFloat()])
+    return Compose([FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])
