@@ -22,10 +22,11 @@ def write_checkpoints(folder, gate_bias):
     torch.manual_seed(1)
     unet = UNet(4)
     config = {"width": 4, "crop": CROP, "skip_dropout": 0.0}
-    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), config, epoch=1)
+    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), unet.settings(), config, epoch=1)
     classifier = VGGEncoderClassifier(unet.encoder, CROP)
     torch.nn.init.constant_(classifier.head.layers[-1].bias, gate_bias)
-    save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), config, epoch=1)
+    save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), classifier.settings(), config,
+                    epoch=1)
     return ["--segmentation-checkpoint", str(folder / "seg.pth"), "--classification-checkpoint",
             str(folder / "cls.pth"), "--device", "cpu", "--batch-size", "5"]
 

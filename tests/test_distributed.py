@@ -60,6 +60,6 @@ def test_two_processes_resume_exactly_where_they_stopped(tmp_path):
     assert first["epoch"] == second["epoch"] == 2
     assert [s["step"] for s in second["optimizer"]["state"].values()] == \
         [s["step"] for s in first["optimizer"]["state"].values()] == [4.0] * len(first["optimizer"]["state"])
-    for key in first["model"]:
-        assert torch.equal(first["model"][key], second["model"][key]), key
+    for key in first["state"]:
+        assert torch.equal(first["state"][key], second["state"][key]), key
     assert (straight / "csv" / "valid.csv").read_text() == (resumed / "csv" / "valid.csv").read_text()

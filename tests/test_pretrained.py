@@ -16,9 +16,10 @@ def tiny_checkpoints(folder):
     torch.manual_seed(0)
     unet = UNet(4)
     config = {"width": 4, "crop": 32, "skip_dropout": 0.0}
-    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), config, epoch=1)
-    save_checkpoint(folder / "cls.pth", "classification", VGGEncoderClassifier(unet.encoder, 32).state_dict(),
-                    config, epoch=1)
+    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), unet.settings(), config, epoch=1)
+    classifier = VGGEncoderClassifier(unet.encoder, 32)
+    save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), classifier.settings(), config,
+                    epoch=1)
     return ["--segmentation-checkpoint", str(folder / "seg.pth"), "--classification-checkpoint",
             str(folder / "cls.pth")]
 

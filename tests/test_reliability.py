@@ -1,4 +1,5 @@
 """Interrupted training loses nothing, and the same seed gives the same run (CPU)."""
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import torch
 
 from crackseg import UNetClassifier
 from crackseg.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from crackseg.cli import run
+from crackseg.cli import build_parser, run
+from crackseg.commands import main
 from crackseg.models import UNet, VGGEncoderClassifier
 from crackseg.synthetic import generate
 
@@ -29,7 +31,7 @@ def outcome(log_dir):
     """What a run leaves: its per-epoch logs and its final weights, optimiser and scheduler."""
     last = load_checkpoint(log_dir / "checkpoints" / "last.pth")
     return {"train": (log_dir / "csv" / "train.csv").read_text(), "valid": (log_dir / "csv" / "valid.csv").read_text(),
-            "epoch": last["epoch"], "model": last["model"], "scheduler": last["scheduler"],
+            "epoch": last["epoch"], "model": last["state"], "scheduler": last["scheduler"],
             "optimizer_steps": [s["step"] for s in last["optimizer"]["state"].values()]}
 
 
@@ -52,6 +54,17 @@ def reference(data, tmp_path_factory):
 def test_same_seed_same_data_same_metrics_and_weights(data, reference, tmp_path):
     assert run("segmentation", train_args(data, tmp_path)) == 0
     assert_same(outcome(tmp_path), reference)
+
+
+def test_crackseg_train_is_the_stage_scripts_with_the_same_flags(data, reference, tmp_path, capsys):
+    assert main(["train", "segmentation", *train_args(data, tmp_path)]) == 0
+    assert_same(outcome(tmp_path), reference)  # the same run as `python segmentation.py` with these flags
+    for stage in ("segmentation", "classification"):
+        script = {option for action in build_parser(stage)._actions for option in action.option_strings}
+        with pytest.raises(SystemExit):
+            main(["train", stage, "--help"])
+        listed = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", capsys.readouterr().out))
+        assert listed == {option for option in script if option.startswith("--")} and len(listed) > 25
     lrs = [line.split(",")[5] for line in reference["valid"].splitlines()[1:]]
     assert lrs == ["0.01", "0.001"]  # the milestone after epoch 1 took effect
 
@@ -99,10 +112,11 @@ def test_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
 
 def write_pair(folder, seg_width=4, cls_width=4, crop=32):
     unet = UNet(seg_width)
-    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), {"width": seg_width, "crop": crop}, 1)
+    save_checkpoint(folder / "seg.pth", "segmentation", unet.state_dict(), unet.settings(),
+                    {"width": seg_width, "crop": crop}, 1)
     classifier = VGGEncoderClassifier(UNet(cls_width).encoder, crop)
-    save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), {"width": cls_width, "crop": crop},
-                    1)
+    save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), classifier.settings(),
+                    {"width": cls_width, "crop": crop}, 1)
     return folder / "seg.pth", folder / "cls.pth"
 
 
@@ -118,8 +132,34 @@ def test_the_wrong_stage_or_a_width_mismatch_is_a_clear_error(tmp_path):
 def test_weights_that_disagree_with_the_stored_hyperparameters_are_a_clear_error(tmp_path):
     seg, cls = write_pair(tmp_path)
     payload = load_checkpoint(cls)
-    save_checkpoint(cls, "classification", payload["model"], {"width": 4, "crop": 64}, 1)  # head was built for 32
+    save_checkpoint(cls, "classification", payload["state"], {**payload["model"], "crop_size": 64},
+                    {"width": 4, "crop": 64}, 1)  # the head was built for 32
     with pytest.raises(CheckpointError, match="cls.pth: its head weights do not fit a width-4, crop-64 model"):
+        UNetClassifier.from_checkpoints(seg, cls)
+
+
+def test_a_checkpoint_written_before_models_carried_their_settings_still_loads(tmp_path):
+    torch.manual_seed(5)
+    unet = UNet(4, skip_dropout=0.5)
+    classifier = VGGEncoderClassifier(unet.encoder, 32)
+    seg, cls = tmp_path / "new" / "seg.pth", tmp_path / "new" / "cls.pth"
+    save_checkpoint(seg, "segmentation", unet.state_dict(), unet.settings(), {}, 1)
+    save_checkpoint(cls, "classification", classifier.state_dict(), classifier.settings(), {}, 1)
+    for path, config in ((seg, {"width": 4, "crop": 32, "skip_dropout": 0.5}), (cls, {"width": 4, "crop": 32})):
+        payload = load_checkpoint(path)  # the old layout: weights under "model", settings only in the config
+        old = {"format": payload["format"], "stage": payload["stage"], "config": config, "epoch": 1, "metrics": {},
+               "model": payload["state"]}
+        torch.save(old, tmp_path / path.name)
+    upgraded = load_checkpoint(tmp_path / "seg.pth")
+    assert upgraded["model"] == {"width": 4, "skip_dropout": 0.5, "depth": 4} and "encoder.blocks.0.0.weight" in \
+        upgraded["state"]
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        new = UNetClassifier.from_checkpoints(seg, cls)(images)
+        old = UNetClassifier.from_checkpoints(tmp_path / "seg.pth", tmp_path / "cls.pth")(images)
+    assert all(torch.equal(a, b) for a, b in zip(new, old))
+    torch.save({**load_checkpoint(seg), "model": {"width": 4, "depth": 5}}, seg)
+    with pytest.raises(CheckpointError, match="seg.pth: a U-Net of depth 5"):
         UNetClassifier.from_checkpoints(seg, cls)
 
 
@@ -140,7 +180,7 @@ def test_checkpoints_are_flushed_to_disk_before_and_after_the_rename(tmp_path, m
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
-    save_checkpoint(tmp_path / "c.pth", "segmentation", {"w": torch.zeros(1)}, {}, 1)
+    save_checkpoint(tmp_path / "c.pth", "segmentation", {"w": torch.zeros(1)}, {"width": 1}, {}, 1)
     assert synced == [str(tmp_path / "c.pth.tmp"), str(tmp_path)]
     assert not (tmp_path / "c.pth.tmp").exists() and load_checkpoint(tmp_path / "c.pth")["epoch"] == 1
 

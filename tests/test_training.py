@@ -1,4 +1,6 @@
 """One-epoch Catalyst runs of both stages on a tiny synthetic dataset, through the command-line entry."""
+import logging
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from crackseg.checkpoints import load_checkpoint
 from crackseg import cli, training
 from crackseg.cli import run
 from crackseg.config import build_config
+from crackseg.models import UNet
 from crackseg.training import mixed_precision
 
 TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
@@ -29,6 +32,8 @@ def test_segmentation_generates_data_trains_and_checkpoints(stage_one):
     assert len(list((stage_one / "data" / "valid" / "masks").iterdir())) == 4
     checkpoint = load_checkpoint(stage_one / "seg" / "checkpoints" / "best.pth", stage="segmentation")
     assert checkpoint["epoch"] == 1 and checkpoint["config"]["width"] == 4 and checkpoint["config"]["crop"] == 32
+    assert checkpoint["model"] == UNet.from_settings(checkpoint["model"]).settings() == {
+        "width": 4, "skip_dropout": checkpoint["config"]["skip_dropout"], "depth": 4}
     for key in ("loss", "bce", "dice", "iou"):
         assert 0.0 <= checkpoint["metrics"][key] <= 10.0, key
     header = (stage_one / "seg" / "csv" / "valid.csv").read_text().splitlines()[0].split(",")
@@ -49,10 +54,10 @@ def test_classification_freezes_the_stage_one_encoder_and_combines(stage_one):
     assert cls["config"]["crop"] == 32
     for key in ("precision_0", "recall_1", "f1_mean", "loss"):
         assert key in cls["metrics"]
-    encoder_keys = [k for k in seg["model"] if k.startswith("encoder.")]
+    encoder_keys = [k for k in seg["state"] if k.startswith("encoder.")]
     assert any("running_mean" in k for k in encoder_keys)
     for key in encoder_keys:  # weights AND BatchNorm statistics unchanged by a classification epoch
-        assert torch.equal(seg["model"][key], cls["model"][key]), key
+        assert torch.equal(seg["state"][key], cls["state"][key]), key
 
     model = UNetClassifier.from_checkpoints(seg_path, stage_one / "cls" / "checkpoints" / "best.pth", threshold=0.0)
     assert not model.training
@@ -82,14 +87,16 @@ def test_presets():
     assert (explicit.epochs, explicit.lr, explicit.log_dir) == (3, 0.5, "logs/classification")
 
 
-def test_amp_precision_follows_the_hardware(monkeypatch, capsys):
+def test_amp_precision_follows_the_hardware(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="crackseg")
+    monkeypatch.setattr(logging.getLogger("crackseg"), "propagate", True)  # the commands show it on the console
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
     assert mixed_precision(build_config("segmentation", {"device": "cpu"})) == "no"  # without --amp
     assert mixed_precision(build_config("segmentation", {"device": "cpu", "amp": True})) == "bf16"
     assert mixed_precision(build_config("segmentation", {"device": "cuda", "amp": True})) == "fp16"
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
     assert mixed_precision(build_config("segmentation", {"device": "cpu", "amp": True})) == "no"
-    assert "no native bfloat16" in capsys.readouterr().out
+    assert "no native bfloat16" in caplog.text
 
 
 def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypatch):
@@ -104,14 +111,14 @@ def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypat
     assert run("segmentation", argv + ["--log-dir", str(tmp_path / "seg"), "--amp"]) == 0
     assert layouts == [False, True]
     checkpoint = load_checkpoint(tmp_path / "seg" / "checkpoints" / "best.pth", stage="segmentation")
-    weight = checkpoint["model"]["encoder.blocks.1.0.weight"]  # fp32 master weights, kept channels-last
+    weight = checkpoint["state"]["encoder.blocks.1.0.weight"]  # fp32 master weights, kept channels-last
     assert weight.dtype == torch.float32 and weight.is_contiguous(memory_format=torch.channels_last)
     assert not weight.is_contiguous()
     assert checkpoint["config"]["amp"] is True
     for key in ("loss", "dice", "iou"):
         assert 0.0 <= checkpoint["metrics"][key] <= 10.0, key
     model = UNetClassifier(4, 32)
-    model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in checkpoint["model"].items()
+    model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in checkpoint["state"].items()
                                    if k.startswith("encoder.")})  # loads into an ordinary model
 
 

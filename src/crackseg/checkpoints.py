@@ -1,4 +1,4 @@
-"""Checkpoint files: a dict of weights plus the metadata needed to rebuild the model from the file alone."""
+"""Checkpoint files: a network's weights, the settings that build it, and the training run's metadata."""
 import hashlib
 import os
 import random
@@ -17,16 +17,30 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not what the caller needs."""
 
 
-def save_checkpoint(path: PathLike, stage: str, model_state: Dict[str, torch.Tensor], config: Dict[str, Any],
-                    epoch: int, metrics: Optional[Dict[str, float]] = None, **extra: Any) -> None:
-    """Write a checkpoint atomically: to a temporary file first, then renamed over `path`."""
+def save_checkpoint(path: PathLike, stage: str, state: Dict[str, torch.Tensor], model: Dict[str, Any],
+                    config: Dict[str, Any], epoch: int, metrics: Optional[Dict[str, float]] = None,
+                    **extra: Any) -> None:
+    """Write a checkpoint atomically (to a temporary file first, then renamed over `path`): the network's weights
+    (`state`), the settings that build it (`model`, from its `settings()`), the training configuration, the
+    epoch and its validation metrics, and any `extra` fields."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}, expected one of {STAGES}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "stage": stage, "config": dict(config), "epoch": epoch,
-               "metrics": dict(metrics or {}), "model": model_state, **extra}
+    payload = {"format": FORMAT, "stage": stage, "model": dict(model), "state": state, "config": dict(config),
+               "epoch": epoch, "metrics": dict(metrics or {}), **extra}
     _write(path, payload)
+
+
+def _upgrade(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint written before checkpoints carried their network's settings (crackseg up to 2026-11-26) held
+    its weights under "model" and the settings only in the training configuration; read it as today's."""
+    config = payload["config"]
+    payload["state"] = payload.pop("model")
+    payload["model"] = ({"width": config["width"], "skip_dropout": config.get("skip_dropout", 0.0), "depth": 4}
+                        if payload["stage"] == "segmentation" else
+                        {"width": config["width"], "crop_size": config["crop"], "depth": 4})
+    return payload
 
 
 def _write(path: Path, payload: Dict[str, Any]) -> None:
@@ -65,6 +79,12 @@ def load_checkpoint(path: PathLike, stage: Optional[str] = None, map_location: A
         raise CheckpointError(f"{path}: not a crackseg checkpoint")
     if stage is not None and payload["stage"] != stage:
         raise CheckpointError(f"{path}: a {payload['stage']} checkpoint, but a {stage} checkpoint is needed")
+    if "state" not in payload:
+        try:
+            payload = _upgrade(payload)
+        except KeyError as missing:
+            raise CheckpointError(f"{path}: an old checkpoint without {missing} in its configuration; retrain "
+                                  "this stage") from None
     return payload
 
 

@@ -1,12 +1,15 @@
-"""Command lines of the two training stages (segmentation.py and classification.py are thin wrappers)."""
+"""Command lines of the two training stages: `python segmentation.py` / `python classification.py` (thin
+wrappers) and `crackseg train segmentation|classification` take the same flags."""
 import argparse
+import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from crackseg.checks import check_data, check_negatives, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint
-from crackseg.config import CPU, CPU_STAGES, THESIS, ConfigError, TrainConfig, build_config
+from crackseg.config import (CPU, CPU_STAGES, THESIS, ConfigError, TrainConfig, best_checkpoint, build_config,
+                             default_log_dir)
 from crackseg.data import DatasetError, Source, source_names
 from crackseg.pretrained import load_pretrained
 from crackseg.synthetic import ensure_dataset
@@ -25,12 +28,22 @@ INHERITED = ("data_root", "data_weights", "negatives", "sampling")  # stage 2 ta
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
-    """Flags for every hyperparameter; unset ones come from the preset."""
-    parser = argparse.ArgumentParser(
-        prog=f"{stage}.py", description=DESCRIPTIONS[stage],
-        epilog=f"Presets: thesis = SPEC.md's schedule {THESIS}; cpu = {CPU} with {CPU_STAGES[stage]}. "
-               "auto (default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it. "
-               "Flags without a default shown take the preset's value.")
+    """The command line of `python STAGE.py`: flags for every hyperparameter; unset ones come from the preset."""
+    parser = argparse.ArgumentParser(prog=f"{stage}.py", **parser_texts(stage))
+    add_training_arguments(parser, stage)
+    return parser
+
+
+def parser_texts(stage: str) -> Dict[str, str]:
+    """The description and epilog of a stage's command line, wherever it is built."""
+    return {"description": DESCRIPTIONS[stage],
+            "epilog": f"Presets: thesis = SPEC.md's schedule {THESIS}; cpu = {CPU} with {CPU_STAGES[stage]}. auto "
+                      "(default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it. "
+                      "Flags without a default shown take the preset's value."}
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """Add a stage's training flags to `parser` (`python STAGE.py` and `crackseg train STAGE` share them)."""
     parser.add_argument("--preset", choices=["auto", "thesis", "cpu"], default=None, help="schedule preset [auto]")
     parser.add_argument("--data-root", nargs="+", action="extend", default=None, metavar="DIR",
                         help="folder with {train,valid}/{images,masks}; repeat it (or list several) to train on "
@@ -45,7 +58,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                              "Every 5th file in name order is used for validation, the rest for training")
     parser.add_argument("--synthetic", action="store_true", default=None,
                         help="generate the synthetic default into --data-root if it is missing or empty")
-    parser.add_argument("--log-dir", default=None, help=f"where logs and checkpoints go [logs/{stage}]")
+    parser.add_argument("--log-dir", default=None, help=f"where logs and checkpoints go [{default_log_dir(stage)}]")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (5 crops each)")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
@@ -62,9 +75,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                             help="start from these weights instead of random ones: 'pretrained' (the model shipped "
                                  "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
     else:
-        parser.add_argument("--segmentation-checkpoint", default="logs/segmentation/checkpoints/best.pth",
+        parser.add_argument("--segmentation-checkpoint", default=best_checkpoint("segmentation"),
                             help="stage 1's best checkpoint; width, crop and skip dropout are read from it "
-                                 "[logs/segmentation/checkpoints/best.pth]")
+                                 f"[{best_checkpoint('segmentation')}]")
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
                         help="training crops: 'window' = FiveCrop of a random window of 2x the crop (every region "
                              "of a large photo is seen across epochs), 'five' = FiveCrop of the whole image, as "
@@ -88,15 +101,14 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     scale.add_argument("--node-rank", type=int, default=None, help="this machine's index, 0 .. nodes-1 [0]")
     scale.add_argument("--master-addr", default=None, help="address of machine 0 [127.0.0.1]")
     scale.add_argument("--master-port", type=int, default=None, help="free port on machine 0 [2112]")
-    return parser
 
 
-def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
-    """Parse flags into a config; stage 2 takes width and crop from stage 1's checkpoint; --resume takes the
+def resolve(stage: str, args: Dict[str, Any]) -> TrainConfig:
+    """Parsed flags into a config; stage 2 takes width and crop from stage 1's checkpoint; --resume takes the
     interrupted run's stored settings, except the epochs, the device and the process layout if given."""
-    args = vars(build_parser(stage).parse_args(argv))
+    args = dict(args)
     if args["resume"]:
-        log_dir = Path(args["log_dir"] or f"logs/{stage}")
+        log_dir = Path(args["log_dir"] or default_log_dir(stage))
         stored = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=stage)["config"]
         changeable = ("epochs", "milestones", "device", "workers", "processes", "nodes", "node_rank", "master_addr",
                       "master_port")
@@ -108,11 +120,13 @@ def resolve(stage: str, argv: Optional[List[str]]) -> TrainConfig:
             raise CheckpointError(f"--init pretrained: the shipped model has width {shipped}, not {args['width']}")
         args["width"] = shipped
     elif args.get("init") and args["width"] is None:
-        args["width"] = load_checkpoint(args["init"], stage="segmentation")["config"]["width"]
+        args["width"] = load_checkpoint(args["init"], stage="segmentation")["model"]["width"]
     if stage == "classification":
-        stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")["config"]
-        args.update({key: stage_one[key] for key in ("width", "crop", "skip_dropout")})
-        args.update({key: stage_one[key] for key in INHERITED if args.get(key) is None and key in stage_one})
+        stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
+        args.update(width=stage_one["model"]["width"], skip_dropout=stage_one["model"]["skip_dropout"],
+                    crop=stage_one["config"]["crop"])  # the U-Net takes any size: the crop is a training setting
+        args.update({key: stage_one["config"][key] for key in INHERITED
+                     if args.get(key) is None and key in stage_one["config"]})
     return build_config(stage, args)
 
 
@@ -173,12 +187,35 @@ def checked_sources(config: TrainConfig) -> List[Source]:
     return sources
 
 
+class _Console(logging.Handler):
+    """Prints the library's progress messages on the current standard output."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), flush=True)
+
+
+def show_messages() -> None:
+    """Let the library's progress messages (logger "crackseg", INFO and up) reach the console; the command-line
+    layers call this, library users configure logging as they like."""
+    logger = logging.getLogger("crackseg")
+    if not any(isinstance(handler, _Console) for handler in logger.handlers):
+        logger.addHandler(_Console())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def run(stage: str, argv: Optional[List[str]] = None) -> int:
-    """Entry point of a stage: resolve flags, make sure there is data, train, print the best validation metrics."""
+    """Entry point of `python STAGE.py`: parse its flags, then `train_stage`."""
+    return train_stage(stage, vars(build_parser(stage).parse_args(argv)))
+
+
+def train_stage(stage: str, args: Dict[str, Any]) -> int:
+    """Resolve parsed flags, make sure there is data, train, print the best validation metrics; the exit code."""
     from crackseg.training import TrainingDiverged, train  # imports Catalyst (slow): only after the flags parse
 
+    show_messages()
     try:
-        config = resolve(stage, argv)
+        config = resolve(stage, args)
         print(f"{stage}: " + ", ".join(f"{key}={getattr(config, key)}" for key in SHOWN), flush=True)
         check_log_dir(config)
         prepare_data(config)

@@ -1,5 +1,5 @@
-"""The `crackseg` command (also `python -m crackseg`): evaluate, predict, measure, merge-summaries, bench, pack,
-export, check-data, curves."""
+"""The `crackseg` command (also `python -m crackseg`): train, evaluate, predict, measure, merge-summaries, bench,
+pack, export, check-data, curves."""
 import argparse
 import json
 import sys
@@ -13,8 +13,9 @@ from tqdm import tqdm
 from crackseg import benchmark, pretrained
 from crackseg.acceleration import HEADS, PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
-from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
-from crackseg.config import ConfigError, build_config, resolve_device
+from crackseg.checkpoints import STAGES, CheckpointError, load_checkpoint, update_checkpoint
+from crackseg.cli import DESCRIPTIONS, add_training_arguments, parser_texts, show_messages, train_stage
+from crackseg.config import ConfigError, best_checkpoint, build_config, resolve_device
 from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSIONS, DatasetError, load_image,
                            load_mask, pair_files, read_pair)
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
@@ -26,17 +27,15 @@ from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_predic
 from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
                                  summary_name)
 
-SEGMENTATION_CHECKPOINT = "logs/segmentation/checkpoints/best.pth"
-CLASSIFICATION_CHECKPOINT = "logs/classification/checkpoints/best.pth"
 SHIPPED = "the ready-made model shipped with crackseg (docs/MODEL.md)"
 
 
 def _checkpoint_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--segmentation-checkpoint", default=None,
-                       help=f"stage 1's checkpoint (decoder), e.g. {SEGMENTATION_CHECKPOINT} [{SHIPPED}]")
+                       help=f"stage 1's checkpoint (decoder), e.g. {best_checkpoint('segmentation')} [{SHIPPED}]")
     group.add_argument("--classification-checkpoint", default=None,
                        help="stage 2's checkpoint (encoder, head, stored mask threshold), e.g. "
-                            f"{CLASSIFICATION_CHECKPOINT} [{SHIPPED}]")
+                            f"{best_checkpoint('classification')} [{SHIPPED}]")
 
 
 def load_model(args: argparse.Namespace) -> UNetClassifier:
@@ -83,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crackseg", description="Crack segmentation with a crack / no-crack gate. "
                                      "Train with `python segmentation.py && python classification.py`.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a stage: segmentation (the U-Net), then classification (the gate's head)",
+        description="Train one stage, as `python segmentation.py` and `python classification.py` do, with the same "
+                    "flags: `crackseg train segmentation && crackseg train classification` runs the whole pipeline "
+                    "(on the synthetic default without --data-root).")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage in STAGES:
+        stage_parser = stages.add_parser(stage, help=DESCRIPTIONS[stage], **parser_texts(stage))
+        add_training_arguments(stage_parser, stage)
+    train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser(
         "evaluate", help="score the model on labelled images at full resolution",
@@ -239,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("log_dirs", nargs="+", metavar="LOG_DIR", help="e.g. logs/segmentation")
     curves.set_defaults(handler=run_curves)
     return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    flags = {key: value for key, value in vars(args).items() if key not in ("command", "stage", "handler")}
+    return train_stage(args.stage, flags)
 
 
 def _predictor(args: argparse.Namespace) -> Predictor:
@@ -481,8 +496,7 @@ def run_pack(args: argparse.Namespace) -> int:
     model = UNetClassifier.from_checkpoints(args.segmentation_checkpoint, args.classification_checkpoint,
                                             threshold=args.gate_threshold)
     mask_threshold = model.mask_threshold if args.mask_threshold is None else args.mask_threshold
-    settings = {"width": model.width, "crop_size": model.crop_size, "threshold": model.threshold,
-                "mask_threshold": mask_threshold}
+    settings = {**model.settings(), "mask_threshold": mask_threshold}
     stages = {stage: load_checkpoint(path, stage=stage) for stage, path in
               (("segmentation", args.segmentation_checkpoint), ("classification", args.classification_checkpoint))}
     training = {stage: {"config": payload["config"], "epoch": payload["epoch"], "metrics": payload["metrics"]}
@@ -521,6 +535,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    show_messages()
     try:
         if hasattr(args, "mask_threshold") and hasattr(args, "overlap"):
             check_model_flags(args)

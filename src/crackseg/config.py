@@ -15,6 +15,16 @@ CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dr
 CPU_STAGES = {"segmentation": dict(epochs=13, milestones=(11,)), "classification": dict(epochs=4, milestones=(3,))}
 
 
+def default_log_dir(stage: str) -> str:
+    """Where a stage's logs and checkpoints go unless --log-dir says otherwise."""
+    return f"logs/{stage}"
+
+
+def best_checkpoint(stage: str, log_dir: Optional[str] = None) -> str:
+    """The checkpoint of a stage's best epoch, in `log_dir` [the default one]."""
+    return f"{log_dir or default_log_dir(stage)}/checkpoints/best.pth"
+
+
 def preset_values(preset: str, stage: str) -> Dict[str, Any]:
     """The hyperparameters a preset sets for a stage."""
     if preset == "thesis":
@@ -81,7 +91,7 @@ def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
     if preset == "auto":
         preset = "thesis" if device.startswith("cuda") else "cpu"
     values = {**preset_values(preset, stage), **explicit, "preset": preset, "device": device, "stage": stage}
-    values.setdefault("log_dir", f"logs/{stage}")
+    values.setdefault("log_dir", default_log_dir(stage))
     for key in ("milestones", "data_root", "data_weights", "negatives"):
         if key in values:  # checkpoints written before several roots were possible stored one path
             values[key] = tuple([values[key]] if isinstance(values[key], str) else values[key])

@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from crackseg.models import UNetClassifier
-from crackseg.models.unet import DEPTH
 from crackseg.pretrained import sha256
 
-SKIPS = [f"skip{index + 1}" for index in range(DEPTH)]  # finest first, as the encoder returns them
 
 
 class GateGraph(nn.Module):
@@ -49,6 +47,7 @@ def export_onnx(model: UNetClassifier, out_dir: Path) -> Dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
+    skip_names = [f"skip{index + 1}" for index in range(len(model.encoder.skip_channels))]  # finest first
     batch = torch.export.Dim("batch", min=1, max=65536)
     images = torch.rand(2, 3, model.crop_size, model.crop_size)
     gate, decoder = GateGraph(model).eval(), DecoderGraph(model).eval()
@@ -57,12 +56,12 @@ def export_onnx(model: UNetClassifier, out_dir: Path) -> Dict[str, Any]:
     with warnings.catch_warnings():  # the decoder's five inputs share one batch axis, which torch remarks on
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
         torch.onnx.export(gate, (images,), out_dir / "gate.onnx", input_names=["images"],
-                          output_names=["crack_logits", "bottleneck", *SKIPS], dynamic_shapes={"images": {0: batch}},
-                          dynamo=True, external_data=False, verbose=False)
+                          output_names=["crack_logits", "bottleneck", *skip_names],
+                          dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False, verbose=False)
         features = tuple(gate_outputs[1:])
         torch.onnx.export(decoder, features, out_dir / "decoder.onnx",
-                          input_names=["bottleneck", *SKIPS], output_names=["mask_logits"],
-                          dynamic_shapes={name: {0: batch} for name in ["bottleneck", *SKIPS]}, dynamo=True,
+                          input_names=["bottleneck", *skip_names], output_names=["mask_logits"],
+                          dynamic_shapes={name: {0: batch} for name in ["bottleneck", *skip_names]}, dynamo=True,
                           external_data=False, verbose=False)
     sidecar = {
         "format": "crackseg-onnx", "crop": model.crop_size, "width": model.width,

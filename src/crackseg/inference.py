@@ -12,7 +12,6 @@ import torch
 from crackseg.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
 from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
-from crackseg.models.unet import DEPTH
 from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
 ENGINES = ("torch", "onnxruntime")
@@ -132,7 +131,7 @@ class Predictor:
             raise ValueError("the onnxruntime engine runs tiles of the training size only; segment whole images "
                              "with the torch engine")
         height, width = image.shape[-2:]
-        padded = pad_to_multiple(image, 2**DEPTH)[None]
+        padded = pad_to_multiple(image, self.model.size_multiple)[None]
         logits = self.model.decoder(*self.model.encoder(self._input(padded)))
         return torch.sigmoid(logits.float())[0, 0, :height, :width].cpu()
 
@@ -157,9 +156,10 @@ class Predictor:
         tiles = torch.stack([pending.image[:, y:y + s, x:x + s]
                              for pending, index in batch for y, x in [pending.stitcher.grid.box(index)]])
         masks, crack_probs = self.crops(tiles)
+        decoded = self.model.gate(crack_probs[:, None])
         for row, (pending, index) in enumerate(batch):
             pending.tile_probs[index] = crack_probs[row]
-            if crack_probs[row] > self.model.threshold:
+            if decoded[row]:
                 pending.stitcher.add(index, masks[row])
             pending.done += 1
 

@@ -252,8 +252,23 @@ def _orientation(pixels: Sequence[Tuple[int, int]]) -> float:
 
 
 def measure_mask(mask: np.ndarray, min_area: int = 10) -> List[Crack]:
-    """The cracks of a binary mask (H, W), numbered 1.. in reading order of their top-left pixel; specks smaller
-    than `min_area` px are ignored. An empty mask gives no crack."""
+    """The cracks of a binary mask, numbered 1.. in reading order of their top-left pixel.
+
+    Args:
+        mask: (H, W) booleans (or 0/1), True where there is crack, e.g. `result.probs >= threshold` of a
+            `Predictor`, or any segmentation tool's mask.
+        min_area: components smaller than this many px are specks, not cracks.
+
+    Returns:
+        One `Crack` per connected component (8-connectivity): length along its centreline, mean, median and max
+        width, area, direction, bounding box, centreline polylines with local widths; pixel units (`Crack.row`
+        adds mm for a known scale). An empty mask gives an empty list.
+
+    Example:
+        >>> mask = np.zeros((50, 200), bool); mask[20:24, 10:190] = True  # a bar 180 px long, 4 px wide
+        >>> [(round(c.length_px), round(c.mean_width_px)) for c in measure_mask(mask)]
+        [(180, 4)]
+    """
     labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT)
     cracks = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):

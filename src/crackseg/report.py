@@ -54,7 +54,18 @@ def draw_measurements(image: np.ndarray, cracks: Sequence[Crack], width_scale: f
 
 
 class Measurements:
-    """Measures masks one by one, draws their overlays into `out_dir`, and writes the tables with `write`."""
+    """Measures masks one by one, draws their overlays into `out_dir`, and writes the tables with `write`.
+
+    Args:
+        out_dir: where NAME_measure.png, cracks.csv, images.csv and cracks.json go.
+        mm_per_px: ground size of a pixel in mm: adds mm columns (mm^2 for areas) [pixels only].
+        min_area: components smaller than this many px are ignored.
+
+    Example:
+        >>> measurements = Measurements(Path("out"), mm_per_px=0.5)
+        >>> measurements.add("photo.jpg", "photo", mask, image)  # mask (H, W) bool, image (H, W, 3) uint8
+        >>> measurements.write()  # [out/cracks.csv, out/images.csv, out/cracks.json]
+    """
 
     def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = 10):
         if mm_per_px is not None and mm_per_px <= 0:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from crackseg.checkpoints import CheckpointError, PathLike
+from crackseg.models.gated import gate_decisions
 from crackseg.pretrained import sha256
 
 FILES = ("gate.onnx", "decoder.onnx")
@@ -66,9 +67,9 @@ class OnnxGatedModel:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         wanted = ["CUDAExecutionProvider"] if torch.device(device).type == "cuda" else []
         providers = [p for p in wanted if p in onnxruntime.get_available_providers()] + ["CPUExecutionProvider"]
-        self.gate, self.decoder = (onnxruntime.InferenceSession(str(directory / name), options, providers=providers)
-                                   for name in FILES)
-        self.feature_names: List[str] = [node.name for node in self.decoder.get_inputs()]
+        self.gate_session, self.decoder_session = (
+            onnxruntime.InferenceSession(str(directory / name), options, providers=providers) for name in FILES)
+        self.feature_names: List[str] = [node.name for node in self.decoder_session.get_inputs()]
 
     @classmethod
     def exported(cls, model: Any, threshold: Optional[float] = None, **kwargs: Any) -> "OnnxGatedModel":
@@ -83,14 +84,14 @@ class OnnxGatedModel:
 
     def encode(self, images: torch.Tensor) -> Tuple[np.ndarray, List[np.ndarray]]:
         """Gate graph: crack logits (N, 1) and the decoder's inputs (bottleneck, skip maps) of every tile."""
-        logits, *features = self.gate.run(None, {"images": np.ascontiguousarray(images.numpy(), np.float32)})
+        logits, *features = self.gate_session.run(None, {"images": np.ascontiguousarray(images.numpy(), np.float32)})
         return logits, features
 
     def decode(self, features: Sequence[np.ndarray], rows: Optional[np.ndarray] = None) -> np.ndarray:
         """Decoder graph on the tiles `rows` (all if None): mask logits (len(rows), 1, crop, crop)."""
         feeds = {name: (feature if rows is None else feature[rows])
                  for name, feature in zip(self.feature_names, features)}
-        return self.decoder.run(None, feeds)[0]
+        return self.decoder_session.run(None, feeds)[0]
 
     def unet(self, images: torch.Tensor) -> torch.Tensor:
         """Every tile decoded, no gate: crack probabilities (N, 1, crop, crop)."""
@@ -100,13 +101,17 @@ class OnnxGatedModel:
         logits, features = self.encode(images)
         probs = _sigmoid(logits).astype(np.float32)
         masks = np.zeros((len(probs), 1, self.crop_size, self.crop_size), np.float32)
-        cracked = np.nonzero(probs[:, 0] > self.threshold)[0]
+        cracked = np.nonzero(self.gate(probs))[0]
         if len(cracked) == len(probs):
             masks = _sigmoid(self.decode(features))
         elif len(cracked):
             masks[cracked] = _sigmoid(self.decode(features, cracked))
         return torch.from_numpy(masks), torch.from_numpy(probs)
 
+    def gate(self, crack_probs: Any) -> Any:
+        """Which tiles get decoded: the torch model's rule at this threshold."""
+        return gate_decisions(crack_probs, self.threshold)
+
     def info(self) -> Dict[str, Any]:
         """What ran: the folder and onnxruntime's providers."""
-        return {"onnx": str(self.directory), "providers": self.gate.get_providers()}
+        return {"onnx": str(self.directory), "providers": self.gate_session.get_providers()}

@@ -6,6 +6,7 @@ thin branching random walks of varying width and contrast. About a third of the 
 many crops of cracked images hold none either, so both crop labels are well represented.
 """
 import json
+import logging
 from pathlib import Path
 from typing import Dict
 
@@ -13,6 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from crackseg.data import DatasetError
+
+log = logging.getLogger(__name__)
 
 MARKER = "synthetic.json"
 CRACK_SHARE = 0.65  # share of images with at least one crack
@@ -160,8 +163,8 @@ def ensure_dataset(root: Path, seed: int, image_size: int, counts: Dict[str, int
         raise DatasetError(f"{root}: no images in {root / 'train' / 'images'}; expected "
                            "train/images, train/masks, valid/images, valid/masks (or an empty folder, "
                            "where the synthetic default is generated)")
-    print(f"{root}: no images found; generating the synthetic crack dataset "
-          f"({', '.join(f'{n} {split}' for split, n in counts.items())} images of {image_size}x{image_size} px, "
-          f"seed {seed}) ...", flush=True)
+    log.info(f"{root}: no images found; generating the synthetic crack dataset "
+             f"({', '.join(f'{n} {split}' for split, n in counts.items())} images of {image_size}x{image_size} px, "
+             f"seed {seed}) ...")
     generate(root, seed, image_size, counts)
     return True

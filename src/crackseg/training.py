@@ -2,10 +2,11 @@
 
 This is the only module that imports Catalyst.
 """
+import logging
 import sys
 import time
-from collections import Counter
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -27,6 +28,8 @@ from crackseg.models import UNet, VGGEncoderClassifier
 from crackseg.plots import plot_training_curves
 from crackseg.pretrained import load_pretrained
 from crackseg.transforms import train_transform, valid_transform
+
+log = logging.getLogger(__name__)
 
 Batch = Dict[str, torch.Tensor]
 
@@ -121,7 +124,7 @@ class CrackRunner(dl.Runner):
             # travel through shared memory, and the workers' Adam moments would then be one buffer that all
             # of them update.
             state = load_checkpoint(Path(self.config.log_dir) / "checkpoints" / "last.pth", stage=self.stage)
-            self.engine.unwrap_model(self.model).load_state_dict(state["model"])
+            self.engine.unwrap_model(self.model).load_state_dict(state["state"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scheduler.milestones = Counter(self.config.milestones)  # a resumed run may reschedule the rest
@@ -173,8 +176,8 @@ class CrackRunner(dl.Runner):
         metrics = dict(self.epoch_metrics["valid"])
         model = self.engine.unwrap_model(self.model)
         state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
-        common = dict(stage=self.stage, model_state=state, config=self.config.to_dict(), epoch=self.epoch_step,
-                      metrics=metrics, **self.checkpoint_fields(state))
+        common = dict(stage=self.stage, state=state, model=model.settings(), config=self.config.to_dict(),
+                      epoch=self.epoch_step, metrics=metrics, **self.checkpoint_fields(state))
         directory = Path(self.config.log_dir) / "checkpoints"
         if metrics["loss"] < self.best_loss:
             self.best_loss = metrics["loss"]
@@ -283,7 +286,7 @@ def mixed_precision(config: TrainConfig) -> str:
         return "fp16"
     if cpu_has_native_bf16():
         return "bf16"
-    print("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
+    log.info("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
     return "no"
 
 
@@ -310,7 +313,7 @@ def initial_unet_state(init: str) -> Dict[str, torch.Tensor]:
     if init == "pretrained":
         state = load_pretrained()["state"]
         return {key: value for key, value in state.items() if key.split(".", 1)[0] in ("encoder", "decoder")}
-    return load_checkpoint(init, stage="segmentation")["model"]
+    return load_checkpoint(init, stage="segmentation")["state"]
 
 
 def build_model(config: TrainConfig) -> nn.Module:
@@ -326,8 +329,8 @@ def build_model(config: TrainConfig) -> nn.Module:
                                       f"({str(error).splitlines()[0]})") from None
         return unet
     checkpoint = load_checkpoint(config.segmentation_checkpoint, stage="segmentation")
-    unet = UNet(checkpoint["config"]["width"])
-    unet.load_state_dict(checkpoint["model"])
+    unet = UNet.from_settings(checkpoint["model"], config.segmentation_checkpoint)
+    unet.load_state_dict(checkpoint["state"])
     return VGGEncoderClassifier(unet.encoder, config.crop)
 
 
@@ -340,7 +343,7 @@ def validate(config: TrainConfig, checkpoint: Dict[str, Any]) -> Dict[str, float
     sources = config_sources(config)
     runner = RUNNERS[config.stage](config, tuple(source.name for source in sources))
     model = build_model(config)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(checkpoint["state"])
     model.eval()
     totals = SplitTotals(runner.parts, runner.sources)
     for batch in make_loaders(config, sources)["valid"]:
@@ -362,7 +365,7 @@ def train(config: TrainConfig, sources: Optional[List[Source]] = None) -> Dict[s
     resume_epoch = 0
     if config.resume:
         resume_epoch = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)["epoch"]
-        print(f"resuming after epoch {resume_epoch} of {config.epochs} from {log_dir / 'checkpoints'}")
+        log.info(f"resuming after epoch {resume_epoch} of {config.epochs} from {log_dir / 'checkpoints'}")
     model = build_model(config)
     precision = mixed_precision(config)
     model = training_layout(model, reduced=precision != "no")

@@ -1,4 +1,6 @@
 """Stage 2: a crack / no-crack head on the bottleneck of a frozen encoder."""
+from typing import Any, Dict
+
 import torch
 from torch import nn
 
@@ -40,8 +42,13 @@ class VGGEncoderClassifier(nn.Module):
     def __init__(self, encoder: VGGEncoder, crop_size: int):
         super().__init__()
         self.encoder = encoder
+        self.crop_size = crop_size
         self.head = ClassifierHead(encoder.out_channels, crop_size)
         self.freeze_encoder()
+
+    def settings(self) -> Dict[str, Any]:
+        """What builds this network, as checkpoints store it."""
+        return {"width": self.encoder.width, "crop_size": self.crop_size, "depth": DEPTH}
 
     def freeze_encoder(self) -> None:
         """Stop gradients into the encoder and keep its BatchNorm layers in eval mode."""

@@ -1,13 +1,20 @@
 """The U-Net of stage 1, composed of a VGG encoder and a decoder."""
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
 
+from crackseg.checkpoints import CheckpointError
 from crackseg.models.parts import VGGBlock
 
 DEPTH = 4  # pooling steps; input sides must be multiples of 2**DEPTH
 CRACK_PRIOR_LOGIT = -4.0  # sigmoid(-4) = 0.018
+
+
+def check_depth(settings: Dict[str, Any], source: Any) -> None:
+    """Weights of another depth cannot load into this network; say so with the file's name."""
+    if settings.get("depth", DEPTH) != DEPTH:
+        raise CheckpointError(f"{source}: a U-Net of depth {settings['depth']}; this crackseg builds depth {DEPTH}")
 
 
 class VGGEncoder(nn.Module):
@@ -97,6 +104,16 @@ class UNet(nn.Module):
         self.skip_dropout = skip_dropout
         self.encoder = VGGEncoder(width)
         self.decoder = Decoder(width)
+
+    def settings(self) -> Dict[str, Any]:
+        """The constructor's arguments (and the fixed depth), as checkpoints store them."""
+        return {"width": self.width, "skip_dropout": self.skip_dropout, "depth": DEPTH}
+
+    @classmethod
+    def from_settings(cls, settings: Dict[str, Any], source: Any = "weights") -> "UNet":
+        """The network `settings()` describes; `source` names the file they came from, for errors."""
+        check_depth(settings, source)
+        return cls(settings["width"], settings.get("skip_dropout", 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x.shape[-2], x.shape[-1])
