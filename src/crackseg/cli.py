@@ -4,7 +4,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
 
 from crackseg.checks import check_data, check_negatives, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint
@@ -17,14 +18,69 @@ from crackseg.transforms import SAMPLINGS
 
 SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
 MAX_SHOWN = 20  # warnings and notes printed before training
-DESCRIPTIONS = {
-    "segmentation": "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice)).",
-    "classification": "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
-}
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
          "sampling", "seed", "workers", "amp", "data_root", "data_weights", "negatives", "log_dir")
 DEFAULT_ROOT = "dataset"
 INHERITED = ("data_root", "data_weights", "negatives", "sampling")  # stage 2 takes these from stage 1 unless given
+
+
+def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=int, default=None, help="base width f of the U-Net")
+    parser.add_argument("--crop", type=int, default=None, help="crop side in px (a multiple of 32)")
+    parser.add_argument("--skip-dropout", type=float, default=None,
+                        help="probability of zeroing a skip map per crop while training, so the bottleneck keeps "
+                             "crack evidence for the gate [thesis 0, cpu 0.5]")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="start from these weights instead of random ones: 'pretrained' (the model shipped "
+                             "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
+
+
+def _segmentation_start(args: Dict[str, Any]) -> None:
+    """--init: the width of the weights it names."""
+    if args.get("init") == "pretrained":
+        shipped = load_pretrained()["model"]["width"]
+        if args["width"] not in (None, shipped):
+            raise CheckpointError(f"--init pretrained: the shipped model has width {shipped}, not {args['width']}")
+        args["width"] = shipped
+    elif args.get("init") and args["width"] is None:
+        args["width"] = load_checkpoint(args["init"], stage="segmentation")["model"]["width"]
+
+
+def _classification_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segmentation-checkpoint", default=best_checkpoint("segmentation"),
+                        help="stage 1's best checkpoint; width, crop and skip dropout are read from it "
+                             f"[{best_checkpoint('segmentation')}]")
+
+
+def _classification_start(args: Dict[str, Any]) -> None:
+    """Stage 1's network settings and crop, and its data unless given."""
+    stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
+    args.update(width=stage_one["model"]["width"], skip_dropout=stage_one["model"]["skip_dropout"],
+                crop=stage_one["config"]["crop"])  # the U-Net takes any size: the crop is a training setting
+    args.update({key: stage_one["config"][key] for key in INHERITED
+                 if args.get(key) is None and key in stage_one["config"]})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What is particular to a training stage's command line: its description, its own flags, what it starts
+    from (fills parsed flags in place before the preset resolves the rest) and a hint for checkpoint errors.
+    The training side of a stage is its runner (`training.RUNNERS`)."""
+
+    name: str
+    description: str
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    start: Callable[[Dict[str, Any]], None]
+    checkpoint_hint: Optional[str] = None
+
+
+STAGES = {stage.name: stage for stage in (
+    Stage("segmentation", "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice)).",
+          _segmentation_flags, _segmentation_start),
+    Stage("classification", "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
+          _classification_flags, _classification_start,
+          "run `python segmentation.py` first, or pass --segmentation-checkpoint"),
+)}
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
@@ -36,7 +92,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
 
 def parser_texts(stage: str) -> Dict[str, str]:
     """The description and epilog of a stage's command line, wherever it is built."""
-    return {"description": DESCRIPTIONS[stage],
+    return {"description": STAGES[stage].description,
             "epilog": f"Presets: thesis = SPEC.md's schedule {THESIS}; cpu = {CPU} with {CPU_STAGES[stage]}. auto "
                       "(default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it. "
                       "Flags without a default shown take the preset's value."}
@@ -65,19 +121,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--milestones", type=int, nargs="+", default=None,
                         help="epochs after which MultiStepLR multiplies the learning rate by --gamma")
     parser.add_argument("--gamma", type=float, default=None, help="learning-rate factor at each milestone")
-    if stage == "segmentation":
-        parser.add_argument("--width", type=int, default=None, help="base width f of the U-Net")
-        parser.add_argument("--crop", type=int, default=None, help="crop side in px (a multiple of 32)")
-        parser.add_argument("--skip-dropout", type=float, default=None,
-                            help="probability of zeroing a skip map per crop while training, so the bottleneck "
-                                 "keeps crack evidence for the gate [thesis 0, cpu 0.5]")
-        parser.add_argument("--init", default=None, metavar="WEIGHTS",
-                            help="start from these weights instead of random ones: 'pretrained' (the model shipped "
-                                 "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
-    else:
-        parser.add_argument("--segmentation-checkpoint", default=best_checkpoint("segmentation"),
-                            help="stage 1's best checkpoint; width, crop and skip dropout are read from it "
-                                 f"[{best_checkpoint('segmentation')}]")
+    STAGES[stage].add_flags(parser)
     parser.add_argument("--sampling", choices=SAMPLINGS, default=None,
                         help="training crops: 'window' = FiveCrop of a random window of 2x the crop (every region "
                              "of a large photo is seen across epochs), 'five' = FiveCrop of the whole image, as "
@@ -114,19 +158,7 @@ def resolve(stage: str, args: Dict[str, Any]) -> TrainConfig:
                       "master_port")
         stored.update({key: args[key] for key in changeable if args.get(key) is not None})
         return build_config(stage, {**stored, "resume": True})
-    if args.get("init") == "pretrained":
-        shipped = load_pretrained()["model"]["width"]
-        if args["width"] not in (None, shipped):
-            raise CheckpointError(f"--init pretrained: the shipped model has width {shipped}, not {args['width']}")
-        args["width"] = shipped
-    elif args.get("init") and args["width"] is None:
-        args["width"] = load_checkpoint(args["init"], stage="segmentation")["model"]["width"]
-    if stage == "classification":
-        stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
-        args.update(width=stage_one["model"]["width"], skip_dropout=stage_one["model"]["skip_dropout"],
-                    crop=stage_one["config"]["crop"])  # the U-Net takes any size: the crop is a training setting
-        args.update({key: stage_one["config"][key] for key in INHERITED
-                     if args.get(key) is None and key in stage_one["config"]})
+    STAGES[stage].start(args)
     return build_config(stage, args)
 
 
@@ -222,8 +254,8 @@ def train_stage(stage: str, args: Dict[str, Any]) -> int:
         result = train(config, checked_sources(config))
     except (DatasetError, CheckpointError, ConfigError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
-        if isinstance(error, CheckpointError) and stage == "classification":
-            print("hint: run `python segmentation.py` first, or pass --segmentation-checkpoint", file=sys.stderr)
+        if isinstance(error, CheckpointError) and STAGES[stage].checkpoint_hint:
+            print(f"hint: {STAGES[stage].checkpoint_hint}", file=sys.stderr)
         return 2
     metrics = ", ".join(f"{key}={value:.4f}" for key, value in sorted(result["metrics"].items()))
     print(f"\n{stage} done in {result['seconds'] / 60:.1f} min; best epoch {result['epoch']} "

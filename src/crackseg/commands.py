@@ -13,8 +13,8 @@ from tqdm import tqdm
 from crackseg import benchmark, pretrained
 from crackseg.acceleration import HEADS, PRECISIONS
 from crackseg.checks import SPLITS, check_data, errors, summary
-from crackseg.checkpoints import STAGES, CheckpointError, load_checkpoint, update_checkpoint
-from crackseg.cli import DESCRIPTIONS, add_training_arguments, parser_texts, show_messages, train_stage
+from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
+from crackseg.cli import STAGES, add_training_arguments, parser_texts, show_messages, train_stage
 from crackseg.config import ConfigError, best_checkpoint, build_config, resolve_device
 from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSIONS, DatasetError, load_image,
                            load_mask, pair_files, read_pair)
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(on the synthetic default without --data-root).")
     stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for stage in STAGES:
-        stage_parser = stages.add_parser(stage, help=DESCRIPTIONS[stage], **parser_texts(stage))
+        stage_parser = stages.add_parser(stage, help=STAGES[stage].description, **parser_texts(stage))
         add_training_arguments(stage_parser, stage)
     train.set_defaults(handler=run_train)
 

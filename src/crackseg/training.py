@@ -193,6 +193,18 @@ class SegmentationRunner(CrackRunner):
     parts = ("bce", "soft_dice")
     criterion_fn = BCEDiceLoss(bce_weight=0.9)
 
+    @staticmethod
+    def build_model(config: TrainConfig) -> nn.Module:
+        """A U-Net, fresh or from `config.init`."""
+        unet = UNet(config.width, skip_dropout=config.skip_dropout)
+        if config.init:
+            try:
+                unet.load_state_dict(initial_unet_state(config.init))
+            except RuntimeError as error:
+                raise CheckpointError(f"--init {config.init}: its weights do not fit a width-{config.width} U-Net "
+                                      f"({str(error).splitlines()[0]})") from None
+        return unet
+
     def compute_loss(self, logits, batch):
         loss, parts = self.criterion_fn(logits, batch["masks"])
         return loss, {"bce": parts["bce"], "soft_dice": parts["dice"]}
@@ -208,6 +220,14 @@ class ClassificationRunner(CrackRunner):
     """Stage 2: BCE on the head's crack logit; precision, recall, F1 per class and their mean."""
 
     stage = "classification"
+
+    @staticmethod
+    def build_model(config: TrainConfig) -> nn.Module:
+        """Stage 1's encoder (from its best checkpoint), frozen, plus a new head."""
+        checkpoint = load_checkpoint(config.segmentation_checkpoint, stage="segmentation")
+        unet = UNet.from_settings(checkpoint["model"], config.segmentation_checkpoint)
+        unet.load_state_dict(checkpoint["state"])
+        return VGGEncoderClassifier(unet.encoder, config.crop)
 
     def checkpoint_fields(self, state):
         # which stage-1 encoder the head was trained on: UNetClassifier.from_checkpoints refuses another decoder
@@ -317,21 +337,8 @@ def initial_unet_state(init: str) -> Dict[str, torch.Tensor]:
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """Stage 1: a U-Net, fresh or from `config.init`. Stage 2: stage 1's encoder (from its best checkpoint),
-    frozen, plus a new head."""
-    if config.stage == "segmentation":
-        unet = UNet(config.width, skip_dropout=config.skip_dropout)
-        if config.init:
-            try:
-                unet.load_state_dict(initial_unet_state(config.init))
-            except RuntimeError as error:
-                raise CheckpointError(f"--init {config.init}: its weights do not fit a width-{config.width} U-Net "
-                                      f"({str(error).splitlines()[0]})") from None
-        return unet
-    checkpoint = load_checkpoint(config.segmentation_checkpoint, stage="segmentation")
-    unet = UNet.from_settings(checkpoint["model"], config.segmentation_checkpoint)
-    unet.load_state_dict(checkpoint["state"])
-    return VGGEncoderClassifier(unet.encoder, config.crop)
+    """The network a stage trains (see each runner's `build_model`)."""
+    return RUNNERS[config.stage].build_model(config)
 
 
 RUNNERS = {"segmentation": SegmentationRunner, "classification": ClassificationRunner}
