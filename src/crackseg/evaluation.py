@@ -1,6 +1,5 @@
 """Honest evaluation on whole labelled images: pixel counts summed over the split, threshold sweeps (ODS/OIS),
 and the gate's decisions at tile and image level."""
-import csv
 import json
 import statistics
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from crackseg.data import crack_labels, read_pair
 from crackseg.inference import Predictor, TiledResult, prefetch
 from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.tables import write_csv
 from crackseg.tiling import extract_tiles
 
 THRESHOLDS = torch.arange(1, 100, dtype=torch.float32) / 100  # 0.01 .. 0.99
@@ -187,12 +187,9 @@ def pick_examples(rows: Sequence[Dict[str, Any]], source: str) -> Dict[str, int]
 
 
 def write_rows(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    """Per-image CSV, one column per key of the first row."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+    """Per-image CSV, one column per key of the first row, floats to 6 decimals."""
+    write_csv(path, list(rows[0]), [{k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()}
+                                    for row in rows])
 
 
 def write_json(path: Path, value: Any) -> None:

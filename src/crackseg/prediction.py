@@ -1,5 +1,4 @@
 """`crackseg predict`: gated inference over files, folders and globs, writing masks, overlays and a summary."""
-import csv
 import glob
 import os
 import sys
@@ -14,6 +13,7 @@ from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from crackseg.inference import Predictor, prefetch
 from crackseg.plots import crack_overlay
 from crackseg.report import Measurements
+from crackseg.tables import append_rows, read_rows, write_csv
 
 SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "tiles_decoded", "tiles_total",
                   "width", "height", "mask", "overlay", "cracks", "total_length_px", "max_width_px")
@@ -69,37 +69,9 @@ def summary_name(shard_spec: Optional[Tuple[int, int]] = None) -> str:
     return "summary.csv" if shard_spec is None else f"summary-{shard_spec[0]}-of-{shard_spec[1]}.csv"
 
 
-def read_rows(path: Path) -> List[Dict[str, str]]:
-    """The complete rows of a CSV file written by `append_rows` (a row cut short by a kill is dropped); none if
-    there is no file."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [row for row in csv.DictReader(handle) if None not in row.values()]
-
-
-def append_rows(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
-    """Append rows to a CSV file (with a header if it is new) and flush them, so a kill keeps them."""
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields))
-        if handle.tell() == 0:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def read_summary(path: Path) -> List[Dict[str, str]]:
     """The complete rows of a summary file."""
     return [row for row in read_rows(path) if row["status"]]
-
-
-def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
-    """Write a CSV file atomically: a kill leaves the old file or the new one."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def write_summary(path: Path, rows: Sequence[Dict[str, Any]]) -> None:

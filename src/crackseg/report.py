@@ -5,7 +5,6 @@
 (thumbnails embedded as data URIs, no scripts or styles from the network) that opens offline in any browser.
 """
 import base64
-import csv
 import html
 import io
 import json
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from crackseg.config import ConfigError
 from crackseg.measure import Crack, image_row, measure_mask
+from crackseg.tables import write_csv
 
 THUMBNAIL_PX = 360  # longest side of the report's thumbnails
 WIDTH_COLOURS = colormaps["plasma"]
@@ -101,8 +101,8 @@ class Measurements:
                        "overlay": entry.overlay} for entry in self.images]
         paths = [self.out_dir / "cracks.csv", self.out_dir / "images.csv", self.out_dir / "cracks.json"]
         crack_fields = ["file"] + list(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0)).row(self.mm_per_px))
-        _write_csv(paths[0], crack_fields, crack_rows)
-        _write_csv(paths[1], list(image_rows[0]) if image_rows else ["file"], image_rows)
+        write_csv(paths[0], crack_fields, crack_rows, ignore_extra=True)
+        write_csv(paths[1], list(image_rows[0]) if image_rows else ["file"], image_rows, ignore_extra=True)
         document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
                                 "cracks": [{**crack.row(self.mm_per_px), "polylines": crack.centreline,
@@ -110,13 +110,6 @@ class Measurements:
                                for entry in self.images]}
         paths[2].write_text(json.dumps(document, indent=1) + "\n")
         return paths
-
-
-def _write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _thumbnail(path: Path) -> str:

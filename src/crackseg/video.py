@@ -20,7 +20,8 @@ import torch
 from crackseg.data import IMAGE_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor
 from crackseg.plots import crack_overlay
-from crackseg.prediction import MEASURED, append_rows, read_rows, save_png, write_csv
+from crackseg.prediction import MEASURED, save_png
+from crackseg.tables import append_rows, read_rows, write_csv
 from crackseg.report import Measurements
 
 FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "tiles_total", "max_tile_prob",

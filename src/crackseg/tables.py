@@ -1,0 +1,34 @@
+"""CSV tables: written atomically, appended row by row (a kill keeps the rows written), read back complete."""
+import csv
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+
+def read_rows(path: Path) -> List[Dict[str, str]]:
+    """The complete rows of a CSV file written by `append_rows` (a row cut short by a kill is dropped); none if
+    there is no file."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [row for row in csv.DictReader(handle) if None not in row.values()]
+
+
+def append_rows(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]]) -> None:
+    """Append rows to a CSV file (with a header if it is new) and flush them, so a kill keeps them."""
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
+        if handle.tell() == 0:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]], ignore_extra: bool = False) -> None:
+    """Write a CSV file atomically: a kill leaves the old file or the new one. With `ignore_extra`, keys of a row
+    that are not among `fields` are left out instead of being an error."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore" if ignore_extra else "raise")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
