@@ -13,3 +13,11 @@ def _few_threads():
 def tiny_dataset(tmp_path_factory):
     """A synthetic dataset of 64x64 px images: 6 train, 3 valid (crops of 32 px)."""
     return generate(tmp_path_factory.mktemp("data"), seed=3, image_size=64, counts={"train": 6, "valid": 3})
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory):
+    """Models exported for onnxruntime go to a cache of this session, not the user's."""
+    import os
+
+    os.environ["CRACKSEG_CACHE"] = str(tmp_path_factory.mktemp("cache"))

@@ -148,7 +148,7 @@ def test_curves_plots_a_catalyst_csv_log(tmp_path, capsys):
                                                               ("bf16", "auto", torch.bfloat16, torch.bfloat16)])
 def test_precision_and_head_flags_reach_the_predictor(gate_open, tmp_path, precision, head, dtype, weights):
     args = build_parser().parse_args(["predict", str(tmp_path), "--out", str(tmp_path / "out"),
-                                      "--precision", precision, "--head", head] + gate_open)
+                                      "--precision", precision, "--head", head, "--engine", "torch"] + gate_open)
     predictor = _predictor(args)
     assert predictor.dtype == dtype and predictor.batch_size == 5
     first = predictor.model.head.layers[2]

@@ -7,11 +7,12 @@ import onnxruntime
 import pytest
 import torch
 
+from crackseg import acceleration, export
 from crackseg.checkpoints import CheckpointError
-from crackseg.commands import main
+from crackseg.commands import _predictor, build_parser, main
 from crackseg.data import load_image
 from crackseg.export import export_onnx
-from crackseg.inference import Predictor
+from crackseg.inference import Predictor, choose_engine
 from crackseg.models import UNetClassifier
 from crackseg.pretrained import sha256
 from crackseg.runtime import OnnxGatedModel
@@ -126,3 +127,40 @@ def test_a_damaged_export_is_refused_with_its_name(tmp_path):
         OnnxGatedModel(tmp_path / "onnx")
     with pytest.raises(CheckpointError, match="model.json"):
         OnnxGatedModel(tmp_path)
+
+
+def test_auto_engine_is_onnxruntime_where_torch_would_compute_in_fp32(monkeypatch, tmp_path):
+    gate_open = write_checkpoints(tmp_path, gate_bias=20.0)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)  # an AVX2-only CPU
+    assert choose_engine(cpu) == "onnxruntime"
+    assert choose_engine(cpu, head="int8") == choose_engine(cpu, fast=False) == "torch"
+    assert choose_engine(torch.device("cuda")) == "torch"
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    assert choose_engine(cpu) == "torch" and choose_engine(cpu, "fp32") == "onnxruntime"
+    parse = lambda *flags: build_parser().parse_args([*flags, "--out", str(tmp_path), *gate_open])  # noqa: E731
+    assert _predictor(parse("predict", "x", "--precision", "fp32")).engine == "onnxruntime"  # predict: auto
+    assert _predictor(parse("predict", "x", "--precision", "fp32", "--engine", "torch")).engine == "torch"
+    assert _predictor(parse("evaluate", "--precision", "fp32")).engine == "torch"  # it also segments whole images
+
+
+def test_exported_models_are_cached_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_path):
+    monkeypatch.setenv("CRACKSEG_CACHE", str(tmp_path / "cache"))
+    exports = []
+    real = export.export_onnx
+    monkeypatch.setattr(export, "export_onnx", lambda model, out: exports.append(out) or real(model, out))
+    torch.manual_seed(0)
+    model = UNetClassifier(width=4, crop_size=32).eval()
+    first = OnnxGatedModel.exported(model)
+    assert first.directory.parent == tmp_path / "cache" / "onnx" and len(exports) == 1
+    second = OnnxGatedModel.exported(model, threshold=0.3)  # the threshold is applied at run time
+    assert second.directory == first.directory and len(exports) == 1 and second.threshold == 0.3
+    model.mask_threshold = 0.4  # other settings, another export
+    assert OnnxGatedModel.exported(model).directory != first.directory and len(exports) == 2
+    model.mask_threshold = 0.5
+    (first.directory / "gate.onnx").write_bytes(b"broken")
+    rebuilt = OnnxGatedModel.exported(model)
+    assert rebuilt.directory == first.directory and len(exports) == 3
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images)[1], model(images)[1], rtol=0, atol=1e-4)

@@ -14,9 +14,23 @@ from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
 from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
-ENGINES = ("torch", "onnxruntime")
+ENGINES = ("auto", "torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def choose_engine(device: torch.device, precision: str = "auto", head: str = "auto", fast: bool = True) -> str:
+    """The engine `engine="auto"` runs: onnxruntime on CPUs where torch's fast path would compute in fp32 (no
+    native bf16, or `precision="fp32"`), where it ran the shipped model 1.9x as fast as torch and its gate 2.9x
+    (docs/PERFORMANCE.md); torch elsewhere (bf16 and fp16 arithmetic, GPUs, the plain model, an int8 head asked
+    for), and where onnxruntime is not installed."""
+    if device.type != "cpu" or not fast or head == "int8" or reduced_precision(device, precision) is not None:
+        return "torch"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnxruntime"
 
 
 @dataclass
@@ -65,7 +79,7 @@ class Predictor:
         fast: the fast path (torch engine only).
         precision: "auto", "fp32", "bf16" or "fp16" (torch engine).
         head: "auto", "int8" or "full": the gate's head weights on fp32 CPUs (torch engine).
-        engine: "torch" or "onnxruntime".
+        engine: "torch", "onnxruntime" or "auto" (`choose_engine`).
 
     Example:
         >>> predictor = Predictor(UNetClassifier.pretrained())
@@ -79,6 +93,8 @@ class Predictor:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
+        if engine == "auto":
+            engine = choose_engine(self.device, precision, head, fast)
         self.engine = engine
         self.fast = fast and engine == "torch"
         self.dtype = reduced_precision(self.device, precision) if self.fast else None
@@ -92,8 +108,8 @@ class Predictor:
             self.model = inference_copy(model, self.device, self.dtype, self.int8_head)
         else:
             self.model = model.eval().to(self.device)
-        plain = engine == "torch" and not fast
-        self.chunk = None if plain else chunk_size(self.device, model.width, model.crop_size, self.dtype)
+        # onnxruntime ran whole batches of 32 tiles faster than chunks of 16 (shipped model, fp32)
+        self.chunk = chunk_size(self.device, model.width, model.crop_size, self.dtype) if self.fast else None
         self.batch_size = batch_size
         self.tile = model.crop_size
         self.overlap = model.crop_size // 4 if overlap is None else overlap

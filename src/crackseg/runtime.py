@@ -3,9 +3,12 @@
 `OnnxGatedModel` is called like `UNetClassifier` on float32 tiles in [0, 1] and returns (masks, crack
 probabilities); `Predictor(..., engine="onnxruntime")` tiles, gates and stitches with it exactly as with torch.
 It reads a folder written by `crackseg export` (checked against the SHA-256 values in its model.json) or exports
-a `UNetClassifier` into a temporary folder first.
+a `UNetClassifier` first, once, into a cache folder (`cache_dir()`).
 """
+import hashlib
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -13,11 +16,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from crackseg.checkpoints import CheckpointError, PathLike
+from crackseg.checkpoints import CheckpointError, PathLike, fingerprint
 from crackseg.models.gated import gate_decisions
 from crackseg.pretrained import sha256
 
 FILES = ("gate.onnx", "decoder.onnx")
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept between runs: $CRACKSEG_CACHE, else $XDG_CACHE_HOME/crackseg, else
+    ~/.cache/crackseg."""
+    if os.environ.get("CRACKSEG_CACHE"):
+        return Path(os.environ["CRACKSEG_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "crackseg"
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -73,14 +84,35 @@ class OnnxGatedModel:
 
     @classmethod
     def exported(cls, model: Any, threshold: Optional[float] = None, **kwargs: Any) -> "OnnxGatedModel":
-        """Export a `UNetClassifier` into a temporary folder (kept while this object lives) and load it."""
+        """A `UNetClassifier` exported once into the cache (`cache_dir()`, keyed by its weights and thresholds)
+        and loaded; later calls with the same model load the cached graphs. Without a writable cache, the
+        graphs go to a temporary folder kept while this object lives."""
         from crackseg.export import export_onnx  # torch.onnx's exporter loads only when asked
 
-        folder = tempfile.TemporaryDirectory(prefix="crackseg-onnx-")
-        export_onnx(model, Path(folder.name))
-        engine = cls(folder.name, threshold=model.threshold if threshold is None else threshold, **kwargs)
-        engine._folder = folder  # removed with the engine
-        return engine
+        key = hashlib.sha256(f"{fingerprint(model.state_dict())} {model.width} {model.crop_size} {model.threshold} "
+                             f"{model.mask_threshold}".encode()).hexdigest()[:16]
+        folder = cache_dir() / "onnx" / key
+        threshold = model.threshold if threshold is None else threshold
+        if (folder / "model.json").is_file():
+            try:
+                return cls(folder, threshold=threshold, **kwargs)
+            except CheckpointError:  # damaged: export it again
+                shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+        except OSError:  # no writable cache
+            temporary = tempfile.TemporaryDirectory(prefix="crackseg-onnx-")
+            export_onnx(model, Path(temporary.name))
+            engine = cls(temporary.name, threshold=threshold, **kwargs)
+            engine._folder = temporary  # removed with the engine
+            return engine
+        export_onnx(model, staging)
+        try:
+            os.replace(staging, folder)  # whole or not at all; another process may have won the race
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls(folder, threshold=threshold, **kwargs)
 
     def encode(self, images: torch.Tensor) -> Tuple[np.ndarray, List[np.ndarray]]:
         """Gate graph: crack logits (N, 1) and the decoder's inputs (bottleneck, skip maps) of every tile."""
