@@ -153,7 +153,7 @@ def test_bench_writes_a_complete_report(tmp_path, capsys):
     assert set(speeds) == {"plain_fp32", "plain_fp32_single", "fast", "gated_0", "gated_10", "gated_50", "gated_100",
                            "gated_0_full_head", "gated_100_full_head", "onnxruntime", "onnxruntime_gated_0",
                            "onnxruntime_gated_100"}
-    assert report["inference"]["fast_path"]["int8_head"] is True and report["inference"]["auto_engine"] == "onnxruntime"
+    assert report["inference"]["fast_path"]["int8_head"] is True
     assert report["inference"]["onnxruntime_over_fast"] == pytest.approx(speeds["onnxruntime"] / speeds["fast"])
     assert all(value > 0 for value in speeds.values())
     assert report["inference"]["fast_over_plain"] == pytest.approx(speeds["fast"] / speeds["plain_fp32"])

@@ -7,12 +7,12 @@ import onnxruntime
 import pytest
 import torch
 
-from crackseg import acceleration, export
+from crackseg import export
 from crackseg.checkpoints import CheckpointError
-from crackseg.commands import _predictor, build_parser, main
+from crackseg.commands import main
 from crackseg.data import load_image
 from crackseg.export import export_onnx
-from crackseg.inference import Predictor, choose_engine
+from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
 from crackseg.pretrained import sha256
 from crackseg.runtime import OnnxGatedModel
@@ -127,21 +127,6 @@ def test_a_damaged_export_is_refused_with_its_name(tmp_path):
         OnnxGatedModel(tmp_path / "onnx")
     with pytest.raises(CheckpointError, match="model.json"):
         OnnxGatedModel(tmp_path)
-
-
-def test_auto_engine_is_onnxruntime_where_torch_would_compute_in_fp32(monkeypatch, tmp_path):
-    gate_open = write_checkpoints(tmp_path, gate_bias=20.0)
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)  # an AVX2-only CPU
-    assert choose_engine(cpu) == "onnxruntime"
-    assert choose_engine(cpu, head="int8") == choose_engine(cpu, fast=False) == "torch"
-    assert choose_engine(torch.device("cuda")) == "torch"
-    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
-    assert choose_engine(cpu) == "torch" and choose_engine(cpu, "fp32") == "onnxruntime"
-    parse = lambda *flags: build_parser().parse_args([*flags, "--out", str(tmp_path), *gate_open])  # noqa: E731
-    assert _predictor(parse("predict", "x", "--precision", "fp32")).engine == "onnxruntime"  # predict: auto
-    assert _predictor(parse("predict", "x", "--precision", "fp32", "--engine", "torch")).engine == "torch"
-    assert _predictor(parse("evaluate", "--precision", "fp32")).engine == "torch"  # it also segments whole images
 
 
 def test_exported_models_are_cached_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_path):

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from crackseg.acceleration import (autocast, cpu_has_native_bf16, int8_head_supported, reduced_precision,
                                    training_layout)
 from crackseg.data import CracksDataset, collate_crops
-from crackseg.inference import Predictor, choose_engine
+from crackseg.inference import Predictor
 from crackseg.losses import BCEDiceLoss
 from crackseg.models import UNet, UNetClassifier
 from crackseg.synthetic import generate
@@ -143,8 +143,7 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
         variants.update({f"onnxruntime_gated_{round(100 * share)}": onnx_gated(engine, crops, share)
                          for share in (0.0, 1.0)})
     speeds = interleaved(variants, rounds, device)
-    report = {"auto_engine": choose_engine(device, precision),
-              "fast_path": {"dtype": str(fast.dtype or torch.float32), "channels_last": True,
+    report = {"fast_path": {"dtype": str(fast.dtype or torch.float32), "channels_last": True,
                             "batchnorm_folded": True, "int8_head": fast.int8_head,
                             "crops_per_forward": fast.chunk or batch},
               "crops_per_s": speeds,

@@ -14,23 +14,9 @@ from crackseg.checkpoints import PathLike
 from crackseg.models import UNetClassifier
 from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
-ENGINES = ("auto", "torch", "onnxruntime")
+ENGINES = ("torch", "onnxruntime")
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def choose_engine(device: torch.device, precision: str = "auto", head: str = "auto", fast: bool = True) -> str:
-    """The engine `engine="auto"` runs: onnxruntime on CPUs where torch's fast path would compute in fp32 (no
-    native bf16, or `precision="fp32"`), where it ran the shipped model 1.9x as fast as torch and its gate 2.9x
-    (docs/PERFORMANCE.md); torch elsewhere (bf16 and fp16 arithmetic, GPUs, the plain model, an int8 head asked
-    for), and where onnxruntime is not installed."""
-    if device.type != "cpu" or not fast or head == "int8" or reduced_precision(device, precision) is not None:
-        return "torch"
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "onnxruntime"
 
 
 @dataclass
@@ -79,7 +65,7 @@ class Predictor:
         fast: the fast path (torch engine only).
         precision: "auto", "fp32", "bf16" or "fp16" (torch engine).
         head: "auto", "int8" or "full": the gate's head weights on fp32 CPUs (torch engine).
-        engine: "torch", "onnxruntime" or "auto" (`choose_engine`).
+        engine: "torch" or "onnxruntime".
 
     Example:
         >>> predictor = Predictor(UNetClassifier.pretrained())
@@ -93,8 +79,6 @@ class Predictor:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
-        if engine == "auto":
-            engine = choose_engine(self.device, precision, head, fast)
         self.engine = engine
         self.fast = fast and engine == "torch"
         self.dtype = reduced_precision(self.device, precision) if self.fast else None
@@ -108,7 +92,7 @@ class Predictor:
             self.model = inference_copy(model, self.device, self.dtype, self.int8_head)
         else:
             self.model = model.eval().to(self.device)
-        # onnxruntime ran whole batches of 32 tiles faster than chunks of 16 (shipped model, fp32)
+        # onnxruntime ran whole batches of 32 tiles 1.2x as fast as chunks of 16 (shipped model, 2-core EPYC)
         self.chunk = chunk_size(self.device, model.width, model.crop_size, self.dtype) if self.fast else None
         self.batch_size = batch_size
         self.tile = model.crop_size
