@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,3 +243,23 @@ def test_resume_may_reschedule_the_rest_of_a_run(data, tmp_path):
     lrs = [float(line.split(",")[5]) for line in (tmp_path / "csv" / "valid.csv").read_text().splitlines()[1:]]
     assert lrs == pytest.approx([0.01, 0.01, 0.001])  # the new milestone after epoch 2, not the stored one
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["config"]["milestones"] == [2]
+
+
+def test_each_checkpoint_is_read_once_per_run(data, tmp_path, monkeypatch):
+    from crackseg import cli, training
+
+    reads = []
+    for module in (cli, training):
+        real = module.load_checkpoint
+        monkeypatch.setattr(module, "load_checkpoint", lambda path, *a, real=real, **k: reads.append(
+            Path(path).relative_to(tmp_path).as_posix()) or real(path, *a, **k))
+    one_epoch = train_args(data, tmp_path / "seg")
+    one_epoch[one_epoch.index("--epochs") + 1] = "1"
+    assert run("segmentation", one_epoch) == 0
+    assert run("segmentation", ["--resume", "--epochs", "2", "--log-dir", str(tmp_path / "seg")]) == 0
+    assert run("classification", ["--epochs", "1", "--batch-size", "4", "--device", "cpu", "--log-dir",
+                                  str(tmp_path / "cls"), "--segmentation-checkpoint",
+                                  str(tmp_path / "seg" / "checkpoints" / "best.pth")]) == 0
+    assert reads == ["seg/checkpoints/best.pth",  # the first run's result
+                     "seg/checkpoints/last.pth", "seg/checkpoints/best.pth",  # the resumed run: once, and its result
+                     "seg/checkpoints/best.pth", "cls/checkpoints/best.pth"]  # stage 2: stage 1's once, its result

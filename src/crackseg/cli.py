@@ -5,7 +5,7 @@ import logging
 import sys
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from crackseg.checks import check_data, check_negatives, errors, summary
 from crackseg.checkpoints import CheckpointError, load_checkpoint
@@ -35,15 +35,20 @@ def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
                              "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
 
 
-def _segmentation_start(args: Dict[str, Any]) -> None:
-    """--init: the width of the weights it names."""
+def _segmentation_start(args: Dict[str, Any]) -> Dict[str, Any]:
+    """--init: the width of the weights it names; returns them as {"init": payload}."""
     if args.get("init") == "pretrained":
-        shipped = load_pretrained()["model"]["width"]
+        payload = load_pretrained()
+        shipped = payload["model"]["width"]
         if args["width"] not in (None, shipped):
             raise CheckpointError(f"--init pretrained: the shipped model has width {shipped}, not {args['width']}")
         args["width"] = shipped
-    elif args.get("init") and args["width"] is None:
-        args["width"] = load_checkpoint(args["init"], stage="segmentation")["model"]["width"]
+        return {"init": payload}
+    if args.get("init"):
+        payload = load_checkpoint(args["init"], stage="segmentation")
+        args["width"] = payload["model"]["width"] if args["width"] is None else args["width"]
+        return {"init": payload}
+    return {}
 
 
 def _classification_flags(parser: argparse.ArgumentParser) -> None:
@@ -52,25 +57,28 @@ def _classification_flags(parser: argparse.ArgumentParser) -> None:
                              f"[{best_checkpoint('segmentation')}]")
 
 
-def _classification_start(args: Dict[str, Any]) -> None:
-    """Stage 1's network settings and crop, and its data unless given."""
+def _classification_start(args: Dict[str, Any]) -> Dict[str, Any]:
+    """Stage 1's network settings and crop, and its data unless given; returns its checkpoint as
+    {"stage_one": payload}."""
     stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
     args.update(width=stage_one["model"]["width"], skip_dropout=stage_one["model"]["skip_dropout"],
                 crop=stage_one["config"]["crop"])  # the U-Net takes any size: the crop is a training setting
     args.update({key: stage_one["config"][key] for key in INHERITED
                  if args.get(key) is None and key in stage_one["config"]})
+    return {"stage_one": stage_one}
 
 
 @dataclass(frozen=True)
 class Stage:
     """What is particular to a training stage's command line: its description, its own flags, what it starts
-    from (fills parsed flags in place before the preset resolves the rest) and a hint for checkpoint errors.
-    The training side of a stage is its runner (`training.RUNNERS`)."""
+    from (`start` fills parsed flags in place before the preset resolves the rest, and returns the checkpoints it
+    read, so that training need not read them again) and a hint for checkpoint errors. The training side of a
+    stage is its runner (`training.RUNNERS`)."""
 
     name: str
     description: str
     add_flags: Callable[[argparse.ArgumentParser], None]
-    start: Callable[[Dict[str, Any]], None]
+    start: Callable[[Dict[str, Any]], Dict[str, Any]]
     checkpoint_hint: Optional[str] = None
 
 
@@ -147,19 +155,21 @@ def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     scale.add_argument("--master-port", type=int, default=None, help="free port on machine 0 [2112]")
 
 
-def resolve(stage: str, args: Dict[str, Any]) -> TrainConfig:
-    """Parsed flags into a config; stage 2 takes width and crop from stage 1's checkpoint; --resume takes the
-    interrupted run's stored settings, except the epochs, the device and the process layout if given."""
+def resolve(stage: str, args: Dict[str, Any]) -> Tuple[TrainConfig, Dict[str, Any]]:
+    """Parsed flags into a config, and the checkpoints read on the way (for `training.train`, so each is read
+    once): stage 2 takes width and crop from stage 1's checkpoint ("stage_one"); --resume takes the interrupted
+    run's stored settings ("last"), except the epochs, the device and the process layout if given."""
     args = dict(args)
     if args["resume"]:
         log_dir = Path(args["log_dir"] or default_log_dir(stage))
-        stored = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=stage)["config"]
+        last = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=stage)
+        stored = dict(last["config"])
         changeable = ("epochs", "milestones", "device", "workers", "processes", "nodes", "node_rank", "master_addr",
                       "master_port")
         stored.update({key: args[key] for key in changeable if args.get(key) is not None})
-        return build_config(stage, {**stored, "resume": True})
-    STAGES[stage].start(args)
-    return build_config(stage, args)
+        return build_config(stage, {**stored, "resume": True}), {"last": last}
+    loaded = STAGES[stage].start(args)
+    return build_config(stage, args), loaded
 
 
 def check_log_dir(config: TrainConfig) -> None:
@@ -247,11 +257,11 @@ def train_stage(stage: str, args: Dict[str, Any]) -> int:
 
     show_messages()
     try:
-        config = resolve(stage, args)
+        config, loaded = resolve(stage, args)
         print(f"{stage}: " + ", ".join(f"{key}={getattr(config, key)}" for key in SHOWN), flush=True)
         check_log_dir(config)
         prepare_data(config)
-        result = train(config, checked_sources(config))
+        result = train(config, checked_sources(config), loaded)
     except (DatasetError, CheckpointError, ConfigError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         if isinstance(error, CheckpointError) and STAGES[stage].checkpoint_hint:

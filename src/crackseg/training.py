@@ -87,11 +87,13 @@ class CrackRunner(dl.Runner):
     stage = ""
     parts: Tuple[str, ...] = ()  # names of the loss parts compute_loss returns
 
-    def __init__(self, config: TrainConfig, sources: Tuple[str, ...] = ("",), resume_epoch: int = 0):
+    def __init__(self, config: TrainConfig, sources: Tuple[str, ...] = ("",), resume_epoch: int = 0,
+                 resume_state: Optional[Dict[str, Any]] = None):
         super().__init__()
         self.config = config
         self.sources = sources  # names of the data sources, for per-source metrics
         self.resume_epoch = resume_epoch  # > 0: continue from `last.pth`, which recorded this epoch
+        self.resume_state = resume_state  # last.pth as already read, in a single process; else read it here
 
     def get_loggers(self) -> Dict[str, Any]:
         """Made here, in the process that logs (rank 0), not pickled into it. CSV files keep the epochs a
@@ -123,7 +125,9 @@ class CrackRunner(dl.Runner):
             # Read here, in the process that trains. A state handed from the parent to spawned workers would
             # travel through shared memory, and the workers' Adam moments would then be one buffer that all
             # of them update.
-            state = load_checkpoint(Path(self.config.log_dir) / "checkpoints" / "last.pth", stage=self.stage)
+            state = self.resume_state or load_checkpoint(Path(self.config.log_dir) / "checkpoints" / "last.pth",
+                                                         stage=self.stage)
+            self.resume_state = None  # its optimizer state is in the optimizer now
             self.engine.unwrap_model(self.model).load_state_dict(state["state"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -194,12 +198,12 @@ class SegmentationRunner(CrackRunner):
     criterion_fn = BCEDiceLoss(bce_weight=0.9)
 
     @staticmethod
-    def build_model(config: TrainConfig) -> nn.Module:
-        """A U-Net, fresh or from `config.init`."""
+    def build_model(config: TrainConfig, loaded: Optional[Dict[str, Any]] = None) -> nn.Module:
+        """A U-Net, fresh or from `config.init` (as already read: loaded["init"])."""
         unet = UNet(config.width, skip_dropout=config.skip_dropout)
         if config.init:
             try:
-                unet.load_state_dict(initial_unet_state(config.init))
+                unet.load_state_dict(initial_unet_state(config.init, (loaded or {}).get("init")))
             except RuntimeError as error:
                 raise CheckpointError(f"--init {config.init}: its weights do not fit a width-{config.width} U-Net "
                                       f"({str(error).splitlines()[0]})") from None
@@ -222,9 +226,11 @@ class ClassificationRunner(CrackRunner):
     stage = "classification"
 
     @staticmethod
-    def build_model(config: TrainConfig) -> nn.Module:
-        """Stage 1's encoder (from its best checkpoint), frozen, plus a new head."""
-        checkpoint = load_checkpoint(config.segmentation_checkpoint, stage="segmentation")
+    def build_model(config: TrainConfig, loaded: Optional[Dict[str, Any]] = None) -> nn.Module:
+        """Stage 1's encoder (from its best checkpoint, or as already read: loaded["stage_one"]), frozen, plus a
+        new head."""
+        checkpoint = (loaded or {}).get("stage_one") or load_checkpoint(config.segmentation_checkpoint,
+                                                                         stage="segmentation")
         unet = UNet.from_settings(checkpoint["model"], config.segmentation_checkpoint)
         unet.load_state_dict(checkpoint["state"])
         return VGGEncoderClassifier(unet.encoder, config.crop)
@@ -327,18 +333,18 @@ def make_engine(config: TrainConfig, precision: str) -> dl.Engine:
     return dl.CPUEngine(mixed_precision=precision)
 
 
-def initial_unet_state(init: str) -> Dict[str, torch.Tensor]:
+def initial_unet_state(init: str, payload: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
     """The U-Net weights `--init` names: "pretrained" (the shipped model's encoder and decoder) or a stage-1
-    checkpoint file."""
+    checkpoint file; `payload` is that file as already read."""
     if init == "pretrained":
-        state = load_pretrained()["state"]
+        state = (payload or load_pretrained())["state"]
         return {key: value for key, value in state.items() if key.split(".", 1)[0] in ("encoder", "decoder")}
-    return load_checkpoint(init, stage="segmentation")["state"]
+    return (payload or load_checkpoint(init, stage="segmentation"))["state"]
 
 
-def build_model(config: TrainConfig) -> nn.Module:
-    """The network a stage trains (see each runner's `build_model`)."""
-    return RUNNERS[config.stage].build_model(config)
+def build_model(config: TrainConfig, loaded: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """The network a stage trains (see each runner's `build_model`); `loaded`: checkpoints already read."""
+    return RUNNERS[config.stage].build_model(config, loaded)
 
 
 RUNNERS = {"segmentation": SegmentationRunner, "classification": ClassificationRunner}
@@ -359,21 +365,27 @@ def validate(config: TrainConfig, checkpoint: Dict[str, Any]) -> Dict[str, float
     return totals.metrics(runner.scores)
 
 
-def train(config: TrainConfig, sources: Optional[List[Source]] = None) -> Dict[str, object]:
+def train(config: TrainConfig, sources: Optional[List[Source]] = None,
+          loaded: Optional[Dict[str, Any]] = None) -> Dict[str, object]:
     """Train one stage on the config's data sources (or the given, checked ones), or resume it from `last.pth`
     with config.resume; returns {"best": path, "epoch": best
-    epoch, "metrics": its valid metrics, "seconds", "curves": the PNG of the training curves}.
+    epoch, "metrics": its valid metrics, "seconds", "curves": the PNG of the training curves}. `loaded` holds
+    checkpoints the caller has read already (`cli.resolve`: "stage_one", "init", "last"), so that each file is
+    read once; it is emptied.
 
     With several processes the workers train copies of the model; the results are read back from the
     checkpoints they wrote.
     """
     torch.manual_seed(config.seed)
     log_dir = Path(config.log_dir)
+    loaded = loaded if loaded is not None else {}
     resume_epoch = 0
     if config.resume:
-        resume_epoch = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)["epoch"]
+        if loaded.get("last") is None:
+            loaded["last"] = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=config.stage)
+        resume_epoch = loaded["last"]["epoch"]
         log.info(f"resuming after epoch {resume_epoch} of {config.epochs} from {log_dir / 'checkpoints'}")
-    model = build_model(config)
+    model = build_model(config, loaded)
     precision = mixed_precision(config)
     model = training_layout(model, reduced=precision != "no")
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -382,7 +394,11 @@ def train(config: TrainConfig, sources: Optional[List[Source]] = None) -> Dict[s
     callbacks = [dl.BackwardCallback(metric_key="loss"), dl.OptimizerCallback(metric_key="loss"),
                  dl.SchedulerCallback(mode="epoch")]
     sources = sources if sources is not None else config_sources(config)
-    runner = RUNNERS[config.stage](config, tuple(source.name for source in sources), resume_epoch)
+    # Spawned workers read last.pth themselves (see on_experiment_start); a single process uses it as read.
+    single = config.processes * config.nodes == 1
+    runner = RUNNERS[config.stage](config, tuple(source.name for source in sources), resume_epoch,
+                                   loaded.get("last") if single else None)
+    loaded.clear()  # consumed: the runner holds last.pth until it has restored it, nothing else is kept
     # Catalyst's progress bar calls float() on the batch loss, which must keep its graph for BackwardCallback.
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.perf_counter()
