@@ -22,9 +22,9 @@ def default_log_dir(stage: str) -> str:
     return f"logs/{stage}"
 
 
-def best_checkpoint(stage: str, log_dir: Optional[str] = None) -> str:
-    """The checkpoint of a stage's best epoch, in `log_dir` [the default one]."""
-    return f"{log_dir or default_log_dir(stage)}/checkpoints/best.pth"
+def best_checkpoint(stage: str) -> str:
+    """The checkpoint of a stage's best epoch in its default log folder."""
+    return f"{default_log_dir(stage)}/checkpoints/best.pth"
 
 
 def preset_values(preset: str, stage: str) -> Dict[str, Any]:

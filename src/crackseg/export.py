@@ -17,7 +17,6 @@ from crackseg.models import UNetClassifier
 from crackseg.pretrained import sha256
 
 
-
 class GateGraph(nn.Module):
     """images (N, 3, s, s) in [0, 1] -> (crack logits (N, 1), bottleneck, skip1..skip4)."""
 

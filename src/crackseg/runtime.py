@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -143,7 +143,3 @@ class OnnxGatedModel:
     def gate(self, crack_probs: Any) -> Any:
         """Which tiles get decoded: the torch model's rule at this threshold."""
         return gate_decisions(crack_probs, self.threshold)
-
-    def info(self) -> Dict[str, Any]:
-        """What ran: the folder and onnxruntime's providers."""
-        return {"onnx": str(self.directory), "providers": self.gate_session.get_providers()}
