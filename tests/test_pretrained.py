@@ -43,6 +43,21 @@ def test_the_shipped_file_matches_its_recorded_checksum_and_size_limit():
     assert payload["model"]["crop_size"] % 32 == 0 and 0 < payload["model"]["mask_threshold"] < 1
 
 
+def test_pack_reads_each_checkpoint_once(tmp_path, monkeypatch):
+    from crackseg import commands, models
+
+    reads = []
+    real = commands.load_checkpoint
+    counted = lambda path, *a, **k: reads.append(path) or real(path, *a, **k)  # noqa: E731
+    monkeypatch.setattr(commands, "load_checkpoint", counted)
+    monkeypatch.setattr(models.gated, "load_checkpoint", counted)
+    flags = tiny_checkpoints(tmp_path)
+    assert main(["pack", *flags, "--out", str(tmp_path / "weights.pth")]) == 0
+    assert sorted(reads) == sorted([flags[1], flags[3]])
+    assert pretrained.load_pretrained(tmp_path / "weights.pth", pretrained.sha256(tmp_path / "weights.pth"))[
+        "training"]["segmentation"]["epoch"] == 1
+
+
 def test_pack_round_trip_in_float16(tiny_shipped, tmp_path):
     model = UNetClassifier.pretrained()
     original = UNetClassifier.from_checkpoints(tmp_path / "seg.pth", tmp_path / "cls.pth")

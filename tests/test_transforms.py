@@ -3,8 +3,8 @@ import torch
 
 from torchvision.transforms.v2 import RandomHorizontalFlip, RandomVerticalFlip
 
-from crackseg.transforms import (Compose, FiveCrop, RandomRotate90, RandomWindow, five_crop_boxes, train_transform,
-                                 valid_transform)
+from crackseg.transforms import (Compose, FiveCrop, RandomMarking, RandomRotate90, RandomWindow, five_crop_boxes,
+                                 train_transform, valid_transform)
 
 
 def asymmetric_pair(height=80, width=96):
@@ -99,3 +99,38 @@ def test_window_sampling_trains_on_every_region_of_a_large_photo():
     assert out.shape == (3, 40, 64) and out_mask.shape == (1, 40, 64)
     with pytest.raises(ValueError, match="unknown sampling"):
         train_transform(crop, "random")
+
+
+def test_a_road_marking_is_a_bright_band_with_no_crack_labelled_under_it():
+    # Dark asphalt labelled crack everywhere: after painting, the label is cleared exactly under the paint.
+    height, width = 96, 128
+    for seed in range(20):
+        torch.manual_seed(seed)
+        image = torch.randint(30, 60, (3, height, width), dtype=torch.uint8)
+        mask = torch.ones(1, height, width, dtype=torch.uint8)
+        painted, cleared = Compose([RandomMarking(1.0)])(image, mask)
+        paint = painted.float().mean(0) > 100  # paint (grey 110-250) over asphalt under 60; a seam only darkens
+        band = cleared[0] == 0
+
+        def grown(pixels, by):
+            return torch.nn.functional.max_pool2d(pixels[None, None].float(), 2 * by + 1, 1, by)[0, 0].bool()
+
+        assert painted.dtype == torch.uint8 and cleared.dtype == torch.uint8
+        assert set(cleared.unique().tolist()) <= {0, 1}
+        assert 0 < band.sum() < 0.5 * height * width  # a band, not the whole image
+        inside = ~grown(~band, 1)  # the band but its anti-aliased edge
+        assert bool(paint[inside].all()) and not bool((paint & ~grown(band, 1)).any())
+        near = grown(band, 2)
+        away = ~paint & ~near  # more than 2 px from the band: only a dark seam may change the photo there
+        assert bool((painted[:, away] <= image[:, away]).all())
+        assert not torch.equal(painted, image)
+
+
+def test_markings_paint_the_share_of_images_asked_for_and_none_by_default():
+    image = torch.full((3, 64, 64), 40, dtype=torch.uint8)
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    torch.manual_seed(0)
+    painted = sum(bool((Compose([RandomMarking(0.25)])(image, mask)[0] > 100).any()) for _ in range(400))
+    assert 70 <= painted <= 130  # 100 expected
+    assert not any(isinstance(t, RandomMarking) for t in train_transform(32).transforms.transforms)
+    assert any(isinstance(t, RandomMarking) for t in train_transform(32, markings=0.25).transforms.transforms)

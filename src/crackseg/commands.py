@@ -495,12 +495,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
-    model = UNetClassifier.from_checkpoints(args.segmentation_checkpoint, args.classification_checkpoint,
-                                            threshold=args.gate_threshold)
+    paths = {"segmentation": args.segmentation_checkpoint, "classification": args.classification_checkpoint}
+    stages = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
+    model = UNetClassifier.from_payloads(stages["segmentation"], stages["classification"], paths["segmentation"],
+                                         paths["classification"], threshold=args.gate_threshold)
     mask_threshold = model.mask_threshold if args.mask_threshold is None else args.mask_threshold
     settings = {**model.settings(), "mask_threshold": mask_threshold}
-    stages = {stage: load_checkpoint(path, stage=stage) for stage, path in
-              (("segmentation", args.segmentation_checkpoint), ("classification", args.classification_checkpoint))}
     training = {stage: {"config": payload["config"], "epoch": payload["epoch"], "metrics": payload["metrics"]}
                 for stage, payload in stages.items()}
     digest = pretrained.pack(model.state_dict(), settings, training, args.out)

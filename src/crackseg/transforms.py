@@ -8,6 +8,8 @@ those two (and the random window) are small v2 transforms here, cutting with v2'
 """
 from typing import Any, Dict, List, Sequence, Tuple
 
+import math
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -79,19 +81,72 @@ class RandomWindow(v2.Transform):
         return F.crop(inpt, **params)
 
 
+def _uniform(low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand(()))
+
+
+class RandomMarking(v2.Transform):
+    """With probability `p`, paint a synthetic road marking across the image and label no crack under it.
+
+    A straight band of white (3 in 4) or yellow paint, 4-25% of the image's shorter side wide, along a side of the
+    image (7 in 10, within a few degrees) or at any angle, textured by the surface beneath and sometimes worn
+    thin; half the time with a thin dark seam along its edges, as where paint meets worn asphalt. The edges of
+    lane markings were most of the false cracks of a model trained without them on survey photos (nha12d,
+    docs/MODEL.md): a straight dark line beside a bright band is not a crack.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        if float(torch.rand(())) >= self.p:
+            return {"coverage": None}
+        angle = (math.pi / 2 * int(torch.randint(2, ())) + math.radians(_uniform(-4, 4))
+                 if float(torch.rand(())) < 0.7 else _uniform(0, math.pi))
+        half = _uniform(0.02, 0.125) * min(height, width)
+        cy, cx = _uniform(0, height - 1), _uniform(0, width - 1)
+        yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                                indexing="ij")
+        distance = ((yy - cy) * math.cos(angle) - (xx - cx) * math.sin(angle)).abs()  # from the band's centre line
+        coverage = (half + 0.5 - distance).clamp(0, 1) * _uniform(0.85, 1.0)  # anti-aliased edges, worn paint
+        seam = torch.zeros_like(distance)
+        if float(torch.rand(())) < 0.5:
+            seam = _uniform(0.2, 0.5) * torch.exp(-((distance - half - 1) / _uniform(0.7, 1.5)) ** 2)
+        yellow = float(torch.rand(())) < 0.25
+        colour = torch.tensor([_uniform(200, 240), _uniform(170, 210), _uniform(40, 90)] if yellow
+                              else [_uniform(190, 250)] * 3)
+        return {"coverage": coverage, "seam": seam, "colour": colour}
+
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        coverage = params["coverage"]
+        if coverage is None:
+            return inpt
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(inpt * (coverage < 0.5), like=inpt)
+        image = inpt.float()
+        grey = image.mean(0, keepdim=True)
+        paint = params["colour"].view(-1, 1, 1) * (0.85 + 0.15 * grey / grey.mean().clamp(min=1))
+        painted = (image * (1 - coverage) + paint * coverage) * (1 - params["seam"])
+        return tv_tensors.wrap(painted.round().clamp(0, 255).to(inpt.dtype), like=inpt)
+
+
 # uint8 image -> float in [0, 1]; mask 0/1 -> float 0/1 (v2 never rescales masks)
 TO_FLOAT = {tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.float32}
 
 SAMPLINGS = ("window", "five")
 
 
-def train_transform(crop_size: int, sampling: str = "five") -> Compose:
+def train_transform(crop_size: int, sampling: str = "five", markings: float = 0.0) -> Compose:
     """Training augmentation: flips, rotation by k*90 degrees, FiveCrop, to float. `sampling="five"` is SPEC's
-    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size."""
+    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size. `markings` > 0
+    paints a synthetic road marking over that share of the images (or windows) first (`RandomMarking`)."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
     window = [RandomWindow(2 * crop_size)] if sampling == "window" else []
-    return Compose(window + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
+    marking = [RandomMarking(markings)] if markings > 0 else []
+    return Compose(window + marking + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
                              FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])
 
 

@@ -56,8 +56,14 @@ class UNetClassifier(nn.Module):
         The decoder comes from the segmentation checkpoint, the encoder and the head from the
         classification one (its encoder is stage 1's, frozen), and so does a stored mask threshold.
         """
-        seg = load_checkpoint(segmentation, stage="segmentation", map_location=map_location)
-        cls_ = load_checkpoint(classification, stage="classification", map_location=map_location)
+        return cls.from_payloads(load_checkpoint(segmentation, stage="segmentation", map_location=map_location),
+                                 load_checkpoint(classification, stage="classification", map_location=map_location),
+                                 segmentation, classification, threshold)
+
+    @classmethod
+    def from_payloads(cls, seg: Dict[str, Any], cls_: Dict[str, Any], segmentation: PathLike,
+                      classification: PathLike, threshold: float = 0.5) -> "UNetClassifier":
+        """`from_checkpoints` on checkpoints already read (`load_checkpoint`); the paths name them in errors."""
         width, crop = cls_["model"]["width"], cls_["model"]["crop_size"]
         check_depth(seg["model"], segmentation)
         check_depth(cls_["model"], classification)
