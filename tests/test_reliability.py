@@ -205,6 +205,7 @@ def test_a_fresh_run_never_replaces_a_previous_one_silently(data, reference, tmp
     (["--crop", "48"], "--crop must be a multiple of 32"),
     (["--skip-dropout", "1"], "--skip-dropout must be in [0, 1)"),
     (["--markings", "1.5"], "--markings must be in [0, 1]"),
+    (["--joints", "-0.1"], "--joints must be in [0, 1]"),
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--lr", "-1"], "--lr must be positive"),
     (["--node-rank", "2", "--nodes", "2"], "--node-rank must be in 0..1"),

@@ -135,7 +135,8 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
     for index in range(10):  # crack-free photos without masks: 8 for training, every 5th (2) for validation
         Image.new("RGB", (64, 64), (90 + index, 90, 90)).save(plain / f"{index:02d}.jpg")
     argv = TINY + ["--data-root", str(first), "--data-root", str(second), "--data-weights", "1", "2",
-                   "--negatives", str(plain), "--markings", "0.5", "--log-dir", str(tmp_path / "seg")]
+                   "--negatives", str(plain), "--markings", "0.5", "--joints", "0.25",
+                   "--log-dir", str(tmp_path / "seg")]
     assert run("segmentation", argv) == 0
     header = (tmp_path / "seg" / "csv" / "valid.csv").read_text().splitlines()[0].split(",")
     assert {"dice", "dice/first", "dice/second", "dice/plain", "iou/second"} <= set(header)
@@ -158,6 +159,7 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
     stage_two = load_checkpoint(tmp_path / "cls" / "checkpoints" / "best.pth", stage="classification")
     assert stage_two["config"]["data_root"] == [str(first), str(second)]
     assert stage_two["config"]["negatives"] == [str(plain)] and stage_two["config"]["markings"] == 0.5
+    assert stage_two["config"]["joints"] == 0.25
     assert "f1_mean/plain" in stage_two["metrics"] and "f1_mean/first" in stage_two["metrics"]
 
 

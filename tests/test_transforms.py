@@ -3,8 +3,8 @@ import torch
 
 from torchvision.transforms.v2 import RandomHorizontalFlip, RandomVerticalFlip
 
-from crackseg.transforms import (Compose, FiveCrop, RandomMarking, RandomRotate90, RandomWindow, five_crop_boxes,
-                                 train_transform, valid_transform)
+from crackseg.transforms import (Compose, FiveCrop, RandomJoint, RandomMarking, RandomRotate90, RandomWindow,
+                                 five_crop_boxes, train_transform, valid_transform)
 
 
 def asymmetric_pair(height=80, width=96):
@@ -132,5 +132,24 @@ def test_markings_paint_the_share_of_images_asked_for_and_none_by_default():
     torch.manual_seed(0)
     painted = sum(bool((Compose([RandomMarking(0.25)])(image, mask)[0] > 100).any()) for _ in range(400))
     assert 70 <= painted <= 130  # 100 expected
-    assert not any(isinstance(t, RandomMarking) for t in train_transform(32).transforms.transforms)
-    assert any(isinstance(t, RandomMarking) for t in train_transform(32, markings=0.25).transforms.transforms)
+    kinds = lambda transform: [type(t) for t in transform.transforms.transforms]  # noqa: E731
+    assert RandomMarking not in kinds(train_transform(32)) and RandomJoint not in kinds(train_transform(32))
+    assert kinds(train_transform(32, markings=0.25, joints=0.5))[:2] == [RandomMarking, RandomJoint]
+
+
+def test_a_joint_is_a_thin_straight_dark_line_with_no_crack_labelled_on_it():
+    height, width = 96, 128
+    for seed in range(20):
+        torch.manual_seed(seed)
+        image = torch.randint(100, 200, (3, height, width), dtype=torch.uint8)
+        mask = torch.ones(1, height, width, dtype=torch.uint8)
+        cut, cleared = Compose([RandomJoint(1.0)])(image, mask)
+        line = cleared[0] == 0
+        assert cut.dtype == torch.uint8 and set(cleared.unique().tolist()) <= {0, 1}
+        assert torch.equal(cut[:, ~line], image[:, ~line])  # the photo is untouched off the line
+        assert bool((cut[:, line] <= image[:, line]).all()) and cut[:, line].float().mean() < 0.9 * image[
+            :, line].float().mean()  # and darker on it
+        ys, xs = line.nonzero(as_tuple=True)
+        points = torch.stack([ys, xs], 1).float()
+        spread = torch.linalg.eigvalsh(torch.cov(points.T))  # a line: long one way, 1-6 px wide the other
+        assert spread[1] > 50 and spread[0] < 4, spread

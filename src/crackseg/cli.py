@@ -19,10 +19,11 @@ from crackseg.transforms import SAMPLINGS
 SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
 MAX_SHOWN = 20  # warnings and notes printed before training
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
-         "sampling", "markings", "seed", "workers", "amp", "data_root", "data_weights", "negatives", "log_dir")
+         "sampling", "markings", "joints", "seed", "workers", "amp", "data_root", "data_weights", "negatives",
+         "log_dir")
 DEFAULT_ROOT = "dataset"
 # stage 2 takes these from stage 1 unless given
-INHERITED = ("data_root", "data_weights", "negatives", "sampling", "markings")
+INHERITED = ("data_root", "data_weights", "negatives", "sampling", "markings", "joints")
 
 
 def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +140,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
                         help="share of training images (or windows) painted with a synthetic road marking, "
                              "with no crack labelled under it, so that marking edges are not taken for cracks "
                              "[0; stage 2: stage 1's]")
+    parser.add_argument("--joints", type=float, default=None, metavar="P",
+                        help="share of training images (or windows) cut by a synthetic joint (a dead-straight "
+                             "dark line, as a saw cut in concrete), labelled no crack, so that joints are not taken "
+                             "for cracks [0; stage 2: stage 1's]")
     parser.add_argument("--seed", type=int, default=None, help="global seed (data order, augmentation, init)")
     parser.add_argument("--workers", type=int, default=None, help="data loader worker processes [0]")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")

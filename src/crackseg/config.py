@@ -6,13 +6,14 @@ import torch
 
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
-              skip_dropout=0.0, sampling="five", markings=0.0)
+              skip_dropout=0.0, sampling="five", markings=0.0,
+              joints=0.0)
 # Sized to train both stages on a 2-core CPU in minutes (smaller width and crops; images of 2x the crop).
 # Skip dropout: on schedules this short the bottleneck of a plain U-Net collapses (the decoder segments from the
 # shallow skips alone) and the gate then has nothing to classify; see README, "Why skip dropout".
 # FiveCrop sampling ("five"): on CFD at 12 epochs it beat "window" (full-resolution Dice 0.663 vs 0.630, docs/MODEL.md)
 CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dropout=0.5, sampling="five",
-           markings=0.0)
+           markings=0.0, joints=0.0)
 # Stage 1's 9 epochs (13 until 2026-11-26) keep the embedded default within 12 min on a 2-core AVX2-only CPU in fp32
 # (README, "Measured"): 0.71x the time of 13 epochs, at Dice 0.878 and gate mean F1 0.915.
 CPU_STAGES = {"segmentation": dict(epochs=9, milestones=(7,)), "classification": dict(epochs=4, milestones=(3,))}
@@ -67,6 +68,7 @@ class TrainConfig:
     init: Optional[str] = None  # stage 1: start from "pretrained" (the shipped model) or a stage-1 checkpoint
     sampling: str = THESIS["sampling"]  # "five": FiveCrop of the whole image; "window": of a random 2x-crop window
     markings: float = THESIS["markings"]  # share of training images painted with a synthetic road marking
+    joints: float = THESIS["joints"]  # share of training images cut by a synthetic joint
     workers: int = 0
     device: str = "auto"
     amp: bool = False
@@ -125,6 +127,7 @@ def check_config(config: TrainConfig) -> None:
          f"{config.crop}: try {max(HEAD_MULTIPLE, round(config.crop / HEAD_MULTIPLE) * HEAD_MULTIPLE)}"),
         (0 <= config.skip_dropout < 1, f"--skip-dropout must be in [0, 1), got {config.skip_dropout}"),
         (0 <= config.markings <= 1, f"--markings must be in [0, 1], got {config.markings}"),
+        (0 <= config.joints <= 1, f"--joints must be in [0, 1], got {config.joints}"),
         (config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
         (config.processes >= 1 and config.nodes >= 1, "--processes and --nodes must be at least 1"),
         (0 <= config.node_rank < config.nodes, f"--node-rank must be in 0..{config.nodes - 1}, got {config.node_rank}"),

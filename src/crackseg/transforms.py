@@ -85,6 +85,21 @@ def _uniform(low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand(()))
 
 
+def _random_angle() -> float:
+    """The direction of a straight feature: along a side of the image (7 in 10, within 4 degrees) or any."""
+    if float(torch.rand(())) < 0.7:
+        return math.pi / 2 * int(torch.randint(2, ())) + math.radians(_uniform(-4, 4))
+    return _uniform(0, math.pi)
+
+
+def _line_distance(height: int, width: int, angle: float) -> torch.Tensor:
+    """The distance (H, W) of every pixel from a straight line at `angle` through a random point of the image."""
+    cy, cx = _uniform(0, height - 1), _uniform(0, width - 1)
+    yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    return ((yy - cy) * math.cos(angle) - (xx - cx) * math.sin(angle)).abs()
+
+
 class RandomMarking(v2.Transform):
     """With probability `p`, paint a synthetic road marking across the image and label no crack under it.
 
@@ -103,13 +118,9 @@ class RandomMarking(v2.Transform):
         height, width = v2.query_size(flat_inputs)
         if float(torch.rand(())) >= self.p:
             return {"coverage": None}
-        angle = (math.pi / 2 * int(torch.randint(2, ())) + math.radians(_uniform(-4, 4))
-                 if float(torch.rand(())) < 0.7 else _uniform(0, math.pi))
+        angle = _random_angle()
         half = _uniform(0.02, 0.125) * min(height, width)
-        cy, cx = _uniform(0, height - 1), _uniform(0, width - 1)
-        yy, xx = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                                indexing="ij")
-        distance = ((yy - cy) * math.cos(angle) - (xx - cx) * math.sin(angle)).abs()  # from the band's centre line
+        distance = _line_distance(height, width, angle)  # from the band's centre line
         coverage = (half + 0.5 - distance).clamp(0, 1) * _uniform(0.85, 1.0)  # anti-aliased edges, worn paint
         seam = torch.zeros_like(distance)
         if float(torch.rand(())) < 0.5:
@@ -132,21 +143,54 @@ class RandomMarking(v2.Transform):
         return tv_tensors.wrap(painted.round().clamp(0, 255).to(inpt.dtype), like=inpt)
 
 
+class RandomJoint(v2.Transform):
+    """With probability `p`, cut a synthetic joint across the image and label no crack on it.
+
+    A dead-straight dark line, 1-5 px wide and 30-65% darker than the surface at its centre, along a side of the
+    image (7 in 10, within a few degrees) or at any angle: a saw cut or construction joint in concrete, or the seam
+    between two lanes of asphalt. Cracks wander and joints do not; with the masonry set's mortar joints this
+    teaches the difference. Such joints were most of the false cracks left on survey photos once road markings were
+    trained on (nha12d, docs/MODEL.md).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        if float(torch.rand(())) >= self.p:
+            return {"darkness": None}
+        angle = _random_angle()
+        half = _uniform(0.5, 2.5)
+        profile = (half + 0.5 - _line_distance(height, width, angle)).clamp(0, 1)  # anti-aliased edges
+        return {"darkness": _uniform(0.3, 0.65) * profile}
+
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        darkness = params["darkness"]
+        if darkness is None:
+            return inpt
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(inpt * (darkness == 0), like=inpt)
+        return tv_tensors.wrap((inpt.float() * (1 - darkness)).round().clamp(0, 255).to(inpt.dtype), like=inpt)
+
+
 # uint8 image -> float in [0, 1]; mask 0/1 -> float 0/1 (v2 never rescales masks)
 TO_FLOAT = {tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.float32}
 
 SAMPLINGS = ("window", "five")
 
 
-def train_transform(crop_size: int, sampling: str = "five", markings: float = 0.0) -> Compose:
+def train_transform(crop_size: int, sampling: str = "five", markings: float = 0.0, joints: float = 0.0) -> Compose:
     """Training augmentation: flips, rotation by k*90 degrees, FiveCrop, to float. `sampling="five"` is SPEC's
-    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size. `markings` > 0
-    paints a synthetic road marking over that share of the images (or windows) first (`RandomMarking`)."""
+    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size. `markings` and
+    `joints` > 0 first paint a synthetic road marking (`RandomMarking`) and cut a synthetic joint (`RandomJoint`)
+    into those shares of the images (or windows)."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
     window = [RandomWindow(2 * crop_size)] if sampling == "window" else []
-    marking = [RandomMarking(markings)] if markings > 0 else []
-    return Compose(window + marking + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
+    distractors = ([RandomMarking(markings)] if markings > 0 else []) + ([RandomJoint(joints)] if joints > 0 else [])
+    return Compose(window + distractors + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
                              FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])
 
 
