@@ -2,13 +2,13 @@
 tv_tensors.Mask, so every random transform draws its parameters once and applies them to both.
 
 `Compose` takes and returns plain tensors: image (C, H, W) uint8 or float, mask (1, H, W) uint8 0/1; FiveCrop
-stacks its crops into a leading dimension (5, C, s, s). Masks are only flipped, rotated and cropped, so they stay
-binary. v2 has no rotation by multiples of 90 degrees without resampling, and its FiveCrop rejects masks, so
-those two (and the random window) are small v2 transforms here, cutting with v2's own crop.
+stacks its crops into a leading dimension (5, C, s, s). Masks are only flipped, rotated, cropped and cleared (under
+a synthetic road marking or joint), so they stay binary. v2 has no rotation by multiples of 90 degrees without
+resampling, and its FiveCrop rejects masks, so those two (and the random window) are small v2 transforms here,
+cutting with v2's own crop; so are the synthetic road markings and joints, which v2 has no equivalent of.
 """
-from typing import Any, Dict, List, Sequence, Tuple
-
 import math
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from torchvision import tv_tensors
@@ -191,7 +191,7 @@ def train_transform(crop_size: int, sampling: str = "five", markings: float = 0.
     window = [RandomWindow(2 * crop_size)] if sampling == "window" else []
     distractors = ([RandomMarking(markings)] if markings > 0 else []) + ([RandomJoint(joints)] if joints > 0 else [])
     return Compose(window + distractors + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
-                             FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])
+                                           FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])
 
 
 def valid_transform(crop_size: int) -> Compose:
