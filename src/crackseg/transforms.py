@@ -148,9 +148,10 @@ class RandomJoint(v2.Transform):
 
     A dead-straight dark line, 1-5 px wide and 30-65% darker than the surface at its centre, along a side of the
     image (7 in 10, within a few degrees) or at any angle: a saw cut or construction joint in concrete, or the seam
-    between two lanes of asphalt. Cracks wander and joints do not; with the masonry set's mortar joints this
-    teaches the difference. Such joints were most of the false cracks left on survey photos once road markings were
-    trained on (nha12d, docs/MODEL.md).
+    between two lanes of asphalt. Cracks wander and joints do not; with the masonry set's mortar joints this is
+    meant to teach the difference. Joints were among the false cracks left on survey photos once road markings were
+    trained on (nha12d); in the one run tried with p = 0.25 they cost a fifth of the true cracks too
+    (docs/MODEL.md, "Road markings and joints").
     """
 
     def __init__(self, p: float):
