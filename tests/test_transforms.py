@@ -101,22 +101,28 @@ def test_window_sampling_trains_on_every_region_of_a_large_photo():
         train_transform(crop, "random")
 
 
+def straight_features(transform, low, high, height=96, width=128, draws=20):
+    """For `draws` seeds: (photo, photo after `transform`, where its mask was cleared) for a random photo with pixel
+    values in [low, high) labelled crack everywhere; checks that both stay uint8 and the mask binary."""
+    for seed in range(draws):
+        torch.manual_seed(seed)
+        image = torch.randint(low, high, (3, height, width), dtype=torch.uint8)
+        mask = torch.ones(1, height, width, dtype=torch.uint8)
+        changed, cleared = Compose([transform])(image, mask)
+        assert changed.dtype == torch.uint8 and cleared.dtype == torch.uint8
+        assert set(cleared.unique().tolist()) <= {0, 1}
+        yield image, changed, cleared[0] == 0
+
+
+def grown(pixels, by):
+    return torch.nn.functional.max_pool2d(pixels[None, None].float(), 2 * by + 1, 1, by)[0, 0].bool()
+
+
 def test_a_road_marking_is_a_bright_band_with_no_crack_labelled_under_it():
     # Dark asphalt labelled crack everywhere: after painting, the label is cleared exactly under the paint.
     height, width = 96, 128
-    for seed in range(20):
-        torch.manual_seed(seed)
-        image = torch.randint(30, 60, (3, height, width), dtype=torch.uint8)
-        mask = torch.ones(1, height, width, dtype=torch.uint8)
-        painted, cleared = Compose([RandomMarking(1.0)])(image, mask)
+    for image, painted, band in straight_features(RandomMarking(1.0), 30, 60, height, width):
         paint = painted.float().mean(0) > 100  # paint (grey 110-250) over asphalt under 60; a seam only darkens
-        band = cleared[0] == 0
-
-        def grown(pixels, by):
-            return torch.nn.functional.max_pool2d(pixels[None, None].float(), 2 * by + 1, 1, by)[0, 0].bool()
-
-        assert painted.dtype == torch.uint8 and cleared.dtype == torch.uint8
-        assert set(cleared.unique().tolist()) <= {0, 1}
         assert 0 < band.sum() < 0.5 * height * width  # a band, not the whole image
         inside = ~grown(~band, 1)  # the band but its anti-aliased edge
         assert bool(paint[inside].all()) and not bool((paint & ~grown(band, 1)).any())
@@ -138,14 +144,7 @@ def test_markings_paint_the_share_of_images_asked_for_and_none_by_default():
 
 
 def test_a_joint_is_a_thin_straight_dark_line_with_no_crack_labelled_on_it():
-    height, width = 96, 128
-    for seed in range(20):
-        torch.manual_seed(seed)
-        image = torch.randint(100, 200, (3, height, width), dtype=torch.uint8)
-        mask = torch.ones(1, height, width, dtype=torch.uint8)
-        cut, cleared = Compose([RandomJoint(1.0)])(image, mask)
-        line = cleared[0] == 0
-        assert cut.dtype == torch.uint8 and set(cleared.unique().tolist()) <= {0, 1}
+    for image, cut, line in straight_features(RandomJoint(1.0), 100, 200):
         assert torch.equal(cut[:, ~line], image[:, ~line])  # the photo is untouched off the line
         assert bool((cut[:, line] <= image[:, line]).all()) and cut[:, line].float().mean() < 0.9 * image[
             :, line].float().mean()  # and darker on it

@@ -6,8 +6,7 @@ import torch
 
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
-              skip_dropout=0.0, sampling="five", markings=0.0,
-              joints=0.0)
+              skip_dropout=0.0, sampling="five", markings=0.0, joints=0.0)
 # Sized to train both stages on a 2-core CPU in minutes (smaller width and crops; images of 2x the crop).
 # Skip dropout: on schedules this short the bottleneck of a plain U-Net collapses (the decoder segments from the
 # shallow skips alone) and the gate then has nothing to classify; see README, "Why skip dropout".

@@ -100,24 +100,47 @@ def _line_distance(height: int, width: int, angle: float) -> torch.Tensor:
     return ((yy - cy) * math.cos(angle) - (xx - cx) * math.sin(angle)).abs()
 
 
-class RandomMarking(v2.Transform):
-    """With probability `p`, paint a synthetic road marking across the image and label no crack under it.
-
-    A straight band of white (3 in 4) or yellow paint, 4-25% of the image's shorter side wide, along a side of the
-    image (7 in 10, within a few degrees) or at any angle, textured by the surface beneath and sometimes worn
-    thin; half the time with a thin dark seam along its edges, as where paint meets worn asphalt. The edges of
-    lane markings were most of the false cracks of a model trained without them on survey photos (nha12d,
-    docs/MODEL.md): a straight dark line beside a bright band is not a crack.
-    """
+class _RandomStraightFeature(v2.Transform):
+    """With probability `p`, draw a straight feature across the image (`draw`: its parameters for an image of
+    height x width), change the photo there (`apply`, on float pixels) and label no crack where it `covers`."""
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
 
+    def draw(self, height: int, width: int) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def covers(self, params: Dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def apply(self, image: torch.Tensor, params: Dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
     def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
         height, width = v2.query_size(flat_inputs)
-        if float(torch.rand(())) >= self.p:
-            return {"coverage": None}
+        return self.draw(height, width) if float(torch.rand(())) < self.p else {}
+
+    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+        if not params:
+            return inpt
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(inpt * ~self.covers(params), like=inpt)
+        changed = self.apply(inpt.float(), params)
+        return tv_tensors.wrap(changed.round().clamp(0, 255).to(inpt.dtype), like=inpt)
+
+
+class RandomMarking(_RandomStraightFeature):
+    """With probability `p`, paint a synthetic road marking across the image and label no crack under it.
+
+    A straight band of white (3 in 4) or yellow paint, 4-25% of the image's shorter side wide, along a side of the
+    image (7 in 10, within a few degrees) or at any angle, textured by the surface beneath and sometimes worn
+    thin; half the time with a thin dark seam along its edges, as where paint meets worn asphalt. On survey photos
+    (nha12d, docs/MODEL.md) 45% of the false cracks of a model trained without them lay within 10 px of a lane
+    marking: a straight dark line beside a bright band is not a crack.
+    """
+
+    def draw(self, height: int, width: int) -> Dict[str, Any]:
         angle = _random_angle()
         half = _uniform(0.02, 0.125) * min(height, width)
         distance = _line_distance(height, width, angle)  # from the band's centre line
@@ -130,20 +153,17 @@ class RandomMarking(v2.Transform):
                               else [_uniform(190, 250)] * 3)
         return {"coverage": coverage, "seam": seam, "colour": colour}
 
-    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
+    def covers(self, params: Dict[str, Any]) -> torch.Tensor:
+        return params["coverage"] >= 0.5
+
+    def apply(self, image: torch.Tensor, params: Dict[str, Any]) -> torch.Tensor:
         coverage = params["coverage"]
-        if coverage is None:
-            return inpt
-        if isinstance(inpt, tv_tensors.Mask):
-            return tv_tensors.wrap(inpt * (coverage < 0.5), like=inpt)
-        image = inpt.float()
         grey = image.mean(0, keepdim=True)
         paint = params["colour"].view(-1, 1, 1) * (0.85 + 0.15 * grey / grey.mean().clamp(min=1))
-        painted = (image * (1 - coverage) + paint * coverage) * (1 - params["seam"])
-        return tv_tensors.wrap(painted.round().clamp(0, 255).to(inpt.dtype), like=inpt)
+        return (image * (1 - coverage) + paint * coverage) * (1 - params["seam"])
 
 
-class RandomJoint(v2.Transform):
+class RandomJoint(_RandomStraightFeature):
     """With probability `p`, cut a synthetic joint across the image and label no crack on it.
 
     A dead-straight dark line, 1-5 px wide and 30-65% darker than the surface at its centre, along a side of the
@@ -154,26 +174,17 @@ class RandomJoint(v2.Transform):
     (docs/MODEL.md, "Road markings and joints").
     """
 
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
-        height, width = v2.query_size(flat_inputs)
-        if float(torch.rand(())) >= self.p:
-            return {"darkness": None}
+    def draw(self, height: int, width: int) -> Dict[str, Any]:
         angle = _random_angle()
         half = _uniform(0.5, 2.5)
         profile = (half + 0.5 - _line_distance(height, width, angle)).clamp(0, 1)  # anti-aliased edges
         return {"darkness": _uniform(0.3, 0.65) * profile}
 
-    def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
-        darkness = params["darkness"]
-        if darkness is None:
-            return inpt
-        if isinstance(inpt, tv_tensors.Mask):
-            return tv_tensors.wrap(inpt * (darkness == 0), like=inpt)
-        return tv_tensors.wrap((inpt.float() * (1 - darkness)).round().clamp(0, 255).to(inpt.dtype), like=inpt)
+    def covers(self, params: Dict[str, Any]) -> torch.Tensor:
+        return params["darkness"] > 0
+
+    def apply(self, image: torch.Tensor, params: Dict[str, Any]) -> torch.Tensor:
+        return image * (1 - params["darkness"])
 
 
 # uint8 image -> float in [0, 1]; mask 0/1 -> float 0/1 (v2 never rescales masks)
