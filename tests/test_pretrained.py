@@ -66,6 +66,16 @@ def test_pack_round_trip_in_float16(tiny_shipped, tmp_path):
         torch.testing.assert_close(model.state_dict()[key], value.half().to(value.dtype), msg=key)
 
 
+def test_pack_keeps_values_beyond_float16_range(tmp_path):
+    state = {"bn.running_var": torch.tensor([267348.5, 12579.5]), "conv.weight": torch.tensor([0.25, -1.5]),
+             "bn.num_batches_tracked": torch.tensor(7)}
+    digest = pretrained.pack(state, {}, {}, tmp_path / "weights.pth")
+    loaded = pretrained.load_pretrained(tmp_path / "weights.pth", digest)["state"]
+    torch.testing.assert_close(loaded["bn.running_var"], state["bn.running_var"])  # float16 would make it inf
+    assert torch.load(tmp_path / "weights.pth", weights_only=True)["state"]["conv.weight"].dtype == torch.float16
+    assert loaded["bn.num_batches_tracked"].item() == 7
+
+
 def test_explicit_checkpoints_win_over_the_shipped_model(tiny_shipped, tmp_path):
     parse = lambda *extra: build_parser().parse_args(["predict", "x", "--out", "o", *extra])  # noqa: E731
     shipped = load_model(parse())

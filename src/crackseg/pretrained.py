@@ -54,10 +54,18 @@ def load_pretrained(path: Optional[PathLike] = None, expected_sha256: Optional[s
 
 
 def pack(state: Dict[str, torch.Tensor], model: Dict[str, Any], training: Dict[str, Any], out: PathLike) -> str:
-    """Write a weights file (floating-point tensors stored as float16) and return its SHA-256."""
+    """Write a weights file and return its SHA-256. Floating-point tensors are stored as float16, except those
+    with a value beyond float16's range (a BatchNorm running variance can exceed 65504), kept as float32 so that
+    none turns into inf."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    half = {key: value.detach().cpu().contiguous().half() if value.is_floating_point() else value.cpu()
-            for key, value in state.items()}
-    torch.save({"format": FORMAT, "model": dict(model), "training": dict(training), "state": half}, out)
+    stored = {key: _compact(value.detach().cpu().contiguous()) for key, value in state.items()}
+    torch.save({"format": FORMAT, "model": dict(model), "training": dict(training), "state": stored}, out)
     return sha256(out)
+
+
+def _compact(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 when every value fits in it, else the tensor as it is."""
+    if not tensor.is_floating_point() or tensor.abs().max() > torch.finfo(torch.float16).max:
+        return tensor
+    return tensor.half()
