@@ -14,8 +14,8 @@ import torch
 from crackseg.checkpoints import CheckpointError, PathLike
 
 FORMAT = "crackseg-pretrained"
-WEIGHTS = Path(__file__).parent / "weights" / "crackseg-v1.pth"
-SHA256 = "df72792ccaad120e294266368fda1887d26dfcc04511fd55a0374d6881260caa"  # of WEIGHTS
+WEIGHTS = Path(__file__).parent / "weights" / "crackseg-v2.pth"
+SHA256 = "3de8dc3855199b790832385cc84cd78280f0ba6e353886f998c85f8c657bd266"  # of WEIGHTS
 
 
 def sha256(path: PathLike) -> str:
