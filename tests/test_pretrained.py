@@ -68,12 +68,12 @@ def test_pack_round_trip_in_float16(tiny_shipped, tmp_path):
 
 def test_pack_keeps_values_beyond_float16_range(tmp_path):
     state = {"bn.running_var": torch.tensor([267348.5, 12579.5]), "conv.weight": torch.tensor([0.25, -1.5]),
-             "bn.num_batches_tracked": torch.tensor(7)}
+             "bn.num_batches_tracked": torch.tensor(7), "empty": torch.zeros(0)}
     digest = pretrained.pack(state, {}, {}, tmp_path / "weights.pth")
     loaded = pretrained.load_pretrained(tmp_path / "weights.pth", digest)["state"]
     torch.testing.assert_close(loaded["bn.running_var"], state["bn.running_var"])  # float16 would make it inf
     assert torch.load(tmp_path / "weights.pth", weights_only=True)["state"]["conv.weight"].dtype == torch.float16
-    assert loaded["bn.num_batches_tracked"].item() == 7
+    assert loaded["bn.num_batches_tracked"].item() == 7 and loaded["empty"].shape == (0,)
 
 
 def test_explicit_checkpoints_win_over_the_shipped_model(tiny_shipped, tmp_path):

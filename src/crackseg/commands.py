@@ -209,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser(
         "pack", help="write two checkpoints as one weights file in the shipped format (float16)",
         description="Combine a stage-1 and a stage-2 checkpoint into one weights file like the one shipped with "
-                    "crackseg (float16, with the model's settings and its training configuration); prints its "
-                    "SHA-256, which crackseg.pretrained.SHA256 must record for a shipped file.")
+                    "crackseg (float16 where the values fit, with the model's settings and its training "
+                    "configuration); prints its SHA-256, which crackseg.pretrained.SHA256 must record for a shipped "
+                    "file.")
     pack.add_argument("--segmentation-checkpoint", required=True, help="stage 1's checkpoint (decoder)")
     pack.add_argument("--classification-checkpoint", required=True, help="stage 2's checkpoint (encoder, head)")
     pack.add_argument("--gate-threshold", type=float, default=0.5, help="the gate threshold to ship [0.5]")

@@ -1,8 +1,9 @@
 """The ready-made model shipped inside the package: one weights file, verified by its SHA-256 before loading.
 
-The file holds the state of a `UNetClassifier` (encoder, decoder, head) stored in float16, the settings that
-build it (`model`: width, crop size, thresholds) and what it was trained on (`training`). `pack` writes such a
-file from the two best checkpoints of a training run; docs/MODEL.md gives the recipe.
+The file holds the state of a `UNetClassifier` (encoder, decoder, head) stored in float16 (float32 for a tensor
+with values beyond float16's range), the settings that build it (`model`: width, crop size, thresholds) and what
+it was trained on (`training`). `pack` writes such a file from the two best checkpoints of a training run;
+docs/MODEL.md gives the recipe.
 """
 import hashlib
 import io
@@ -66,6 +67,6 @@ def pack(state: Dict[str, torch.Tensor], model: Dict[str, Any], training: Dict[s
 
 def _compact(tensor: torch.Tensor) -> torch.Tensor:
     """float16 when every value fits in it, else the tensor as it is."""
-    if not tensor.is_floating_point() or tensor.abs().max() > torch.finfo(torch.float16).max:
+    if not tensor.is_floating_point() or (tensor.numel() and tensor.abs().max() > torch.finfo(torch.float16).max):
         return tensor
     return tensor.half()
