@@ -1,5 +1,5 @@
 """The `crackseg` command (also `python -m crackseg`): train, evaluate, predict, measure, merge-summaries, bench,
-pack, export, check-data, curves."""
+pack, export, check-data, synthesize, curves."""
 import argparse
 import json
 import sys
@@ -21,12 +21,15 @@ from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSI
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import ENGINES, Predictor
 from crackseg.models import UNetClassifier
+from crackseg.hardnegatives import make_pair as hard_negative
 from crackseg.report import Measurements, write_report
+from crackseg.synthetic import generate, make_pair as synthetic_crack
 from crackseg.video import predict_video
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
 from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
                                  summary_name)
 
+GENERATORS = {"cracks": synthetic_crack, "hard-negatives": hard_negative}
 SHIPPED = "the ready-made model shipped with crackseg (docs/MODEL.md)"
 
 
@@ -245,6 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training crop size images must reach [that of the auto preset: 224 on GPU, 64 on CPU]")
     check.add_argument("--splits", nargs="+", default=list(SPLITS), help="splits to check [train valid]")
     check.set_defaults(handler=run_check_data)
+
+    synthesize = commands.add_parser(
+        "synthesize", help="write a synthetic data root: cracks (the embedded default) or hard negatives",
+        description="Write OUT/{train,valid}/{images,masks} from a deterministic generator. cracks: the embedded "
+                    "default (textured asphalt and concrete with cracks). hard-negatives: brick, block and stone "
+                    "masonry, tiles, paving, concrete joints, planking, lane markings, road studs, covers, kerbs "
+                    "and stains, blurred and JPEG-compressed at random, labelled crack-free; a share also carries "
+                    "a labelled crack. Pass OUT to training as one more --data-root.")
+    synthesize.add_argument("out", help="an empty or missing folder")
+    synthesize.add_argument("--kind", choices=list(GENERATORS), default="cracks", help="generator [cracks]")
+    synthesize.add_argument("--train", type=int, default=600, help="training images [600]")
+    synthesize.add_argument("--valid", type=int, default=150, help="validation images [150]")
+    synthesize.add_argument("--size", type=int, default=256, help="image side in px (2x the crop to train on) [256]")
+    synthesize.add_argument("--seed", type=int, default=17, help="seed: the same seed writes the same images [17]")
+    synthesize.set_defaults(handler=run_synthesize)
 
     curves = commands.add_parser("curves", help="plot training curves from a stage's log folder",
                                  description="Draw per-epoch train and valid curves (loss and every metric) "
@@ -528,6 +546,16 @@ def run_check_data(args: argparse.Namespace) -> int:
             print(finding, file=sys.stderr if finding.level == "error" else sys.stdout)
     print(f"{args.root} (crop {crop} px):\n{summary(reports)}")
     return 1 if errors(reports) else 0
+
+
+def run_synthesize(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"{out}: not an empty folder; synthesize writes only into an empty or missing one")
+    counts = {"train": args.train, "valid": args.valid}
+    generate(out, args.seed, args.size, counts, GENERATORS[args.kind], args.kind)
+    print(f"wrote {args.train} + {args.valid} {args.kind} images of {args.size} px to {out} (seed {args.seed})")
+    return 0
 
 
 def run_curves(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ many crops of cracked images hold none either, so both crop labels are well repr
 import json
 import logging
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -19,24 +19,25 @@ log = logging.getLogger(__name__)
 
 MARKER = "synthetic.json"
 CRACK_SHARE = 0.65  # share of images with at least one crack
+PREFIXES = {"cracks": "synthetic", "hard-negatives": "hardneg"}  # file names by generator
 
 
-def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+def noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """Smooth value noise in [-1, 1] of shape (size, size), with `cells` random values per side."""
     grid = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
     return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BICUBIC))
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Grey texture in [0, 1], (size, size): base tone, multi-scale noise, grain and aggregate speckles."""
     base = rng.uniform(0.35, 0.72)
-    texture = sum(rng.uniform(0.02, 0.06) * _noise(rng, size, cells) for cells in (3, 8, 24))
+    texture = sum(rng.uniform(0.02, 0.06) * noise(rng, size, cells) for cells in (3, 8, 24))
     grain = rng.normal(0, rng.uniform(0.02, 0.05), (size, size))
     image = base + texture + grain
-    return image * (1 - _aggregate(rng, size))
+    return image * (1 - aggregate(rng, size))
 
 
-def _aggregate(rng: np.random.Generator, size: int) -> np.ndarray:
+def aggregate(rng: np.random.Generator, size: int) -> np.ndarray:
     """Darkening map of pits and gaps between aggregate stones: dark specks as dark as a crack, so a crack
     can only be told from the texture by its length and continuity, not by a few pixels around it."""
     layer = Image.new("L", (size, size), 0)
@@ -56,7 +57,7 @@ def _aggregate(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(layer.filter(ImageFilter.GaussianBlur(0.5)), dtype=np.float32) / 255
 
 
-def _lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """A linear brightness gradient and, sometimes, a soft-edged shadow over a half-plane."""
     size = image.shape[0]
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
@@ -91,7 +92,7 @@ def _distractors(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(layer.filter(ImageFilter.GaussianBlur(0.8)), dtype=np.float32) / 255
 
 
-def _crack(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, x: float, y: float,
+def crack(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, x: float, y: float,
            angle: float, length: float, width: float, depth: int = 0) -> None:
     """Draw one crack as a wandering polyline of tapering width, with occasional branches."""
     step = 2.0
@@ -102,7 +103,7 @@ def _crack(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, x: fl
         points.append((x, y))
         if depth < 2 and rng.random() < 0.015:
             branch = angle + rng.choice([-1, 1]) * rng.uniform(0.5, 1.1)
-            _crack(rng, draw, size, x, y, branch, length * rng.uniform(0.2, 0.5), max(1.0, width * 0.6), depth + 1)
+            crack(rng, draw, size, x, y, branch, length * rng.uniform(0.2, 0.5), max(1.0, width * 0.6), depth + 1)
         if not (-8 < x < size + 8 and -8 < y < size + 8):
             break
     taper = np.linspace(width, max(1.0, width * 0.5), len(points))
@@ -112,36 +113,42 @@ def _crack(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, x: fl
 
 def make_pair(rng: np.random.Generator, size: int) -> "tuple[Image.Image, Image.Image]":
     """One synthetic photo (RGB) and its binary mask (L, 0/255)."""
-    image = _background(rng, size)
+    image = background(rng, size)
     image = image * (1 - _distractors(rng, size))
     mask = Image.new("L", (size, size), 0)
     if rng.random() < CRACK_SHARE:
         draw = ImageDraw.Draw(mask)
         for _ in range(1 + int(rng.random() < 0.3)):
             x, y = rng.uniform(0.1, 0.9, 2) * size
-            _crack(rng, draw, size, x, y, rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 1.6) * size,
-                   float(np.exp(rng.uniform(np.log(1.0), np.log(9.0)))))  # hairline ... open crack
-    crack = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32) / 255
-    image = image * (1 - rng.uniform(0.35, 0.65) * np.clip(crack * 1.5, 0, 1))
-    image = _lighting(rng, image)
+            crack(rng, draw, size, x, y, rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 1.6) * size,
+                  float(np.exp(rng.uniform(np.log(1.0), np.log(9.0)))))  # hairline ... open crack
+    soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(0.6)), dtype=np.float32) / 255
+    image = image * (1 - rng.uniform(0.35, 0.65) * np.clip(soft * 1.5, 0, 1))
+    image = lighting(rng, image)
     tint = 1 + rng.normal(0, 0.012, 3)
     rgb = np.clip(image[..., None] * tint * 255, 0, 255).astype(np.uint8)
     return Image.fromarray(rgb, "RGB"), mask
 
 
-def generate(root: Path, seed: int, image_size: int, counts: Dict[str, int]) -> Path:
-    """Write ROOT/{split}/{images,masks}/ (JPEG images, PNG masks) and a marker file; returns the root."""
+Maker = Callable[[np.random.Generator, int], Tuple[Image.Image, Image.Image]]
+
+
+def generate(root: Path, seed: int, image_size: int, counts: Dict[str, int], make: Maker = make_pair,
+             kind: str = "cracks") -> Path:
+    """Write ROOT/{split}/{images,masks}/ (JPEG images, PNG masks) made by `make` (the embedded crack generator,
+    or `hardnegatives.make_pair`) and a marker file naming `kind`; returns the root."""
     root = Path(root)
     for split_index, (split, count) in enumerate(counts.items()):
         (root / split / "images").mkdir(parents=True, exist_ok=True)
         (root / split / "masks").mkdir(parents=True, exist_ok=True)
         for index in range(count):
             rng = np.random.default_rng([seed, split_index, index])
-            image, mask = make_pair(rng, image_size)
-            name = f"synthetic_{index:05d}"
+            image, mask = make(rng, image_size)
+            name = f"{PREFIXES[kind]}_{index:05d}"
             image.save(root / split / "images" / f"{name}.jpg", quality=92)
             mask.save(root / split / "masks" / f"{name}.png")
-    (root / MARKER).write_text(json.dumps({"seed": seed, "image_size": image_size, "counts": counts}, indent=2))
+    marker = {"kind": kind, "seed": seed, "image_size": image_size, "counts": counts}
+    (root / MARKER).write_text(json.dumps(marker, indent=2))
     return root
 
 

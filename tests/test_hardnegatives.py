@@ -1,0 +1,68 @@
+"""The synthetic hard-negative generator and `crackseg synthesize`."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackseg import hardnegatives
+from crackseg.commands import main
+from crackseg.data import load_mask, pair_files
+
+
+def _pair(index, size=96):
+    return hardnegatives.make_pair(np.random.default_rng([5, 0, index]), size)
+
+
+def test_every_scene_draws_a_textured_photo_with_structure():
+    for name, scene in hardnegatives.SCENES.items():
+        for seed in range(3):
+            image, surface = scene(np.random.default_rng([seed]), 80)
+            assert image.shape[:2] == (80, 80) and surface.shape == (80, 80), name
+            assert np.isfinite(image).all(), name
+            grey = image if image.ndim == 2 else image.mean(-1)
+            # not a flat field: joints, edges and texture give the photo real contrast
+            assert np.percentile(grey, 95) - np.percentile(grey, 5) > 0.03, (name, seed)
+
+
+def test_pairs_are_deterministic_and_binary():
+    first, again = _pair(3), _pair(3)
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert np.array_equal(np.asarray(first[1]), np.asarray(again[1]))
+    assert not np.array_equal(np.asarray(_pair(4)[0]), np.asarray(first[0]))
+    for index in range(12):
+        image, mask = _pair(index)
+        assert image.mode == "RGB" and mask.mode == "L" and image.size == mask.size == (96, 96)
+        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_most_photos_are_crack_free_and_the_rest_carry_a_labelled_crack():
+    masks = [np.asarray(_pair(index)[1]) > 0 for index in range(60)]
+    cracked = [mask.any() for mask in masks]
+    # CRACK_SHARE of the photos get a crack drawn across the scene; the others are labelled crack-free
+    assert 0.1 < np.mean(cracked) < 0.5
+    assert all(mask.sum() > 20 for mask, has in zip(masks, cracked) if has)
+
+
+def test_a_drawn_crack_darkens_the_photo_where_it_is_labelled():
+    for index in range(60):
+        image, mask = _pair(index)
+        crack = np.asarray(mask) > 0
+        if crack.sum() > 50:
+            grey = np.asarray(image.convert("L"), np.float32)
+            assert grey[crack].mean() < grey[~crack].mean() - 10
+            return
+    pytest.fail("no cracked photo among 60")
+
+
+def test_synthesize_writes_a_data_root_and_never_into_a_full_folder(tmp_path, capsys):
+    out = tmp_path / "negatives"
+    assert main(["synthesize", str(out), "--kind", "hard-negatives", "--train", "4", "--valid", "2",
+                 "--size", "64", "--seed", "5"]) == 0
+    pairs = pair_files(out / "train" / "images", out / "train" / "masks")
+    assert [image.name for image, _ in pairs] == [f"hardneg_{index:05d}.jpg" for index in range(4)]
+    assert len(pair_files(out / "valid" / "images", out / "valid" / "masks")) == 2
+    mask = load_mask(pairs[0][1])
+    expected = hardnegatives.make_pair(np.random.default_rng([5, 0, 0]), 64)[1]
+    assert np.array_equal(mask[0].numpy() > 0, np.asarray(expected) > 0)
+    assert Image.open(pairs[0][0]).size == (64, 64)
+    assert main(["synthesize", str(out), "--kind", "cracks"]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
