@@ -19,15 +19,16 @@ from crackseg.config import ConfigError, best_checkpoint, build_config, resolve_
 from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSIONS, DatasetError, load_image,
                            load_mask, pair_files, read_pair)
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
-from crackseg.inference import ENGINES, Predictor
+from crackseg.inference import DEFAULT_MIN_LENGTH, ENGINES, Predictor
+from crackseg.measure import MIN_AREA
 from crackseg.models import UNetClassifier
 from crackseg.hardnegatives import make_pair as hard_negative
 from crackseg.report import Measurements, write_report
 from crackseg.synthetic import generate, make_pair as synthetic_crack
 from crackseg.video import predict_video
 from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
-from crackseg.prediction import (expand_inputs, merge_summaries, output_names, predict_files, shard,
-                                 summary_name)
+from crackseg.prediction import (DISK_FULL, expand_inputs, merge_summaries, output_folder, predict_files,
+                                 read_summary, shard, summary_name, unwritable)
 
 GENERATORS = {"cracks": synthetic_crack, "hard-negatives": hard_negative}
 SHIPPED = "the ready-made model shipped with crackseg (docs/MODEL.md)"
@@ -49,7 +50,8 @@ def load_model(args: argparse.Namespace) -> UNetClassifier:
     if None in given:
         raise CheckpointError("--segmentation-checkpoint and --classification-checkpoint go together (or give "
                               "neither, for the shipped model)")
-    return UNetClassifier.from_checkpoints(*given, threshold=getattr(args, "gate_threshold", None) or 0.5)
+    threshold = getattr(args, "gate_threshold", None)  # 0 is a threshold (decode every tile), not "unset"
+    return UNetClassifier.from_checkpoints(*given, threshold=0.5 if threshold is None else threshold)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,10 +79,38 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a folder written by `crackseg export`: run it in onnxruntime instead of checkpoints")
 
 
+def _min_length_argument(group: Any) -> None:
+    group.add_argument("--min-length", default=None, metavar="LENGTH",
+                       help="the shortest crack: a component whose centreline is shorter is not a crack, and an "
+                            "image (or frame) is called cracked only when its mask holds a crack, not on the "
+                            "head's word alone; px, or mm with a unit ('2.5mm') and --mm-per-px "
+                            f"[predict and evaluate: {DEFAULT_MIN_LENGTH:g} px; measure: 0]")
+
+
+def min_length_px(text: Optional[str], mm_per_px: Optional[float], default: float) -> float:
+    """--min-length in px: '30' or '30px' are px, '2.5mm' needs the scale."""
+    if text is None:
+        return default
+    value = text.strip().lower()
+    unit = "mm" if value.endswith("mm") else "px"
+    try:
+        number = float(value[:-2] if value.endswith(("mm", "px")) else value)
+    except ValueError:
+        raise ConfigError(f"--min-length {text!r}: expected a length such as 20, 20px or 2.5mm") from None
+    if number < 0:
+        raise ConfigError(f"--min-length {text!r} must not be negative")
+    if unit == "mm":
+        if not mm_per_px:
+            raise ConfigError(f"--min-length {text!r} is in mm: give --mm-per-px too, or a length in px")
+        return number / mm_per_px
+    return number
+
+
 def _measure_arguments(group: Any) -> None:
     group.add_argument("--mm-per-px", type=float, default=None,
                        help="ground size of a pixel in mm: adds lengths and widths in mm and areas in mm^2")
     group.add_argument("--min-area", type=int, default=10, help="ignore specks smaller than this many px [10]")
+    _min_length_argument(group)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="score SPEC's no-training floor (crack probability = 1 - grey level) instead of "
                                "a model")
     _model_arguments(evaluate)
+    _min_length_argument(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
     predict = commands.add_parser(
@@ -287,7 +318,9 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         model: Any = OnnxGatedModel(args.onnx, threshold=args.gate_threshold, device=device)
     else:
         model = load_model(args)
+    min_length = min_length_px(args.min_length, getattr(args, "mm_per_px", None), DEFAULT_MIN_LENGTH)
     return Predictor(model, device=device, batch_size=args.batch_size, overlap=args.overlap,
+                     min_length=min_length, min_area=getattr(args, "min_area", MIN_AREA),
                      precision=args.precision, head=args.head, engine="onnxruntime" if args.onnx else args.engine,
                      mask_threshold=model.mask_threshold if args.mask_threshold is None else args.mask_threshold)
 
@@ -384,57 +417,70 @@ def check_model_flags(args: argparse.Namespace) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     shard_spec = parse_shard(args.shard)
-    frame_folders = [Path(given) for given in args.inputs if args.frames and Path(given).is_dir()]
-    paths, problems = expand_inputs([given for given in args.inputs if Path(given) not in frame_folders])
-    paths += frame_folders
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if not paths:
-        print("error: no input images", file=sys.stderr)
-        return 1
     if args.every < 1 or (args.fps is not None and args.fps <= 0):
         raise ConfigError("--every must be at least 1 and --fps positive")
-    names = dict(zip(paths, output_names(paths)))  # over all inputs, so shards never collide
-    if shard_spec:
-        paths = shard(paths, *shard_spec)
-    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path in frame_folders]
+    out = output_folder(args.out)  # before the model loads
+    names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not names:
+        print("error: no input images", file=sys.stderr)
+        return 1
+    paths = shard(list(names), *shard_spec) if shard_spec else list(names)
+    total = len(paths)
+    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()]
     paths = [path for path in paths if path not in videos]
     predictor = _predictor(args)
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    measurements = Measurements(out, args.mm_per_px, args.min_area) if args.measure or args.report else None
-    for video in videos:
-        folder = out / names[video]
-        try:
-            with tqdm(desc=video.name, unit="frame", disable=None) as progress:  # its total: from the video
-                summary = predict_video(predictor, video, folder, args.every, args.fps, args.min_gap,
-                                        args.skip_existing, measurements, progress)
-        except DatasetError as error:
-            problems.append(str(error))
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        print(f"{video}: {summary['frames_processed']} frames, {summary['cracked_frames']} cracked in "
-              f"{len(summary['segments'])} segment(s), {100 * summary['decoded_share']:.1f}% of tiles decoded, "
-              f"{summary['frames_per_second']} frames/s; frames.csv, segments.csv, video.json in {folder}")
-    rows = []
-    if paths:
-        with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
-            rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
-                                 summary=summary_name(shard_spec), skip_existing=args.skip_existing,
-                                 max_pixels=args.max_pixels or None, measurements=measurements)
-    if measurements is not None:
-        written = [path.name for path in measurements.write()]
-        if args.report:
-            settings = {"model": ", ".join(f"{k} {v}" for k, v in summary_model(args, predictor).items()),
-                        "mask threshold": f"{predictor.mask_threshold:.2f}",
-                        "gate threshold": f"{predictor.model.threshold:.2f}",
-                        "tile / overlap (px)": f"{predictor.tile} / {predictor.overlap}",
-                        "scale": f"{args.mm_per_px} mm/px" if args.mm_per_px else "px (no --mm-per-px)",
-                        "smallest crack": f"{args.min_area} px"}
-            written.append(write_report(measurements, settings, out / "report.html").name)
-        print(f"measured {sum(len(entry.cracks) for entry in measurements.images)} cracks: {', '.join(written)}")
+
+    def measurements_in(folder: Path) -> Optional[Measurements]:
+        """The measurements of the images, or of one video, written into their own folder."""
+        return (Measurements(folder, args.mm_per_px, args.min_area,
+                             min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH))
+                if args.measure or args.report else None)
+
+    def fail(problem: str) -> None:
+        problems.append(problem)
+        print(f"error: {problem}", file=sys.stderr)
+
+    rows: List[Dict[str, Any]] = []
+    finished = 0  # inputs done, for the line a Ctrl-C prints
+    try:
+        for video in videos:
+            folder = out / names[video]
+            measurements = measurements_in(folder)
+            try:
+                with tqdm(desc=video.name, unit="frame", disable=None) as progress:  # its total: from the video
+                    summary = predict_video(predictor, video, folder, args.every, args.fps, args.min_gap,
+                                            args.skip_existing, measurements, progress)
+            except DatasetError as error:
+                fail(str(error))
+            except OSError as error:
+                fail(unwritable(error, video, out))
+            else:
+                for problem in summary["errors"]:  # frames lost, a stream cut short
+                    fail(problem)
+                print(f"{video}: {summary['frames_processed']} frames, {summary['cracked_frames']} cracked in "
+                      f"{len(summary['segments'])} segment(s), {100 * summary['decoded_share']:.1f}% of tiles "
+                      f"decoded, {summary['frames_per_second']} frames/s; frames.csv, segments.csv, video.json "
+                      f"in {folder}")
+                if measurements is not None:
+                    _write_measurements(args, predictor, measurements)
+            finished += 1
+        if paths:
+            measurements = measurements_in(out)
+            with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
+                rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
+                                     summary=summary_name(shard_spec), skip_existing=args.skip_existing,
+                                     max_pixels=args.max_pixels or None, measurements=measurements)
+            if measurements is not None:
+                _write_measurements(args, predictor, measurements)
+    except KeyboardInterrupt:
+        if paths and finished == len(videos):  # among the images: their summary rows say how far
+            finished += len(read_summary(out / summary_name(shard_spec)))
+        print(f"interrupted after {finished} of {total} inputs; --skip-existing resumes", file=sys.stderr)
+        return 130
     failed = [row for row in rows if row["status"] != "ok"]
     cracked = sum(int(row.get("cracked") or 0) for row in rows)
     if paths:
@@ -444,6 +490,21 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"error: {len(failed) + len(problems)} input(s) failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_measurements(args: argparse.Namespace, predictor: Predictor, measurements: Measurements) -> None:
+    """cracks.csv, images.csv, cracks.json and, with --report, report.html, into the measurements' folder."""
+    written = [path.name for path in measurements.write()]
+    if args.report:
+        settings = {"model": ", ".join(f"{k} {v}" for k, v in summary_model(args, predictor).items()),
+                    "mask threshold": f"{predictor.mask_threshold:.2f}",
+                    "gate threshold": f"{predictor.model.threshold:.2f}",
+                    "tile / overlap (px)": f"{predictor.tile} / {predictor.overlap}",
+                    "scale": f"{args.mm_per_px} mm/px" if args.mm_per_px else "px (no --mm-per-px)",
+                    "smallest crack": f"{args.min_area} px"}
+        written.append(write_report(measurements, settings, measurements.out_dir / "report.html").name)
+    print(f"measured {sum(len(entry.cracks) for entry in measurements.images)} cracks: {', '.join(written)} in "
+          f"{measurements.out_dir}")
 
 
 def summary_model(args: argparse.Namespace, predictor: Predictor) -> Dict[str, Any]:
@@ -456,23 +517,31 @@ def summary_model(args: argparse.Namespace, predictor: Predictor) -> Dict[str, A
 
 
 def run_measure(args: argparse.Namespace) -> int:
-    paths, problems = expand_inputs(args.masks)
+    out = output_folder(args.out)
+    names, problems = expand_inputs(args.masks, out)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    measurements = Measurements(out, args.mm_per_px, args.min_area)
+    measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0))
     failed = 0
-    for path, name in tqdm(list(zip(paths, output_names(paths))), desc="measure", unit="mask", disable=None):
-        try:
-            measurements.add(str(path), name, load_mask(path)[0].numpy().astype(bool))
-        except DatasetError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failed += 1
-    written = [path.name for path in measurements.write()]
+    try:
+        for path, name in tqdm(list(names.items()), desc="measure", unit="mask", disable=None):
+            try:
+                measurements.add(str(path), name, load_mask(path)[0].numpy().astype(bool))
+            except DatasetError as error:
+                print(f"error: {error}", file=sys.stderr)
+                failed += 1
+            except OSError as error:
+                print(f"error: {unwritable(error, path, out)}", file=sys.stderr)
+                failed += 1
+    except KeyboardInterrupt:
+        written = ", ".join(path.name for path in measurements.write())
+        print(f"interrupted after {len(measurements.images) + failed} of {len(names)} masks; {written} hold the "
+              f"{len(measurements.images)} measured", file=sys.stderr)
+        return 130
+    written = ", ".join(path.name for path in measurements.write())
     cracks = sum(len(entry.cracks) for entry in measurements.images)
-    print(f"{len(measurements.images)} masks, {cracks} cracks: {', '.join(written)} and overlays in {out}")
-    return 1 if failed or problems or not paths else 0
+    print(f"{len(measurements.images)} masks, {cracks} cracks: {written} and overlays in {out}")
+    return 1 if failed or problems or not names else 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -574,3 +643,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DatasetError, CheckpointError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the disk, not the data: one line, not a traceback
+        if error.errno in DISK_FULL:
+            print(f"error: disk full ({error.strerror}{f': {error.filename}' if error.filename else ''}); "
+                  "the outputs written before are complete: free some space and run again (predict: "
+                  "--skip-existing resumes)", file=sys.stderr)
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return 1

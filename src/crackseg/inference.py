@@ -5,16 +5,19 @@ Images are uint8 (3, H, W) tensors on the CPU; probability maps come back as flo
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 
 from crackseg.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
 from crackseg.checkpoints import PathLike
+from crackseg.measure import MIN_AREA, has_crack
 from crackseg.models import UNetClassifier
 from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
 ENGINES = ("torch", "onnxruntime")
+DEFAULT_MIN_LENGTH = 20.0  # px of centreline: see TiledResult.cracked and docs/MODEL.md, "The image-level call"
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -22,18 +25,29 @@ R = TypeVar("R")
 @dataclass
 class TiledResult:
     """The gated prediction of one image: crack probabilities (H, W), and per tile its crack probability and
-    whether the decoder ran on it."""
+    whether the decoder ran on it; the mask threshold and the smallest crack (area, centreline length in px) that
+    make the image cracked."""
 
     key: Any
     probs: torch.Tensor
     grid: TileGrid
     tile_probs: torch.Tensor
     decoded: torch.Tensor
+    mask_threshold: float = 0.5
+    min_area: int = MIN_AREA
+    min_length: float = 0.0
 
     @property
-    def cracked(self) -> bool:
-        """The image is called cracked when the head gated at least one of its tiles as cracked."""
+    def gated(self) -> bool:
+        """The head's call: it gated at least one tile as cracked (the decoder ran)."""
         return bool(self.decoded.any())
+
+    @cached_property
+    def cracked(self) -> bool:
+        """The image is called cracked when the head gated a tile AND the decoded mask holds evidence: a crack of
+        at least `min_area` px whose centreline is at least `min_length` px long (`measure.has_crack`). The head
+        alone passes texture, joints and blur whose mask then holds nothing, or only specks and blobs."""
+        return self.gated and has_crack((self.probs >= self.mask_threshold).numpy(), self.min_area, self.min_length)
 
 
 @dataclass
@@ -61,7 +75,8 @@ class Predictor:
         device: "cpu", "cuda", "cuda:N" or a torch.device.
         batch_size: tiles per batch, across images.
         overlap: tile overlap in px [a quarter of the tile].
-        mask_threshold: crack probability at which a pixel counts as crack in the tools that binarise.
+        mask_threshold: crack probability at which a pixel counts as crack in the tools that binarise [the
+            model's own, stored with it by `crackseg evaluate --save-threshold`].
         fast: the fast path (torch engine only).
         precision: "auto", "fp32", "bf16" or "fp16" (torch engine).
         head: "auto", "int8" or "full": the gate's head weights on fp32 CPUs (torch engine).
@@ -74,8 +89,8 @@ class Predictor:
     """
 
     def __init__(self, model: Any, device: Any = "cpu", batch_size: int = 32, overlap: Optional[int] = None,
-                 mask_threshold: float = 0.5, fast: bool = True, precision: str = "auto", head: str = "auto",
-                 engine: str = "torch"):
+                 mask_threshold: Optional[float] = None, fast: bool = True, precision: str = "auto", head: str = "auto",
+                 engine: str = "torch", min_length: float = DEFAULT_MIN_LENGTH, min_area: int = MIN_AREA):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
@@ -97,14 +112,14 @@ class Predictor:
         self.batch_size = batch_size
         self.tile = model.crop_size
         self.overlap = model.crop_size // 4 if overlap is None else overlap
-        self.mask_threshold = mask_threshold
+        self.mask_threshold = model.mask_threshold if mask_threshold is None else mask_threshold
+        self.min_length = min_length
+        self.min_area = min_area
 
     @classmethod
     def from_checkpoints(cls, segmentation: PathLike, classification: PathLike, gate_threshold: float = 0.5,
                          **kwargs: Any) -> "Predictor":
-        model = UNetClassifier.from_checkpoints(segmentation, classification, threshold=gate_threshold)
-        kwargs.setdefault("mask_threshold", model.mask_threshold)
-        return cls(model, **kwargs)
+        return cls(UNetClassifier.from_checkpoints(segmentation, classification, threshold=gate_threshold), **kwargs)
 
     @property
     def whole_images(self) -> bool:
@@ -188,7 +203,8 @@ class Predictor:
         while queue and queue[0].done == len(queue[0].stitcher.grid):
             pending = queue.popleft()
             stitcher = pending.stitcher
-            yield TiledResult(pending.key, stitcher.result[0], stitcher.grid, pending.tile_probs, stitcher.run)
+            yield TiledResult(pending.key, stitcher.result[0], stitcher.grid, pending.tile_probs, stitcher.run,
+                              self.mask_threshold, self.min_area, self.min_length)
 
 
 def prefetch(function: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Iterator[Tuple[T, Any]]:

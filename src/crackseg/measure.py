@@ -7,7 +7,13 @@ each branch's polyline simplified to within `SIMPLIFY_PX` of the pixels (so a st
 measures its Euclidean length, not the staircase of its pixels), plus, at each free end, the distance from the
 skeleton's end to the crack's edge along its direction. The mean width is area / length; local widths (median,
 max) are the crack pixels nearest to a stretch of the centreline (scipy's Euclidean distance transform) divided
-by that stretch's length, so a straight crack of width w measures w at any angle, a 1-px line 1.
+by that stretch's length, so a straight crack of width w measures w at any angle. No width is below 1 px, the
+thinnest line a mask can draw: a 1-px line at 45 degrees has 0.71 px of area per px of length, and measures 1.
+
+Given the probability map a mask came from, each crack also gets a confidence, the mean crack probability along
+its centreline, and a review flag for what an inspector should look at before filing it (`review_reasons`): a
+low confidence, or the shape of a joint rather than a crack, dead straight over a long distance (saw cuts, slab
+and mortar joints, the edges of lane markings and kerbs), more so along an image axis.
 """
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -17,11 +23,19 @@ from scipy import ndimage
 from skimage.measure import approximate_polygon
 from skimage.morphology import skeletonize
 
+MIN_AREA = 10  # px: smaller components are specks, not cracks
 SIMPLIFY_PX = 1.0  # polyline tolerance for lengths and centrelines
 WIDTH_WINDOW = 3  # local widths average over this many centreline pixels on either side
+MIN_WIDTH_PX = 1.0  # the thinnest crack a mask can draw, at any angle (a 1-px line at 45 degrees: 0.71 px^2 a px)
 EIGHT = np.ones((3, 3), dtype=bool)
 CROSS = ndimage.generate_binary_structure(2, 1) & ~np.eye(3, dtype=bool)[::-1] & ~np.eye(3, dtype=bool)
 NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+# The review rule. Cracks wander: over 100 px a real crack strays several px from its chord, a joint or the edge
+# of a marking less than 1.5 px (2% of its length for longer ones).
+REVIEW_CONFIDENCE = 0.7  # mean crack probability along the centreline below which a crack is flagged
+STRAIGHT_MIN_LENGTH = 100.0  # px: shorter straight stretches are common in real cracks
+STRAIGHT_DEVIATION = 0.02  # RMS distance of the centreline from its principal axis, as a share of the length
+AXIS_TOLERANCE_DEG = 5.0  # "along an image axis": within this many degrees of horizontal or vertical
 
 
 @dataclass
@@ -38,11 +52,27 @@ class Crack:
     bbox: Tuple[int, int, int, int]
     centreline: List[List[Tuple[float, float]]] = field(default_factory=list)  # polylines of (x, y) px
     widths: List[List[float]] = field(default_factory=list)  # per polyline vertex, px
+    straightness_px: float = 0.0  # RMS distance of the centreline pixels from their principal axis
+    confidence: Optional[float] = None  # mean crack probability along the centreline, when probabilities are given
+
+    @property
+    def review_reasons(self) -> List[str]:
+        """Why an inspector should look at this crack before filing it (empty: nothing stands out)."""
+        reasons = []
+        if self.confidence is not None and self.confidence < REVIEW_CONFIDENCE:
+            reasons.append("low confidence")
+        if (self.length_px >= STRAIGHT_MIN_LENGTH
+                and self.straightness_px <= max(1.5, STRAIGHT_DEVIATION * self.length_px)):
+            along_axis = min(self.orientation_deg % 90, 90 - self.orientation_deg % 90) <= AXIS_TOLERANCE_DEG
+            reasons.append("straight along an image axis (joint-like)" if along_axis else "straight (joint-like)")
+        return reasons
 
     def row(self, mm_per_px: Optional[float] = None) -> Dict[str, float]:
         """The CSV fields: pixel values, and millimetres (areas in mm^2) when the scale is known."""
         values = {key: value for key, value in asdict(self).items() if key not in ("centreline", "widths", "bbox")}
         values.update(zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), self.bbox))
+        reasons = self.review_reasons
+        values.update(review=int(bool(reasons)), review_reason="; ".join(reasons))
         if mm_per_px:
             for key in ("length", "mean_width", "median_width", "max_width"):
                 values[f"{key}_mm"] = values[f"{key}_px"] * mm_per_px
@@ -105,6 +135,9 @@ def _polyline_length(path: Sequence[Tuple[int, int]]) -> Tuple[float, np.ndarray
     coords = np.asarray(path, dtype=float)
     if len(coords) < 2:
         return 0.0, coords
+    if len(coords) <= 3:  # the middle one of three neighbours is within SIMPLIFY_PX (1) of their chord; most
+        coords = coords[[0, -1]]  # branches of a noisy mask are this short, and Douglas-Peucker costs 0.1 ms
+        return float(np.linalg.norm(coords[1] - coords[0])), coords
     simple = approximate_polygon(coords, tolerance=SIMPLIFY_PX)
     return float(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum()), simple
 
@@ -112,32 +145,37 @@ def _polyline_length(path: Sequence[Tuple[int, int]]) -> Tuple[float, np.ndarray
 def _local_widths(component: np.ndarray, branches: List[List[Tuple[int, int]]],
                   extensions: Dict[Tuple[int, int], float]) -> List[np.ndarray]:
     """Per branch, per pixel: the crack's local width, as the crack pixels nearest to the centreline over a few
-    pixels around it divided by the centreline's length there (its steps scaled to the simplified polyline's
-    length; free ends count their extension to the edge).
-    Along a straight crack of width w this is w at any angle; its mean over a crack is its area / length."""
+    pixels around it (WIDTH_WINDOW either side, fewer near a branch's ends) divided by the centreline's length
+    there (its steps scaled to the simplified polyline's length; free ends count their extension to the edge),
+    and at least MIN_WIDTH_PX. Along a straight crack of width w this is w at any angle. All branches at once:
+    a noisy mask has hundreds of thousands."""
+    pixels = np.concatenate([np.asarray(path, dtype=np.intp).reshape(-1, 2) for path in branches])
+    sizes = np.array([len(path) for path in branches])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     centreline = np.zeros(component.shape, dtype=bool)
-    for path in branches:
-        centreline[tuple(np.transpose(path))] = True
+    centreline[pixels[:, 0], pixels[:, 1]] = True
     _, nearest = ndimage.distance_transform_edt(~centreline, return_indices=True)
     owners = nearest[0][component] * component.shape[1] + nearest[1][component]
     area = np.bincount(owners, minlength=component.size).reshape(component.shape).astype(float)
+    # each step between two pixels of a branch gives half its length to either pixel
+    steps = np.linalg.norm(np.diff(pixels, axis=0), axis=1)
+    steps[starts[1:] - 1] = 0.0  # from the last pixel of one branch to the first of the next
+    walked = np.add.reduceat(np.append(steps, 0.0), starts)
+    # a staircase of 1 and sqrt(2) steps is longer than the line it draws
+    scale = np.array([_polyline_length(path)[0] for path in branches]) / np.maximum(walked, 1e-12)
+    steps *= np.repeat(scale, sizes)[:-1]
     length = np.zeros(component.shape)
-    for path in branches:
-        steps = np.linalg.norm(np.diff(np.asarray(path, dtype=float), axis=0), axis=1)
-        if steps.sum():  # a staircase of 1 and sqrt(2) steps is longer than the line it draws
-            steps *= _polyline_length(path)[0] / steps.sum()
-        share = np.concatenate([[0.0], steps / 2]) + np.concatenate([steps / 2, [0.0]])
-        np.add.at(length, tuple(np.transpose(path)), share)
+    np.add.at(length, (pixels[:, 0], pixels[:, 1]), np.append(steps, 0.0) / 2 + np.insert(steps, 0, 0.0) / 2)
     for end, extra in extensions.items():
         length[end] += extra
-    widths = []
-    for path in branches:
-        index = tuple(np.transpose(path))
-        window = np.ones(2 * WIDTH_WINDOW + 1)
-        local_area = np.convolve(area[index], window, mode="same")
-        local_length = np.convolve(length[index], window, mode="same")
-        widths.append(local_area / np.maximum(local_length, 1.0))
-    return widths
+    # sums over the window around each pixel, cut at its branch's ends
+    index = np.arange(len(pixels))
+    first, last = np.repeat(starts, sizes), np.repeat(starts + sizes - 1, sizes)
+    lower, upper = np.maximum(index - WIDTH_WINDOW, first), np.minimum(index + WIDTH_WINDOW, last) + 1
+    local_area, local_length = (np.concatenate([[0.0], np.cumsum(values[pixels[:, 0], pixels[:, 1]])])
+                                for values in (area, length))
+    widths = (local_area[upper] - local_area[lower]) / np.maximum(local_length[upper] - local_length[lower], 1.0)
+    return np.split(np.maximum(widths, MIN_WIDTH_PX), starts[1:])
 
 
 def _prune(branches: List[List[Tuple[int, int]]], distance: np.ndarray) -> List[List[Tuple[int, int]]]:
@@ -167,25 +205,72 @@ def _prune(branches: List[List[Tuple[int, int]]], distance: np.ndarray) -> List[
 
 
 def _merge_through(branches: List[List[Tuple[int, int]]]) -> List[List[Tuple[int, int]]]:
-    """Join branches that meet at a point where only they meet (left over after a spur was pruned)."""
-    while True:
-        ends: Dict[Tuple[int, int], List[int]] = {}
-        for index, path in enumerate(branches):
-            if path[0] == path[-1]:
-                continue  # a loop
+    """Join branches that meet at a point where only they meet (left over after a spur was pruned), also where a
+    loop closed by such joins leaves two: first which branches join where (from a work list of such points,
+    tracking each joined group's two ends), then each group walked into one path once, so the work is linear in
+    the skeleton's pixels (joining one pair at a time and looking again took 10 min for a noisy 500 px mask)."""
+    ends: Dict[Tuple[int, int], List[int]] = {}  # point -> the branches with an end there, loops left out
+    for index, path in enumerate(branches):
+        if path[0] != path[-1]:
             for end in (path[0], path[-1]):
                 ends.setdefault(end, []).append(index)
-        joint = next(((point, pair) for point, pair in ends.items() if len(pair) == 2 and pair[0] != pair[1]), None)
-        if joint is None:
-            return branches
-        point, (first, second) = joint
-        a = branches[first] if branches[first][-1] == point else branches[first][::-1]
-        b = branches[second] if branches[second][0] == point else branches[second][::-1]
-        branches = [path for index, path in enumerate(branches) if index not in (first, second)] + [a + b[1:]]
+    group = list(range(len(branches)))  # union-find over branch indices
+    group_ends = {index: (path[0], path[-1]) for index, path in enumerate(branches)}
+
+    def find(index: int) -> int:
+        while group[index] != index:
+            group[index] = group[group[index]]
+            index = group[index]
+        return index
+
+    joins: Dict[Tuple[int, int], Tuple[int, int]] = {}
+    pending = [point for point, indices in ends.items() if len(indices) == 2]
+    while pending:
+        point = pending.pop()
+        if len(ends[point]) != 2 or point in joins:
+            continue
+        first, second = ends[point]
+        a, b = find(first), find(second)
+        joins[point] = (first, second)
+        far = tuple(end for g in (a, b) for end in group_ends[g] if end != point)
+        group[b] = a
+        group_ends[a] = far
+        if far[0] == far[1]:  # the joins closed a loop: it no longer ends where it closed
+            ends[far[0]] = [index for index in ends[far[0]] if find(index) != a]
+            if len(ends[far[0]]) == 2:
+                pending.append(far[0])
+    used = [False] * len(branches)
+
+    def walk(index: int, start: Tuple[int, int]) -> List[Tuple[int, int]]:
+        path = list(branches[index] if branches[index][0] == start else branches[index][::-1])
+        used[index] = True
+        while path[-1] in joins and index in joins[path[-1]]:
+            first, second = joins[path[-1]]
+            index = second if index == first else first
+            if used[index]:  # around a closed chain, back at its start
+                break
+            step = branches[index]
+            path.extend(step[1:] if step[0] == path[-1] else step[-2::-1])
+            used[index] = True
+        return path
+
+    def joined(index: int, end: Tuple[int, int]) -> bool:
+        return end in joins and index in joins[end]
+
+    merged = []
+    for index, path in enumerate(branches):  # groups from an end where they stop, then closed ones
+        if not used[index] and not (joined(index, path[0]) and joined(index, path[-1])):
+            merged.append(walk(index, path[-1] if joined(index, path[0]) else path[0]))
+    for index, path in enumerate(branches):
+        if not used[index]:
+            merged.append(walk(index, path[0]))
+    return merged
 
 
-def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: int) -> Crack:
-    """Measure one crack given as a boolean mask (h, w) whose top-left lies at `offset` (y, x) in the image."""
+def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: int,
+                      probs: Optional[np.ndarray] = None) -> Crack:
+    """Measure one crack given as a boolean mask (h, w) whose top-left lies at `offset` (y, x) in the image;
+    `probs`, the crack probabilities of the same (h, w) window, gives its confidence."""
     padded = np.pad(component, 1)
     distance = ndimage.distance_transform_edt(padded)
     skeleton = skeletonize(padded)
@@ -213,12 +298,15 @@ def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: 
     length = max(length, 1.0)  # a blob whose skeleton is one pixel
     all_widths = np.concatenate(widths)
     area = int(component.sum())
-    return Crack(id=crack_id, length_px=round(length, 2), mean_width_px=round(area / length, 3),
+    pixels = [p for path in branches for p in path]
+    centre = np.asarray(pixels, dtype=int) - 1  # in the unpadded window
+    confidence = None if probs is None else round(float(np.mean(probs[centre[:, 0], centre[:, 1]])), 3)
+    angle, deviation = _principal_axis(pixels)
+    return Crack(id=crack_id, length_px=round(length, 2), mean_width_px=round(max(area / length, MIN_WIDTH_PX), 3),
                  median_width_px=round(float(np.median(all_widths)), 3),
-                 max_width_px=round(float(all_widths.max()), 3), area_px=area,
-                 orientation_deg=round(_orientation([p for path in branches for p in path]), 1),
+                 max_width_px=round(float(all_widths.max()), 3), area_px=area, orientation_deg=round(angle, 1),
                  bbox=(int(offset[1]), int(offset[0]), int(component.shape[1]), int(component.shape[0])),
-                 centreline=lines, widths=line_widths)
+                 centreline=lines, widths=line_widths, straightness_px=round(deviation, 2), confidence=confidence)
 
 
 def _to_edge(component: np.ndarray, end: Tuple[int, int], behind: Tuple[int, int], step: float = 0.25) -> float:
@@ -240,24 +328,28 @@ def _to_edge(component: np.ndarray, end: Tuple[int, int], behind: Tuple[int, int
         travelled += step
 
 
-def _orientation(pixels: Sequence[Tuple[int, int]]) -> float:
-    """Direction of the principal axis of the pixels, degrees in [0, 180), 0 = horizontal, counter-clockwise."""
+def _principal_axis(pixels: Sequence[Tuple[int, int]]) -> Tuple[float, float]:
+    """Direction of the principal axis of the pixels (degrees in [0, 180), 0 = horizontal, counter-clockwise) and
+    the RMS distance of the pixels from that axis (px): 0 for a dead-straight line."""
     coords = np.asarray(pixels, dtype=float)
     if len(coords) < 2:
-        return 0.0
+        return 0.0, 0.0
     coords -= coords.mean(axis=0)
-    _, vectors = np.linalg.eigh(coords.T @ coords)
+    values, vectors = np.linalg.eigh(coords.T @ coords)
     dy, dx = vectors[:, -1]
-    return float(np.degrees(np.arctan2(-dy, dx)) % 180.0)
+    return float(np.degrees(np.arctan2(-dy, dx)) % 180.0), float(np.sqrt(max(values[0], 0.0) / len(coords)))
 
 
-def measure_mask(mask: np.ndarray, min_area: int = 10) -> List[Crack]:
+def measure_mask(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.0,
+                 probs: Optional[np.ndarray] = None) -> List[Crack]:
     """The cracks of a binary mask, numbered 1.. in reading order of their top-left pixel.
 
     Args:
         mask: (H, W) booleans (or 0/1), True where there is crack, e.g. `result.probs >= threshold` of a
             `Predictor`, or any segmentation tool's mask.
         min_area: components smaller than this many px are specks, not cracks.
+        min_length: components whose centreline is shorter than this many px are not cracks either.
+        probs: (H, W) crack probabilities the mask came from: each crack's confidence (None without).
 
     Returns:
         One `Crack` per connected component (8-connectivity): length along its centreline, mean, median and max
@@ -276,8 +368,28 @@ def measure_mask(mask: np.ndarray, min_area: int = 10) -> List[Crack]:
             continue
         component = labels[slices] == index
         if component.sum() >= min_area:
-            cracks.append(measure_component(component, (slices[0].start, slices[1].start), len(cracks) + 1))
+            window = None if probs is None else np.asarray(probs)[slices]
+            crack = measure_component(component, (slices[0].start, slices[1].start), len(cracks) + 1, window)
+            if crack.length_px >= min_length:
+                cracks.append(crack)
     return cracks
+
+
+def has_crack(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.0) -> bool:
+    """Whether `measure_mask(mask, min_area, min_length)` would find a crack, measuring as few components as it
+    can: components are tried from the widest span down, and the first long enough answers. (A span is no proof:
+    a round blob 30 px across has a centreline of a few px.)"""
+    labels, _ = ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT)
+    candidates = []
+    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
+        component = labels[slices] == index
+        if component.sum() >= min_area:
+            extent = max(slices[0].stop - slices[0].start, slices[1].stop - slices[1].start)
+            candidates.append((extent, index, slices, component))
+    for _, _, slices, component in sorted(candidates, key=lambda item: (-item[0], item[1])):
+        if measure_component(component, (slices[0].start, slices[1].start), 0).length_px >= min_length:
+            return True
+    return False
 
 
 def image_row(cracks: Sequence[Crack], shape: Tuple[int, int], mm_per_px: Optional[float] = None) -> Dict[str, float]:

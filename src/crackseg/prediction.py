@@ -1,59 +1,109 @@
 """`crackseg predict`: gated inference over files, folders and globs, writing masks, overlays and a summary."""
+import errno
+import functools
 import glob
+import itertools
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
+from crackseg.config import ConfigError
 from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor, prefetch
 from crackseg.plots import crack_overlay
 from crackseg.report import Measurements
-from crackseg.tables import append_rows, read_rows, write_csv
+from crackseg.tables import append_rows, printable, read_rows, write_csv
 
 SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "tiles_decoded", "tiles_total",
                   "width", "height", "mask", "overlay", "cracks", "total_length_px", "max_width_px")
 MEASURED = ("cracks", "total_length_px", "max_width_px")  # filled with --measure
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # what folders are searched for
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # write errors that stop a run
 
 
-def expand_inputs(inputs: Sequence[str]) -> Tuple[List[Path], List[str]]:
-    """Files, folders (searched recursively for images) and glob patterns -> (image paths, problems)."""
-    paths: List[Path] = []
+def expand_inputs(inputs: Sequence[str], out: Optional[Path] = None, frame_folders: bool = False
+                  ) -> Tuple[Dict[Path, str], List[str]]:
+    """Files, folders (searched recursively for images and videos) and glob patterns -> ({path: output name},
+    problems).
+
+    A file's output name is its path from the folder given (or from the glob's folder part), else its file name,
+    extension kept (`coll.png`, `sub/coll.jpg`): it depends only on the file and how it was given, never on which
+    other files exist, so it is the same on every run and in every shard. Two inputs that would share a name are
+    both refused, as are file names that are not UTF-8 (the tables could not hold them). Files inside `out` are
+    never inputs: they are outputs of an earlier run, and outputs must not overwrite inputs. With
+    `frame_folders`, a folder is one input (a video of numbered frames) named after the folder itself."""
+    named: Dict[Path, str] = {}
     problems: List[str] = []
+    inside_out = _inside(out)
     for given in inputs:
         path = Path(given)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
+        if path.is_dir() and frame_folders:
+            found = [(path, path.resolve().name)]
+        elif path.is_dir():
+            found = [(p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*"))
+                     if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
             if not found:
                 problems.append(f"{given}: no images or videos ({', '.join(MEDIA_EXTENSIONS)}) in this folder")
-            paths.extend(found)
         elif path.is_file():
-            paths.append(path)
+            found = [(path, path.name)]
         elif glob.has_magic(given):
-            found = sorted(Path(p) for p in glob.glob(given, recursive=True) if Path(p).is_file())
+            base = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), path.parts))
+            found = [(Path(p), Path(p).relative_to(base).as_posix())
+                     for p in sorted(glob.glob(given, recursive=True)) if Path(p).is_file()]
             if not found:
                 problems.append(f"{given}: no file matches this pattern")
-            paths.extend(found)
         else:
             problems.append(f"{given}: no such file or folder")
-    unique = list(dict.fromkeys(paths))
-    return unique, problems
+            continue
+        outside = [(p, name) for p, name in found if not inside_out(p)]
+        if found and not outside:
+            problems.append(f"{given}: inside --out {out}, whose files are outputs, never inputs")
+        for p, name in outside:
+            named.setdefault(p, name)
+    for path in [path for path in named if printable(path) != str(path)]:
+        problems.append(f"{printable(path)}: its file name is not UTF-8, so the tables cannot hold it; rename it")
+        del named[path]
+    sharing: Dict[str, List[Path]] = {}
+    for path, name in named.items():
+        sharing.setdefault(name, []).append(path)
+    for name, paths in sharing.items():
+        if len(paths) > 1:
+            for path in paths:
+                others = ", ".join(str(other) for other in paths if other != path)
+                problems.append(f"{path}: its outputs would be named {name}, as those of {others}; give them in "
+                                "separate runs with their own --out")
+                del named[path]
+    return named, problems
 
 
-def output_names(paths: Sequence[Path]) -> List[str]:
-    """A distinct output name per input: its stem, with a counter where two inputs share a stem."""
-    seen: Dict[str, int] = {}
-    names = []
-    for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        names.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
-    return names
+def _inside(folder: Optional[Path]) -> Callable[[Path], bool]:
+    """Whether a path is inside `folder` (or is it), symbolic links resolved; never, without a folder."""
+    if folder is None:
+        return lambda path: False
+    resolved = folder.resolve()
+    parents = functools.lru_cache(maxsize=None)(Path.resolve)  # a folder's files share one look-up
+
+    return lambda path: (parents(path.parent) / path.name).is_relative_to(resolved)
+
+
+def output_folder(given: str) -> Path:
+    """The --out folder, made if missing and tried with a file, so that a file, a folder below a file or a
+    read-only place is one line before any model loads, not a traceback after the work."""
+    out = Path(given)
+    if out.is_file():
+        raise ConfigError(f"--out {out}: a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write the outputs there ({error.strerror})") from None
+    return out
 
 
 def shard(paths: Sequence[Path], index: int, count: int) -> List[Path]:
@@ -108,17 +158,26 @@ def save_png(array: np.ndarray, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, progress: Any = None,
-                  names: Optional[Sequence[str]] = None, summary: str = "summary.csv", skip_existing: bool = False,
+def unwritable(error: OSError, path: Path, out_dir: Path) -> str:
+    """The one-line problem of an input whose outputs cannot be written (its name too long, say); a full disk is
+    raised again instead, since it stops the run: every later file would fail too."""
+    if error.errno in DISK_FULL:
+        raise error
+    return f"{path}: cannot write its outputs in {out_dir} ({error.strerror})"
+
+
+def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, progress: Any = None, *,
+                  names: Sequence[str], summary: str = "summary.csv", skip_existing: bool = False,
                   max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
                   measurements: Optional[Measurements] = None) -> List[Dict[str, Any]]:
     """Run the gated model over image files; write `<name>_mask.png` (0/255) and `<name>_overlay.png` per image
-    and the summary (a row per image, appended as each image is done, then sorted). Unreadable files get an
-    error row and do not stop the others. With `skip_existing`, images with an "ok" row in the summary and their
-    outputs on disk are not run again (with `measurements`, their masks are measured again from the files).
-    With `measurements`, every mask's cracks are measured too. Returns the rows, in input order."""
+    (`names` as from `expand_inputs`; one with folders gets them in out_dir) and the summary (a row per image,
+    appended as each image is done, then sorted). Files that cannot be read, or whose outputs cannot be written
+    (a name too long), get an error row and do not stop the others; a full disk stops the run. With
+    `skip_existing`, images with an "ok" row in the summary and their outputs on disk are not run again (with
+    `measurements`, their masks are measured again from the files). With `measurements`, every mask's cracks are
+    measured too. Returns the rows, in input order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(names or output_names(paths))
     summary_path = out_dir / summary
     done: Dict[str, Dict[str, Any]] = {}
     if skip_existing:
@@ -143,12 +202,15 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
         if progress is not None:
             progress.update()
 
+    def fail(index: int, problem: str) -> None:
+        if progress is not None:
+            progress.write(f"skipped: {problem}", file=sys.stderr)
+        record(index, {"file": str(paths[index]), "status": f"error: {problem}"})
+
     def readable() -> Iterator[Tuple[int, torch.Tensor]]:
         for index, image in prefetch(lambda i: load_image(paths[i], max_pixels), todo):
             if isinstance(image, Exception):
-                if progress is not None:
-                    progress.write(f"skipped: {image}", file=sys.stderr)
-                record(index, {"file": str(paths[index]), "status": f"error: {image}"})
+                fail(index, str(image))
                 continue
             images[index] = image
             yield index, image
@@ -156,19 +218,23 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
     for result in predictor.tiled(readable()):
         image = images.pop(result.key)
         binary = result.probs >= predictor.mask_threshold
-        mask_path = out_dir / f"{names[result.key]}_mask.png"
-        overlay_path = out_dir / f"{names[result.key]}_overlay.png"
-        save_png(binary.numpy().astype(np.uint8) * 255, mask_path)
-        save_png(crack_overlay(image, binary), overlay_path)
+        name = names[result.key]
         row = {"file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
                "max_tile_prob": round(float(result.tile_probs.max()), 6),
                "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
                "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
-               "mask": mask_path.name, "overlay": overlay_path.name}
-        if measurements is not None:
-            measured = measurements.add(row["file"], names[result.key], binary.numpy(),
-                                        image.permute(1, 2, 0).numpy(), extra=row)
-            row.update({key: measured[key] for key in MEASURED})
+               "mask": f"{name}_mask.png", "overlay": f"{name}_overlay.png"}
+        try:
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
+            save_png(crack_overlay(image, binary), out_dir / row["overlay"])
+            if measurements is not None:
+                measured = measurements.add(row["file"], name, binary.numpy(), image.permute(1, 2, 0).numpy(),
+                                            extra=row, probs=result.probs.numpy())
+                row.update({key: measured[key] for key in MEASURED})
+        except OSError as error:
+            fail(result.key, unwritable(error, paths[result.key], out_dir))
+            continue
         record(result.key, row)
     ordered = [rows[index] for index in sorted(rows)]
     write_summary(summary_path, ordered)

@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from crackseg.config import ConfigError
-from crackseg.measure import Crack, image_row, measure_mask
+from crackseg.measure import MIN_AREA, Crack, image_row, measure_mask
 from crackseg.tables import write_csv
 
 THUMBNAIL_PX = 360  # longest side of the report's thumbnails
@@ -60,6 +60,7 @@ class Measurements:
         out_dir: where NAME_measure.png, cracks.csv, images.csv and cracks.json go.
         mm_per_px: ground size of a pixel in mm: adds mm columns (mm^2 for areas) [pixels only].
         min_area: components smaller than this many px are ignored.
+        min_length: ... and so are those whose centreline is shorter than this many px.
 
     Example:
         >>> measurements = Measurements(Path("out"), mm_per_px=0.5)
@@ -67,7 +68,8 @@ class Measurements:
         >>> measurements.write()  # [out/cracks.csv, out/images.csv, out/cracks.json]
     """
 
-    def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = 10):
+    def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = MIN_AREA,
+                 min_length: float = 0.0):
         if mm_per_px is not None and mm_per_px <= 0:
             raise ConfigError("--mm-per-px must be positive")
         if min_area < 1:
@@ -75,19 +77,25 @@ class Measurements:
         self.out_dir = Path(out_dir)
         self.mm_per_px = mm_per_px
         self.min_area = min_area
+        self.min_length = min_length
         self.images: List[ImageMeasurement] = []
 
     def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
-            extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Measure one binary mask (H, W); draw its overlay on `image` (H, W, 3) (or on the mask, in grey) as
-        NAME_measure.png; return the image's row of images.csv."""
-        cracks = measure_mask(mask, self.min_area)
-        background = image if image is not None else np.repeat((np.asarray(mask) * 96)[..., None], 3, axis=2)
+            extra: Optional[Dict[str, Any]] = None, probs: Optional[np.ndarray] = None,
+            redraw: bool = True) -> Dict[str, Any]:
+        """Measure one binary mask (H, W) (with `probs`, the crack probabilities it came from, each crack's
+        confidence); draw its overlay on `image` (H, W, 3) (or on the mask, in grey) as NAME_measure.png (NAME may
+        hold folders: `sub/photo.jpg`); return the image's row of images.csv. `redraw=False` keeps the overlay an
+        earlier run drew of the same mask (a resumed video, whose frames are not decoded again)."""
+        cracks = measure_mask(mask, self.min_area, self.min_length, probs)
         overlay = f"{name}_measure.png"
-        widest = max((c.max_width_px for c in cracks), default=1.0)
-        temporary = self.out_dir / (overlay + ".tmp")
-        draw_measurements(background, cracks, max(widest, 1.0)).save(temporary, format="PNG")
-        temporary.replace(self.out_dir / overlay)
+        if redraw or not (self.out_dir / overlay).is_file():
+            background = image if image is not None else np.repeat((np.asarray(mask) * 96)[..., None], 3, axis=2)
+            widest = max((c.max_width_px for c in cracks), default=1.0)
+            temporary = self.out_dir / (overlay + ".tmp")
+            temporary.parent.mkdir(parents=True, exist_ok=True)
+            draw_measurements(background, cracks, max(widest, 1.0)).save(temporary, format="PNG")
+            temporary.replace(self.out_dir / overlay)
         entry = ImageMeasurement(file, name, tuple(np.asarray(mask).shape), cracks, overlay, dict(extra or {}))
         self.images.append(entry)
         return image_row(cracks, entry.shape, self.mm_per_px)
@@ -103,7 +111,8 @@ class Measurements:
         crack_fields = ["file"] + list(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0)).row(self.mm_per_px))
         write_csv(paths[0], crack_fields, crack_rows, ignore_extra=True)
         write_csv(paths[1], list(image_rows[0]) if image_rows else ["file"], image_rows, ignore_extra=True)
-        document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "coordinates": "x, y in px",
+        document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "min_length_px": self.min_length,
+                    "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
                                 "cracks": [{**crack.row(self.mm_per_px), "polylines": crack.centreline,
                                             "widths_px": crack.widths} for crack in entry.cracks]}

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set,
 import av
 import numpy as np
 import torch
+from PIL import Image
 
 from crackseg.data import IMAGE_EXTENSIONS, DatasetError, load_image
 from crackseg.inference import Predictor
@@ -32,7 +33,8 @@ FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "t
 class Frame:
     index: int  # position in the video, 0-based
     time: float  # seconds from the start
-    image: torch.Tensor  # uint8 (3, H, W)
+    image: Optional[torch.Tensor]  # uint8 (3, H, W); None for a frame file that cannot be read
+    error: str = ""  # why not, for such a file
 
 
 FOLDER_FRAME_RATE = 25.0  # frames a second of a folder of numbered frames, for timestamps
@@ -50,21 +52,44 @@ def frame_count(path: Path) -> Tuple[int, float]:
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            return int(stream.frames or 0), float(stream.average_rate or 0)
+            return declared_frames(stream), float(stream.average_rate or 0)
     except (av.FFmpegError, IndexError, OSError) as error:
         raise DatasetError(f"{path}: cannot read video ({error})") from None
+
+
+def declared_frames(stream: Any) -> int:
+    """The frames a video stream declares: its frame count, else its duration times its frame rate (Matroska
+    and WebM store a duration, no count); 0 if it declares neither. Rounded down: a stream is called short only
+    when whole frames are missing."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration:
+        seconds = float(stream.duration * stream.time_base)
+    else:
+        try:  # Matroska's tag of the track, HH:MM:SS.fraction
+            hours, minutes, rest = stream.metadata.get("DURATION", "").split(":")
+            seconds = int(hours) * 3600 + int(minutes) * 60 + float(rest)
+        except ValueError:
+            return 0
+    return int(seconds * float(stream.average_rate or 0) + 1e-6)
 
 
 def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: Set[int] = frozenset()
                 ) -> Iterator[Frame]:
     """Decode a video's frames in order and yield every `every`-th one, or `fps` frames a second of video time,
-    except those in `skip`. Frames not taken are decoded (the codec needs them) but never converted. A folder is
-    read as numbered frames (name order) at FOLDER_FRAME_RATE."""
+    except those in `skip`. Frames not taken are decoded (the codec needs them) but never converted. A stream
+    that ends before the frames it declares (or has none) raises DatasetError after its last frame. A folder is
+    read as numbered frames (name order) at FOLDER_FRAME_RATE; a file of it that cannot be read is a Frame with
+    no image and the error, and the frames after it follow."""
     if Path(path).is_dir():
         timed = ((file, index / FOLDER_FRAME_RATE) for index, file in enumerate(frame_files(path)))
         for index, (file, seconds) in _taken(timed, every, fps):
             if index not in skip:
-                yield Frame(index, round(seconds, 4), load_image(file))
+                try:
+                    image, error = load_image(file), ""
+                except DatasetError as problem:
+                    image, error = None, str(problem)
+                yield Frame(index, round(seconds, 4), image, error)
         return
     try:
         container = av.open(str(path))
@@ -73,18 +98,28 @@ def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: S
         raise DatasetError(f"{path}: cannot read video ({error})") from None
     stream.thread_type = "AUTO"
     rate = float(stream.average_rate or 25)
+    declared, decoded = declared_frames(stream), 0
+
+    def timed() -> Iterator[Tuple[Any, float]]:
+        nonlocal decoded
+        for frame in container.decode(stream):
+            yield frame, float(frame.time) if frame.time is not None else decoded / rate
+            decoded += 1
+
     with container:
         index = 0
         try:
-            frames = container.decode(stream)
-            timed = ((frame, float(frame.time) if frame.time is not None else i / rate)
-                     for i, frame in enumerate(frames))
-            for index, (frame, seconds) in _taken(timed, every, fps):
+            for index, (frame, seconds) in _taken(timed(), every, fps):
                 if index not in skip:
                     image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                     yield Frame(index, round(seconds, 4), image)
         except av.FFmpegError as error:
             raise DatasetError(f"{path}: video broken at frame {index} ({error})") from None
+    if not decoded:
+        raise DatasetError(f"{path}: no frame could be decoded (a truncated or empty video?)")
+    if decoded < declared:
+        raise DatasetError(f"{path}: the stream ended after {decoded} of the {declared} frames it declares (a "
+                           "truncated file?)")
 
 
 def _taken(timed: Iterable[Tuple[Any, float]], every: int, fps: Optional[float]) -> Iterator[Tuple[int, Any]]:
@@ -154,14 +189,24 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
                   min_gap: Optional[float] = None, skip_existing: bool = False,
                   measurements: Optional[Measurements] = None, progress: Any = None) -> Dict[str, Any]:
     """Run the gated model over a video's frames into `out_dir` (its own folder); returns the video's summary.
-    With `skip_existing`, frames already in frames.csv are not run again. A Ctrl-C leaves frames.csv, masks and
-    overlays complete for the frames done, and the summary of those."""
+    With `skip_existing`, frames already in frames.csv (with their mask and overlay, if cracked) are not run
+    again, and with `measurements` (into `out_dir` too: each video has its own tables) their masks are measured
+    again from the files. A frame file that cannot be read costs that frame only, and a stream that breaks or
+    ends early keeps the frames before: both are listed in the summary's "errors". A Ctrl-C leaves frames.csv,
+    masks and overlays complete for the frames done, and the summary of those."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frames_csv = out_dir / "frames.csv"
-    done = read_rows(frames_csv) if skip_existing else []
+    done = [row for row in read_rows(frames_csv) if all((out_dir / row[key]).is_file()
+                                                         for key in ("mask", "overlay") if row[key])
+            ] if skip_existing else []
     rows = {int(row["frame"]): row for row in done}
     if not skip_existing:
         frames_csv.unlink(missing_ok=True)
+    if measurements is not None:
+        for index, row in sorted(rows.items()):
+            if row["mask"]:
+                mask = np.asarray(Image.open(out_dir / row["mask"])) > 0
+                measurements.add(f"{path}#{index}", frame_name(index), mask, extra=row, redraw=False)
     total, rate = frame_count(path)
     if progress is not None and total and not fps:
         progress.total = -(-total // every)
@@ -169,9 +214,20 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
     gap = min_gap if min_gap is not None else 2.0 / (fps or (rate / every if rate else 1.0))
     started = time.perf_counter()
     processed = 0
-    frames = in_background(read_frames(path, every, fps, skip=set(rows)))
+    errors: List[str] = []
+
+    def readable() -> Iterator[Tuple[Frame, torch.Tensor]]:
+        try:
+            for frame in in_background(read_frames(path, every, fps, skip=set(rows))):
+                if frame.image is None:
+                    errors.append(frame.error)
+                else:
+                    yield frame, frame.image
+        except DatasetError as error:  # the frames read before it still finish
+            errors.append(str(error))
+
     try:
-        for result in predictor.tiled((frame, frame.image) for frame in frames):
+        for result in predictor.tiled(readable()):
             frame = result.key
             binary = result.probs >= predictor.mask_threshold
             row: Dict[str, Any] = {
@@ -179,13 +235,14 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
                 "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
                 "tiles_total": len(result.grid), "max_tile_prob": round(float(result.tile_probs.max()), 6)}
             if result.cracked:
-                name = f"frame_{frame.index:07d}"
+                name = frame_name(frame.index)
                 row["mask"], row["overlay"] = f"{name}_mask.png", f"{name}_overlay.png"
                 save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
                 save_png(crack_overlay(frame.image, binary), out_dir / row["overlay"])
                 if measurements is not None:
                     measured = measurements.add(f"{path}#{frame.index}", name, binary.numpy(),
-                                                frame.image.permute(1, 2, 0).numpy(), extra=row)
+                                                frame.image.permute(1, 2, 0).numpy(), extra=row,
+                                                probs=result.probs.numpy())
                     row.update({key: measured[key] for key in MEASURED})
             append_rows(frames_csv, FRAME_FIELDS, [row])
             rows[frame.index] = row
@@ -196,13 +253,20 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
     finally:
         seconds = time.perf_counter() - started
         summary = write_video_summary(path, out_dir, list(rows.values()), gap, processed, seconds, total, every,
-                                      fps)
+                                      fps, errors)
     return summary
 
 
+def frame_name(index: int) -> str:
+    """The outputs' name of a video's frame: frame_0000012 for frame 12."""
+    return f"frame_{index:07d}"
+
+
 def write_video_summary(path: Path, out_dir: Path, rows: List[Dict[str, Any]], gap: float, processed: int,
-                  seconds: float, total: int, every: int, fps: Optional[float]) -> Dict[str, Any]:
-    """segments.csv and video.json of the frames done so far; returns the summary."""
+                  seconds: float, total: int, every: int, fps: Optional[float], errors: Sequence[str] = ()
+                  ) -> Dict[str, Any]:
+    """segments.csv and video.json of the frames done so far (and the errors: frames lost, a stream cut
+    short); returns the summary."""
     found = segments(rows, gap)
     write_csv(out_dir / "segments.csv", ("start_s", "end_s", "frames"), found)
     tiles = sum(int(row["tiles_total"]) for row in rows)
@@ -211,6 +275,7 @@ def write_video_summary(path: Path, out_dir: Path, rows: List[Dict[str, Any]], g
         "frames_processed": len(rows), "cracked_frames": sum(int(row["cracked"]) for row in rows),
         "decoded_share": round(sum(int(row["tiles_decoded"]) for row in rows) / tiles, 6) if tiles else 0.0,
         "segments": found, "min_gap_s": round(gap, 4),
-        "frames_per_second": round(processed / seconds, 3) if seconds and processed else None}
+        "frames_per_second": round(processed / seconds, 3) if seconds and processed else None,
+        "errors": list(errors)}
     (out_dir / "video.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
