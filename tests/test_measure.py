@@ -4,13 +4,15 @@ import json
 import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import draw
 
 from crackseg.commands import main
-from crackseg.measure import measure_mask
+from crackseg.measure import _merge_through, measure_mask
 
 from test_commands import write_checkpoints
 
@@ -62,6 +64,46 @@ def test_a_y_junction_measures_the_sum_of_its_branches():
     assert len(cracks) == 1
     assert cracks[0].length_px == pytest.approx(sum(branches), rel=0.05)
     assert len(cracks[0].centreline) == 3  # three polylines meeting at the junction
+
+
+def test_local_widths_of_branches_shorter_than_the_window_are_their_own():
+    speck = np.zeros((9, 9), bool)
+    speck[3:6, 2:7] = True  # 5 x 3 px: its centreline is 3 px, less than the 7 px window
+    crack = measure_mask(speck, min_area=1)[0]
+    assert crack.max_width_px == pytest.approx(2.771, abs=0.01)  # was 3.831: np.convolve(mode="same") gave 7 values
+    assert [len(widths) for widths in crack.widths] == [len(line) for line in crack.centreline]
+
+
+@pytest.mark.parametrize("angle", [0, 22.5, 45, 67.5, 90, 135])
+def test_a_one_pixel_hairline_is_one_pixel_wide_at_any_angle(angle):
+    t = np.radians(angle)
+    mask = np.zeros((140, 140), bool)
+    dy, dx = 60 * np.sin(t), 60 * np.cos(t)
+    mask[draw.line(*np.round([70 - dy, 70 + dx, 70 + dy, 70 - dx]).astype(int))] = True
+    crack = measure_mask(mask)[0]
+    assert crack.median_width_px == pytest.approx(1.0, abs=0.01)  # at 45 degrees: 0.707
+    assert crack.mean_width_px == pytest.approx(1.0, abs=0.01)  # 0.708
+    assert crack.max_width_px == pytest.approx(1.0, abs=0.05)
+
+
+def chain(count):
+    """`count` branches of 3 px, end to end along a row: every joint is where only two branches meet."""
+    return [[(0, 2 * i), (0, 2 * i + 1), (0, 2 * i + 2)] for i in range(count)]
+
+
+def test_branches_meeting_only_each_other_merge_in_linear_time():
+    started = time.perf_counter()
+    merged = _merge_through(chain(20_000)[::-1])
+    assert time.perf_counter() - started < 2  # one pair at a time, looking again after each: minutes
+    assert len(merged) == 1 and sorted(merged[0]) == [(0, x) for x in range(40_001)]
+    # a loop closed by the joins: its ends no longer count at the point it closed, where two others then join
+    loop = [[(5, 5), (4, 6), (3, 5)], [(3, 5), (4, 4), (5, 5)]]
+    arms = [[(5, 5), (6, 5), (7, 5)], [(5, 5), (5, 6), (5, 7), (5, 8)]]
+    merged = _merge_through(loop + arms)
+    assert sorted(len(path) for path in merged) == [5, 6]
+    assert [(5, 8), (7, 5)] in [sorted([path[0], path[-1]]) for path in merged]
+    merged = _merge_through(chain(3) + [[(0, 2), (1, 2)]])  # where three meet, nothing joins
+    assert sorted(merged) == [[(0, 0), (0, 1), (0, 2)], [(0, 2), (0, 3), (0, 4), (0, 5), (0, 6)], [(0, 2), (1, 2)]]
 
 
 def test_separate_cracks_are_separate_rows_specks_are_dropped_and_empty_masks_give_nothing():

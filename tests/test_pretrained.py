@@ -89,6 +89,26 @@ def test_explicit_checkpoints_win_over_the_shipped_model(tiny_shipped, tmp_path)
         load_model(parse(flags[0], flags[1]))
 
 
+def test_a_gate_threshold_of_0_is_kept_with_checkpoints_and_export_records_it(tmp_path, monkeypatch):
+    from crackseg import export
+
+    flags = tiny_checkpoints(tmp_path)
+    parse = lambda *extra: build_parser().parse_args(["predict", "x", "--out", "o", *extra])  # noqa: E731
+    assert load_model(parse(*flags, "--gate-threshold", "0")).threshold == 0.0  # was 0.5: `0 or 0.5`
+    assert load_model(parse(*flags)).threshold == 0.5
+    exported = []
+    monkeypatch.setattr(export, "export_onnx", lambda model, out: exported.append(model.threshold) or {
+        "crop": model.crop_size, "gate_threshold": model.threshold, "mask_threshold": model.mask_threshold})
+    assert main(["export", *flags, "--gate-threshold", "0", "--out", str(tmp_path / "onnx")]) == 0
+    assert exported == [0.0]
+
+
+def test_a_predictor_binarises_at_the_models_stored_mask_threshold(tiny_shipped):
+    model = UNetClassifier.pretrained()  # the stand-in stores mask threshold 0.3
+    assert Predictor(model, fast=False).mask_threshold == 0.3  # was 0.5
+    assert Predictor(model, fast=False, mask_threshold=0.6).mask_threshold == 0.6
+
+
 def test_a_damaged_weights_file_is_a_one_line_error_naming_it(tiny_shipped, tmp_path, capsys):
     data = bytearray(tiny_shipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
