@@ -1,5 +1,5 @@
 """The `crackseg` command (also `python -m crackseg`): train, evaluate, predict, measure, merge-summaries, bench,
-pack, export, check-data, synthesize, curves."""
+negatives, pack, export, check-data, synthesize, curves."""
 import argparse
 import json
 import sys
@@ -21,6 +21,7 @@ from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSI
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import DEFAULT_MIN_LENGTH, ENGINES, Predictor
 from crackseg.measure import MIN_AREA
+from crackseg.negatives import scan_all
 from crackseg.models import UNetClassifier
 from crackseg.hardnegatives import make_pair as hard_negative
 from crackseg.report import Measurements, write_report
@@ -198,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--out", required=True, help="output folder")
     _measure_arguments(measure)
     measure.set_defaults(handler=run_measure)
+
+    negatives = commands.add_parser(
+        "negatives", help="how often crack-free material is called cracked; mine it for the next training run",
+        description="Run the model over crack-free material: folders of crack-free photos (every photo counts; "
+                    "--split picks every 5th for valid, the rest for train, or all) and data roots (only the "
+                    "tiles whose pixels hold no labelled crack within 8 px count; a SPLIT/other/ folder of label "
+                    "maps gets the share called crack per grey level). Prints per source, as JSON, the share of "
+                    "photos or crack-free tiles called cracked (as predict calls them: gated and holding a crack "
+                    "of --min-length) and of their pixels called crack. With --mine OUT, writes each crack-free "
+                    "photo and a 2-tile window around each crack-free tile wrongly called cracked to "
+                    "OUT/{train,valid}/{images,masks} (real labels, every 5th to valid): one more --data-root "
+                    "for the next training run (docs/MODEL.md, hard-negative mining).")
+    negatives.add_argument("sources", nargs="+", metavar="SOURCE", help="folders of crack-free photos or data roots")
+    negatives.add_argument("--split", default="valid", help="split of each source: train, valid (or all, for "
+                                                            "folders of photos) [valid]")
+    negatives.add_argument("--mine", default=None, metavar="OUT", help="write what was called cracked here")
+    negatives.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE")
+    _model_arguments(negatives)
+    _min_length_argument(negatives)
+    negatives.set_defaults(handler=run_negatives)
 
     merge = commands.add_parser(
         "merge-summaries", help="join the summaries of sharded predict runs",
@@ -521,6 +542,9 @@ def run_measure(args: argparse.Namespace) -> int:
     names, problems = expand_inputs(args.masks, out)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
+    if not names:
+        print("error: no masks to measure", file=sys.stderr)
+        return 1
     measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0))
     failed = 0
     try:
@@ -541,7 +565,21 @@ def run_measure(args: argparse.Namespace) -> int:
     written = ", ".join(path.name for path in measurements.write())
     cracks = sum(len(entry.cracks) for entry in measurements.images)
     print(f"{len(measurements.images)} masks, {cracks} cracks: {written} and overlays in {out}")
-    return 1 if failed or problems or not names else 0
+    return 1 if failed or problems else 0
+
+
+def run_negatives(args: argparse.Namespace) -> int:
+    if args.mine and Path(args.mine).exists() and any(Path(args.mine).iterdir()):
+        raise DatasetError(f"{args.mine}: not empty; --mine writes only into an empty or missing folder")
+    predictor = _predictor(args)
+    with tqdm(desc="crack-free material", unit="photo", file=sys.stdout) as progress:
+        results = scan_all(predictor, [Path(source) for source in args.sources], args.split,
+                           Path(args.mine) if args.mine else None, progress)
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:

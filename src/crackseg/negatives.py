@@ -1,0 +1,169 @@
+"""Crack-free material through the gated model: how often it is called cracked, and hard-negative mining.
+
+A source is either a folder of crack-free photos (every photo counts) or a split of a data root (only its
+crack-free tiles count: the pixels a tile owns hold no labelled crack, nor within `MARGIN` px of them, so a
+crack's blurred edge is not counted against the model). For each source: the share of photos (or crack-free
+tiles) called cracked, by the same rule as `predict` (`TiledResult.cracked`: the head gates and the mask holds a
+crack at least `min_length` long), and the share of their pixels called crack. A data root split with an `other/`
+folder of label maps (e.g. paveseg's joints, sealed cracks, patches as grey levels) also gets, per grey level,
+the share of its pixels called crack.
+
+Mining (`out`): what was wrongly called cracked becomes training data for the next run: each crack-free photo
+called cracked, and a window of twice the tile around each crack-free tile called cracked (with its real labels:
+a crack elsewhere in the window stays labelled), written as OUT/{train,valid}/{images,masks}/ (every 5th to
+valid), so OUT trains as one more --data-root.
+"""
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from crackseg.data import DatasetError, list_images, load_image, load_mask, pair_files, split_negatives
+from crackseg.inference import Predictor, TiledResult, prefetch
+from crackseg.measure import has_crack
+
+MARGIN = 8  # px around labelled cracks that are not counted as crack-free
+MINED_EVERY = 5  # of the mined windows, every 5th goes to valid
+
+
+def is_data_root(path: Path, split: str) -> bool:
+    return (Path(path) / split / "images").is_dir() and (Path(path) / split / "masks").is_dir()
+
+
+def _items(source: Path, split: str) -> List[Tuple[Path, Optional[Path], Optional[Path]]]:
+    """(image, mask or None, label map or None) per photo of the source."""
+    if is_data_root(source, split):
+        other = source / split / "other"
+        maps = list_images(other) if other.is_dir() else {}
+        return [(image, mask, maps.get(image.stem)) for image, mask in pair_files(source / split / "images",
+                                                                                  source / split / "masks")]
+    if not source.is_dir():
+        raise DatasetError(f"{source}: no such folder")
+    photos = list(list_images(source).values()) if split == "all" else split_negatives(source).get(split)
+    if photos is None:
+        raise DatasetError(f"{source}: a folder of crack-free photos has the splits train, valid and all, not {split}")
+    return [(photo, None, None) for photo in photos]
+
+
+class _Tally:
+    """Counts of one source."""
+
+    def __init__(self, source: Path, kind: str):
+        self.source, self.kind = source, kind
+        self.units = self.called = self.pixels = self.crack_pixels = 0
+        self.classes: Dict[int, List[int]] = {}  # grey level -> [pixels, pixels called crack]
+
+    def summary(self) -> Dict[str, Any]:
+        unit = "photos" if self.kind == "photos" else "crack-free tiles"
+        result = {"source": str(self.source), "unit": unit, "count": self.units, "called_cracked": self.called,
+                  "share_called_cracked": round(self.called / max(self.units, 1), 4), "pixels": self.pixels,
+                  "share_of_pixels_called_crack": round(self.crack_pixels / max(self.pixels, 1), 5)}
+        if self.classes:
+            result["classes"] = {str(level): {"pixels": total, "share_called_crack": round(hit / max(total, 1), 5)}
+                                 for level, (total, hit) in sorted(self.classes.items())}
+        return result
+
+
+def _crack_free_tiles(result: TiledResult, truth: np.ndarray) -> Iterator[Tuple[int, Tuple[slice, slice]]]:
+    """(tile index, owned region) of the tiles whose owned pixels hold no labelled crack within MARGIN px."""
+    near = ndimage.binary_dilation(truth, iterations=MARGIN) if truth.any() else truth
+    for index, ((y0, y1), (x0, x1)) in enumerate(result.grid.owned()):
+        region = (slice(y0, y1), slice(x0, x1))
+        if not near[region].any():
+            yield index, region
+
+
+def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional[Path] = None,
+         progress: Any = None) -> Dict[str, Any]:
+    """Run the model over one source; the shares called crack (see the module's docstring); with `out`, write
+    what was wrongly called cracked there as training data."""
+    source = Path(source)
+    items = _items(source, split)
+    tally = _Tally(source, "tiles" if items and items[0][1] is not None else "photos")
+    mined = 0
+
+    def decoded(index: int) -> Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]:
+        image, mask, label_map = items[index]
+        truth = None if mask is None else load_mask(mask)[0].numpy() > 0
+        labels = None if label_map is None else np.asarray(Image.open(label_map).convert("L"))
+        return load_image(image), truth, labels
+
+    loaded: Dict[int, Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]] = {}
+
+    def images() -> Iterator[Tuple[int, torch.Tensor]]:
+        for index, value in prefetch(decoded, range(len(items))):
+            if isinstance(value, Exception):
+                raise DatasetError(f"{items[index][0]}: {value}")
+            loaded[index] = value
+            yield index, value[0]
+
+    for result in predictor.tiled(images()):
+        image, truth, labels = loaded.pop(result.key)
+        binary = (result.probs >= predictor.mask_threshold).numpy()
+        name = f"{source.name}_{items[result.key][0].stem}"  # sources share one output root
+        if truth is None:
+            tally.units += 1
+            tally.called += int(result.cracked)
+            tally.pixels += binary.size
+            tally.crack_pixels += int(binary.sum())
+            if out is not None and result.cracked:
+                _write(out, mined, name, image, np.zeros(binary.shape, bool))
+                mined += 1
+        else:
+            free = np.zeros(binary.shape, bool)
+            for index, region in _crack_free_tiles(result, truth):
+                free[region] = True
+                called = bool(result.decoded[index]) and has_crack(binary[region], result.min_area,
+                                                                     result.min_length)
+                tally.units += 1
+                tally.called += int(called)
+                if out is not None and called:
+                    _write_window(out, mined, f"{name}_t{index}", image, truth, result.grid.box(index),
+                                  result.grid.tile)
+                    mined += 1
+            tally.pixels += int(free.sum())
+            tally.crack_pixels += int((binary & free).sum())
+            if labels is not None:
+                for level in np.unique(labels[labels > 0]):
+                    where = (labels == level) & ~truth
+                    counts = tally.classes.setdefault(int(level), [0, 0])
+                    counts[0] += int(where.sum())
+                    counts[1] += int((binary & where).sum())
+        if progress is not None:
+            progress.update()
+    summary = tally.summary()
+    if out is not None:
+        summary["mined"] = mined
+    return summary
+
+
+def _write(out: Path, count: int, name: str, image: torch.Tensor, mask: np.ndarray) -> None:
+    split = "valid" if count % MINED_EVERY == MINED_EVERY - 1 else "train"
+    for folder in ("images", "masks"):
+        (Path(out) / split / folder).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(Path(out) / split / "images" / f"{name}.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(Path(out) / split / "masks" / f"{name}.png")
+
+
+def _write_window(out: Path, count: int, name: str, image: torch.Tensor, truth: np.ndarray,
+                  corner: Tuple[int, int], tile: int) -> None:
+    """A window of 2 x tile px centred on the tile (shifted to fit the image), with its real labels."""
+    height, width = truth.shape
+    side_y, side_x = min(2 * tile, height), min(2 * tile, width)
+    top = int(np.clip(corner[0] - tile // 2, 0, height - side_y))
+    left = int(np.clip(corner[1] - tile // 2, 0, width - side_x))
+    window = (slice(top, top + side_y), slice(left, left + side_x))
+    _write(out, count, name, image[:, window[0], window[1]], truth[window])
+
+
+def scan_all(predictor: Predictor, sources: Sequence[Path], split: str = "valid", out: Optional[Path] = None,
+             progress: Any = None) -> List[Dict[str, Any]]:
+    """`scan` per source, all mining into one `out` (names start with the source folder's name); two sources
+    with the same folder name would mix their windows and are refused."""
+    names = [Path(source).name for source in sources]
+    if out is not None and len(set(names)) < len(names):
+        raise DatasetError(f"sources with the same folder name mine into one {out}: {', '.join(map(str, sources))}")
+    return [scan(predictor, Path(source), split, out, progress) for source in sources]

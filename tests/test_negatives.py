@@ -1,0 +1,92 @@
+"""`crackseg negatives`: false-positive shares of crack-free material, and hard-negative mining."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackseg.data import pair_files
+from crackseg.inference import Predictor
+from crackseg.models import UNetClassifier
+from crackseg.negatives import scan, scan_all
+
+
+class DarkIsCrack(UNetClassifier):
+    """A stand-in model for the test: a pixel darker than 80/255 is crack, a tile with one is gated cracked."""
+
+    def forward(self, images):
+        masks = (images < 80 / 255).all(1, keepdim=True).float()
+        return masks, masks.flatten(1).amax(1, keepdim=True)
+
+
+@pytest.fixture
+def predictor():
+    return Predictor(DarkIsCrack(width=4, crop_size=32), fast=False, batch_size=8, mask_threshold=0.5, min_length=10)
+
+
+def photo(path, lines=(), size=(64, 96)):
+    """A light grey photo with dark bars ((y, x0, x1) rows, 2 px thick)."""
+    array = np.full((*size, 3), 180, np.uint8)
+    for y, x0, x1 in lines:
+        array[y:y + 2, x0:x1] = 20
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return array
+
+
+def test_photos_called_cracked_and_their_pixels(tmp_path, predictor):
+    folder = tmp_path / "no_crack"
+    photo(folder / "a.png")
+    photo(folder / "b.png", [(10, 5, 40)])  # a 35 px dark line: called cracked
+    photo(folder / "c.png", [(10, 5, 12)])  # 7 px: shorter than min_length, not cracked
+    result = scan(predictor, folder, split="all")
+    assert (result["unit"], result["count"], result["called_cracked"]) == ("photos", 3, 1)
+    assert result["share_of_pixels_called_crack"] == pytest.approx((70 + 14) / (3 * 64 * 96), abs=1e-5)
+
+
+def test_only_crack_free_tiles_of_a_data_root_count_and_label_maps_are_scored(tmp_path, predictor):
+    root = tmp_path / "root"
+    # a labelled crack on the left, an unlabelled "joint" on the right (called crack: a false positive)
+    photo(root / "valid" / "images" / "p.png", [(20, 2, 30), (40, 60, 94)])
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:22, 2:30] = 255
+    (root / "valid" / "masks").mkdir()
+    Image.fromarray(mask).save(root / "valid" / "masks" / "p.png")
+    other = np.zeros((64, 96), np.uint8)
+    other[38:44, 55:96] = 210  # the joint's class in the label map
+    (root / "valid" / "other").mkdir()
+    Image.fromarray(other).save(root / "valid" / "other" / "p.png")
+    result = scan(predictor, root, split="valid")
+    assert result["unit"] == "crack-free tiles"
+    assert 0 < result["count"] < 12  # tiles near the labelled crack are left out
+    assert result["called_cracked"] >= 1
+    assert result["classes"]["210"]["pixels"] == 6 * 41
+    assert result["classes"]["210"]["share_called_crack"] == pytest.approx(2 * 34 / (6 * 41), abs=1e-4)
+
+
+def test_mining_writes_the_false_positives_as_a_data_root(tmp_path, predictor):
+    folder = tmp_path / "walls"
+    for index in range(10):
+        photo(folder / f"w{index}.png", [(10, 5, 40)] if index % 2 else [])
+    out = tmp_path / "mined"
+    (result,) = scan_all(predictor, [folder], split="all", out=out)
+    assert result["mined"] == 5
+    pairs = pair_files(out / "train" / "images", out / "train" / "masks")
+    assert [image.name for image, _ in pairs] == ["walls_w1.png", "walls_w3.png", "walls_w5.png", "walls_w7.png"]
+    (held_out,) = pair_files(out / "valid" / "images", out / "valid" / "masks")  # every 5th mined
+    assert held_out[0].name == "walls_w9.png"
+    assert not np.asarray(Image.open(pairs[0][1])).any()  # crack-free photos: empty masks
+    assert np.asarray(Image.open(pairs[0][0])).shape == (64, 96, 3)
+
+
+def test_negatives_command_prints_json(tmp_path, capsys, monkeypatch):
+    from crackseg import commands
+
+    folder = tmp_path / "no_crack"
+    photo(folder / "a.png", [(10, 5, 40)])
+    monkeypatch.setattr(commands, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
+    assert commands.main(["negatives", str(folder), "--split", "all", "--json", str(tmp_path / "fp.json"),
+                          "--precision", "fp32"]) == 0
+    (written,) = json.loads((tmp_path / "fp.json").read_text())
+    assert written["called_cracked"] == 1 and written["count"] == 1
+    assert '"called_cracked": 1' in capsys.readouterr().out
