@@ -116,6 +116,40 @@ def test_ctrl_c_keeps_the_frames_done_and_skip_existing_resumes(tmp_path, predic
     assert summary["cracked_frames"] == len(CRACKED)
 
 
+def test_fps_sampling_starts_at_the_first_timestamp():
+    timed = ((index, 0.95 + index / 10) for index in range(30))  # a stream whose first frame is at 0.95 s
+    taken = [seconds for _, (_, seconds) in video._taken(timed, 1, 1.0)]
+    assert taken == pytest.approx([0.95, 1.95, 2.95])  # was 0.95, 1.05, 2.05: a grid from t=0
+
+
+def test_a_stream_broken_mid_way_names_the_frame_that_broke(tmp_path, monkeypatch):
+    class Frame:
+        def __init__(self, index):
+            self.time = index / 10
+
+        def to_ndarray(self, format):
+            return np.zeros((4, 4, 3), np.uint8)
+
+    class Container:
+        streams = type("Streams", (), {"video": [type("Stream", (), {"average_rate": 10, "frames": 30})()]})
+
+        def decode(self, stream):
+            yield from map(Frame, range(7))
+            raise av.FFmpegError(1094995529, "Invalid data found when processing input")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *error):
+            return False
+
+    monkeypatch.setattr(video.av, "open", lambda path: Container())
+    frames = video.read_frames(tmp_path / "clip.mp4", every=5)
+    assert [next(frames).index, next(frames).index] == [0, 5]
+    with pytest.raises(video.DatasetError, match="broken at frame 7, after 7 good ones"):  # was "frame 5"
+        next(frames)
+
+
 def test_predict_command_takes_videos_and_names_a_broken_one(tmp_path, capsys):
     from test_commands import write_checkpoints
 
@@ -127,7 +161,7 @@ def test_predict_command_takes_videos_and_names_a_broken_one(tmp_path, capsys):
     assert code == 1
     captured = capsys.readouterr()
     assert "broken.mp4: cannot read video" in captured.err and "Traceback" not in captured.err
-    rows = read_frames_csv(tmp_path / "out" / "clip")
+    rows = read_frames_csv(tmp_path / "out" / "clip.mkv")
     assert len(rows) == 15 and all(row["tiles_decoded"] == "0" for row in rows)
 
 

@@ -107,14 +107,14 @@ def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: S
             decoded += 1
 
     with container:
-        index = 0
         try:
             for index, (frame, seconds) in _taken(timed(), every, fps):
                 if index not in skip:
                     image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                     yield Frame(index, round(seconds, 4), image)
-        except av.FFmpegError as error:
-            raise DatasetError(f"{path}: video broken at frame {index} ({error})") from None
+        except av.FFmpegError as error:  # `decoded` counts the good frames: the broken one is the next
+            raise DatasetError(f"{path}: video broken at frame {decoded}, after {decoded} good ones ({error})"
+                               ) from None
     if not decoded:
         raise DatasetError(f"{path}: no frame could be decoded (a truncated or empty video?)")
     if decoded < declared:
@@ -123,10 +123,12 @@ def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: S
 
 
 def _taken(timed: Iterable[Tuple[Any, float]], every: int, fps: Optional[float]) -> Iterator[Tuple[int, Any]]:
-    """(index, item) of the items (with their times in s) to run: every `every`-th, or `fps` a second."""
-    next_time = 0.0
+    """(index, item) of the items (with their times in s) to run: every `every`-th, or `fps` a second from the
+    first item's time (a stream's first timestamp need not be 0)."""
+    next_time: Optional[float] = None
     for index, (item, seconds) in enumerate(timed):
         if fps:
+            next_time = seconds if next_time is None else next_time
             take = seconds + 1e-6 >= next_time
             while next_time <= seconds + 1e-6:
                 next_time += 1.0 / fps
