@@ -106,14 +106,14 @@ def test_predict_survives_a_corrupt_file_and_writes_full_size_masks(gate_open, t
     assert set(rows) == set(sizes) | {"broken.jpg"}
     assert rows["broken.jpg"]["status"].startswith("error") and "broken.jpg" in rows["broken.jpg"]["status"]
     for name, (height, width) in sizes.items():
-        row, stem = rows[name], name.split(".")[0]
-        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        row = rows[name]
+        mask = np.asarray(Image.open(out / f"{name}_mask.png"))
         # every tile decoded; the image is cracked only if its mask holds a crack (the evidence rule)
         assert row["status"] == "ok" and row["tiles_decoded"] == row["tiles_total"]
         assert row["cracked"] == str(int(has_crack(mask > 0, MIN_AREA, DEFAULT_MIN_LENGTH)))
         assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
         assert float(row["crack_share"]) == pytest.approx((mask > 0).mean(), abs=1e-6)
-        assert Image.open(out / f"{stem}_overlay.png").size == (width, height)
+        assert Image.open(out / f"{name}_overlay.png").size == (width, height)
     # 45 x 100 px in 32 px tiles, 8 px overlap: rows start at 0 and 13, columns at 0, 24, 48 and 68
     assert [rows[name]["tiles_total"] for name in ("wide.jpg", "small.png", "exact.bmp")] == ["8", "1", "1"]
 
@@ -127,7 +127,7 @@ def test_predict_with_a_shut_gate_writes_empty_masks(gate_shut, tmp_path):
     assert len(rows) == 3
     assert all(row["cracked"] == "0" and row["tiles_decoded"] == "0" and float(row["crack_share"]) == 0
                for row in rows)
-    assert not np.asarray(Image.open(out / "wide_mask.png")).any()
+    assert not np.asarray(Image.open(out / "wide.jpg_mask.png")).any()
 
 
 def test_predict_reports_missing_inputs(gate_open, tmp_path, capsys):

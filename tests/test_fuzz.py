@@ -1,8 +1,12 @@
 """A folder of odd and broken files, as cameras and colleagues produce them, through predict and check-data."""
 import csv
+import errno
 import io
+import os
 import struct
 import zlib
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,7 @@ from PIL import Image
 
 from crackseg.commands import main
 from crackseg.data import load_image
+from crackseg.tables import append_rows, read_rows
 
 from test_commands import write_checkpoints
 from test_inputs import save_with_orientation, upright_photo
@@ -30,8 +35,13 @@ def encoded(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
+LONG = "x" * 245 + ".png"  # a name the file system takes, but not with "_overlay.png" added
+LATIN1 = os.fsdecode(b"caf\xe9.png")  # a name that is not UTF-8
+
+
 def make_fuzz_folder(folder):
-    """Writes >= 30 files, no two with one stem; returns (good names, bad names)."""
+    """Writes >= 30 files, three of them with one stem and sizes of their own; returns (good names, bad names,
+    odd names: images whose names predict cannot use, LONG and LATIN1)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8))
@@ -53,6 +63,8 @@ def make_fuzz_folder(folder):
         "gif_named.png": encoded(photo.convert("P"), "GIF"),
         "trailing_garbage.png": png + b"garbage after IEND",
         "thin.png": encoded(Image.new("RGB", (700, 16), (200, 200, 200)), "PNG"),
+        "coll.jpg": encoded(photo.resize((61, 47)), "JPEG"), "coll.png": encoded(photo.resize((52, 66)), "PNG"),
+        "coll_2.png": encoded(photo.resize((75, 38)), "PNG"),
     }
     bad = {
         "truncated.jpg": jpeg[:len(jpeg) // 2], "truncated_png.png": png[:len(png) // 2],
@@ -60,39 +72,46 @@ def make_fuzz_folder(folder):
         "random.png": rng.integers(0, 255, 500, dtype=np.uint8).tobytes(),
         "html.tif": b"<html><body>404</body></html>", "huge_header.png": png_header_only(100_000, 100_000),
     }
-    for name, data in {**good, **bad}.items():
+    odd = {LONG: png, LATIN1: encoded(photo.convert("L"), "PNG")}  # grey: check-data prints a note naming it
+    for name, data in {**good, **bad, **odd}.items():
         (folder / name).write_bytes(data)
     for orientation in range(1, 9):
         name = f"exif_{orientation}.jpg"
         save_with_orientation(upright_photo(), folder / name, orientation)
         good[name] = b""
     assert len(good) + len(bad) >= 30
-    return sorted(good), sorted(bad)
+    return sorted(good), sorted(bad), sorted(odd)
 
 
 def test_predict_names_every_broken_file_and_processes_every_good_one(tmp_path, capsys):
-    good, bad = make_fuzz_folder(tmp_path / "in")
+    good, bad, odd = make_fuzz_folder(tmp_path / "in")
     flags = write_checkpoints(tmp_path, gate_bias=20.0)
-    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), *flags]) == 1
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--measure", *flags]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     with open(tmp_path / "out" / "summary.csv", newline="") as handle:
         rows = {row["file"].rsplit("/", 1)[1]: row for row in csv.DictReader(handle)}
-    assert sorted(rows) == sorted(good + bad)
-    assert sorted(name for name, row in rows.items() if row["status"] != "ok") == bad
+    assert sorted(rows) == sorted(good + bad + [LONG])  # each file once; the name that is not UTF-8 has no row
+    assert sorted(name for name, row in rows.items() if row["status"] != "ok") == sorted(bad + [LONG])
     for name in bad:
         assert name in rows[name]["status"] and name in err
-    for name in good:
+    assert "File name too long" in rows[LONG]["status"] and f"{LONG}: cannot write its outputs" in err
+    assert "caf\\xe9.png: its file name is not UTF-8" in err
+    for name in good:  # each with its own outputs, named after the whole file name
         row = rows[name]
-        mask = Image.open(tmp_path / "out" / row["mask"])
-        assert (mask.width, mask.height) == (int(row["width"]), int(row["height"]))
+        assert row["mask"] == f"{name}_mask.png" and row["overlay"] == f"{name}_overlay.png"
+        size = tuple(load_image(tmp_path / "in" / name).shape[:0:-1])
+        assert size == (int(row["width"]), int(row["height"]))
+        for output in (row["mask"], row["overlay"], f"{name}_measure.png"):
+            assert Image.open(tmp_path / "out" / output).size == size, output
     exif = Image.open(tmp_path / "out" / rows["exif_6.jpg"]["mask"])
     assert exif.size == upright_photo().size  # written upright
 
 
 def test_check_data_names_every_broken_file_and_keeps_every_good_pair(tmp_path, capsys):
     root = tmp_path / "root"
-    good, bad = make_fuzz_folder(root / "train" / "images")
+    good, bad, odd = make_fuzz_folder(root / "train" / "images")
+    good += odd  # odd names are fine to train on
     (root / "train" / "masks").mkdir()
     sizes = {}
     for name in good + bad:
@@ -103,12 +122,14 @@ def test_check_data_names_every_broken_file_and_keeps_every_good_pair(tmp_path, 
         Image.new("L", sizes[name][::-1]).save(root / "train" / "masks" / (name.rsplit(".", 1)[0] + ".png"))
     too_small = sorted(name for name in good if min(sizes[name]) < 32)
     assert too_small == ["one_pixel.jpg", "one_pixel_png.png", "thin.png"]
+    paired_by_stem = ["coll.jpg", "coll.png"]  # one mask name for two images: which pair is meant?
     assert main(["check-data", str(root), "--crop", "32", "--splits", "train"]) == 1
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    for name in bad + too_small:
+    for name in bad + too_small + paired_by_stem:
         assert any(name in line for line in captured.err.splitlines() if line.startswith("error:")), name
-    assert f"train: {len(good) - len(too_small)} good pairs" in captured.out
+    assert f"train: {len(good) - len(too_small) - len(paired_by_stem)} good pairs" in captured.out
+    assert "caf\\xe9.png: grey image" in captured.out
 
 
 @pytest.mark.parametrize("count", [1, 3, 4])
@@ -145,7 +166,7 @@ def test_merge_refuses_a_missing_shard_and_bad_shard_flags(tmp_path, capsys):
         assert "--shard" in capsys.readouterr().err
 
 
-def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeypatch):
+def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeypatch, capsys):
     from crackseg import prediction
 
     folder = tmp_path / "in"
@@ -164,8 +185,8 @@ def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeyp
         return real(image, binary)
 
     monkeypatch.setattr(prediction, "crack_overlay", dies_on_the_fourth)
-    with pytest.raises(KeyboardInterrupt):
-        main(["predict", str(folder), "--out", str(out), *flags])
+    assert main(["predict", str(folder), "--out", str(out), *flags]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "interrupted after 3 of 5 inputs; --skip-existing resumes"
     assert len(prediction.read_summary(out / "summary.csv")) == 3  # the finished images are recorded
     assert not list(out.glob("*.tmp"))
     calls.clear()
@@ -189,7 +210,166 @@ def test_predict_reads_images_above_the_pixel_limit_only_when_asked(tmp_path, ca
     flags = write_checkpoints(tmp_path, gate_bias=20.0)
     assert main(["predict", str(tmp_path / "big.png"), "--out", str(tmp_path / "a"), "--max-pixels", "50000",
                  *flags]) == 1
-    assert "big.png: 300x200 px (0 MP) is above the limit" in capsys.readouterr().err
+    assert "big.png: 300x200 px (0.06 MP) is above the limit of 0.05 MP" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "big.png"), "--out", str(tmp_path / "b"), "--max-pixels", "0",
                  *flags]) == 0
-    assert Image.open(tmp_path / "b" / "big_mask.png").size == (300, 200)
+    assert Image.open(tmp_path / "b" / "big.png_mask.png").size == (300, 200)
+
+
+def test_a_row_cut_inside_its_last_field_is_dropped_and_not_continued(tmp_path):
+    path, fields = tmp_path / "frames.csv", ("frame", "share")
+    append_rows(path, fields, [{"frame": 0, "share": 0.5}, {"frame": 1, "share": 0.123456}])
+    path.write_bytes(path.read_bytes()[:-5])  # killed while writing 0.123456
+    assert read_rows(path) == [{"frame": "0", "share": "0.5"}]
+    append_rows(path, fields, [{"frame": 1, "share": 0.25}])
+    assert read_rows(path) == [{"frame": "0", "share": "0.5"}, {"frame": "1", "share": "0.25"}]
+    path.write_text("fra")  # killed in the header
+    append_rows(path, fields, [{"frame": 2, "share": 1}])
+    assert read_rows(path) == [{"frame": "2", "share": "1"}]
+
+
+def test_output_names_stay_with_their_files_when_other_files_come(tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 33)).save(folder / "b.png")
+    Image.new("RGB", (44, 35)).save(folder / "sub" / "b.png")
+    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    assert main(["predict", str(folder), "--out", str(out), *flags]) == 0
+    first = (out / "b.png_mask.png").read_bytes()
+    Image.new("RGB", (50, 37)).save(folder / "b.jpg")  # sorts before b.png
+    assert main(["predict", str(folder), "--out", str(out), "--skip-existing", *flags]) == 0
+    with open(out / "summary.csv", newline="") as handle:
+        rows = {row["file"]: row for row in csv.DictReader(handle)}
+    assert {Path(file).relative_to(folder).as_posix(): row["mask"] for file, row in rows.items()} == {
+        "b.jpg": "b.jpg_mask.png", "b.png": "b.png_mask.png", "sub/b.png": "sub/b.png_mask.png"}
+    assert (out / "b.png_mask.png").read_bytes() == first  # not run again, not overwritten
+    for file, row in rows.items():
+        assert Image.open(out / row["mask"]).size == Image.open(file).size
+
+
+def test_out_inside_an_input_folder_is_never_read_nor_an_input_overwritten(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (40, 40)).save(folder / "a.png")
+    Image.new("RGB", (36, 36), (90, 0, 0)).save(folder / "a_mask.png")  # the user's own photo
+    Image.new("RGB", (36, 36), (90, 0, 0)).save(folder / "a.png_mask.png")  # named like an output, even
+    photos = {path.name: path.read_bytes() for path in folder.iterdir()}
+    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    for _ in range(2):
+        assert main(["predict", str(folder), "--out", str(folder / "results"), *flags]) == 0
+    with open(folder / "results" / "summary.csv", newline="") as handle:
+        assert sorted(Path(row["file"]).name for row in csv.DictReader(handle)) == sorted(photos)
+    assert main(["predict", str(folder), "--out", str(folder), *flags]) == 1
+    assert "inside --out" in capsys.readouterr().err
+    assert main(["predict", str(folder / "a.png"), "--out", str(folder), *flags]) == 1
+    assert main(["measure", str(folder), "--out", str(folder)]) == 1
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()} == photos
+
+
+def test_inputs_that_would_share_output_names_are_refused_by_name(tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (40, 40)).save(tmp_path / folder / "x.png")
+    assert main(["predict", str(tmp_path / "a" / "x.png"), str(tmp_path / "b"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    for folder, other in (("a", "b"), ("b", "a")):
+        assert f"{tmp_path / folder / 'x.png'}: its outputs would be named x.png, as those of " \
+               f"{tmp_path / other / 'x.png'}" in err
+    assert not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("command", ["predict", "measure"])
+def test_an_out_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys, command):
+    from crackseg import commands
+
+    monkeypatch.setattr(commands, "_predictor", lambda args: pytest.fail("the model loaded"))
+    Image.new("L", (40, 40)).save(tmp_path / "m.png")
+    (tmp_path / "file").write_text("a file")
+    for out, problem in ((tmp_path / "file", "a file, not a folder"),
+                         (tmp_path / "file" / "below", "cannot write the outputs there (Not a directory)")):
+        assert main([command, str(tmp_path / "m.png"), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: --out {out}: {problem}\n"
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", read_only)
+    assert main([command, str(tmp_path / "m.png"), "--out", str(tmp_path / "ro")]) == 2
+    assert capsys.readouterr().err == (f"error: --out {tmp_path / 'ro'}: cannot write the outputs there (Read-only "
+                                       "file system)\n")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_images_done(tmp_path, monkeypatch, capsys):
+    from crackseg import prediction
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (40, 40), (index * 40, 0, 0)).save(folder / f"{index}.png")
+    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    real, calls = prediction.save_png, []
+
+    def fills_up(array, path):
+        calls.append(path)
+        if len(calls) == 3:  # the second image's mask
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(array, path)
+
+    monkeypatch.setattr(prediction, "save_png", fills_up)
+    assert main(["predict", str(folder), "--out", str(tmp_path / "out"), *flags]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: disk full (No space left on device)")
+    rows = prediction.read_summary(tmp_path / "out" / "summary.csv")
+    assert [(Path(row["file"]).name, row["status"]) for row in rows] == [("0.png", "ok")]
+
+
+def make_mask_folder(folder):
+    """Masks of one crack each, a line of a length and in a mask size of its own, three with one stem, one in a
+    subfolder of the same name, plus odd names and broken files; returns ({good name: line length}, bad names)."""
+    (folder / "sub").mkdir(parents=True)
+    lengths = {"coll.png": 20, "coll.tif": 26, "coll_2.png": 32, "sub/coll.png": 38, LONG: 44, LATIN1: 50}
+    for index, (name, length) in enumerate(lengths.items()):
+        mask = np.zeros((40 + index, 60 + index), np.uint8)
+        mask[10:13, 5:5 + length] = 255
+        Image.fromarray(mask).save(folder / name)
+    bad = {"truncated.png": encoded(Image.new("L", (40, 40)), "PNG")[:30], "empty.png": b""}
+    for name, data in bad.items():
+        (folder / name).write_bytes(data)
+    return {name: length for name, length in lengths.items() if name not in (LONG, LATIN1)}, sorted(bad)
+
+
+def test_measure_names_every_failure_and_measures_every_good_mask_once_into_its_own_overlay(tmp_path, capsys):
+    good, bad = make_mask_folder(tmp_path / "masks")
+    assert main(["measure", str(tmp_path / "masks"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for name in bad + [f"{LONG}: cannot write its outputs", "caf\\xe9.png: its file name is not UTF-8"]:
+        assert name in err, name
+    with open(tmp_path / "out" / "images.csv", newline="") as handle:
+        rows = {Path(row["file"]).relative_to(tmp_path / "masks").as_posix(): row for row in csv.DictReader(handle)}
+    assert sorted(rows) == sorted(good)
+    for name, length in good.items():
+        assert rows[name]["overlay"] == f"{name}_measure.png"
+        assert int(rows[name]["cracks"]) == 1 and abs(float(rows[name]["total_length_px"]) - length) < 3, name
+        assert Image.open(tmp_path / "out" / rows[name]["overlay"]).size == Image.open(tmp_path / "masks" / name).size
+
+
+def test_ctrl_c_in_measure_is_one_line_and_keeps_the_masks_measured(tmp_path, monkeypatch, capsys):
+    from crackseg import commands
+
+    make_mask_folder(tmp_path / "masks")
+    real, calls = commands.load_mask, []
+
+    def interrupted(path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(commands, "load_mask", interrupted)
+    names = [str(tmp_path / "masks" / name) for name in ("coll.png", "coll.tif", "coll_2.png")]
+    assert main(["measure", *names, "--out", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == ("interrupted after 2 of 3 masks; cracks.csv, images.csv, "
+                                                        "cracks.json hold the 2 measured")
+    with open(tmp_path / "out" / "images.csv", newline="") as handle:
+        assert [row["file"] for row in csv.DictReader(handle)] == names[:2]

@@ -149,7 +149,7 @@ def test_measure_command_writes_tables_json_and_numbered_overlays(tmp_path):
     document = json.loads((tmp_path / "out" / "cracks.json").read_text())
     polyline = document["images"][1]["cracks"][0]["polylines"][0]
     assert all(len(point) == 2 for point in polyline) and abs(polyline[0][1] - 21) <= 1  # (x, y) in px
-    overlay = np.asarray(Image.open(tmp_path / "out" / "two_measure.png"))
+    overlay = np.asarray(Image.open(tmp_path / "out" / "two.png_measure.png"))
     coloured = overlay[19:24, 30:130].astype(int).std(axis=2) > 0  # the centreline, not the grey mask
     assert overlay.shape == (120, 160, 3) and coloured.any(axis=0).all() and not coloured[[0, -1]].any()
 

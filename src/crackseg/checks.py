@@ -10,6 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from crackseg.data import IMAGE_EXTENSIONS, DatasetError, mask_values, open_image, split_negatives
+from crackseg.tables import printable
 
 SPLITS = ("train", "valid")
 GREY_SHARE_LIMIT = 0.05  # a "mask" with more of its pixels between 10% and 90% grey is not a mask
@@ -24,8 +25,8 @@ class Finding:
     path: Path
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.level}: {self.path}: {self.message}"
+    def __str__(self) -> str:  # a file name that is not UTF-8 prints escaped, not as a UnicodeEncodeError
+        return f"{self.level}: {printable(self.path)}: {self.message}"
 
 
 @dataclass
