@@ -66,3 +66,14 @@ def test_synthesize_writes_a_data_root_and_never_into_a_full_folder(tmp_path, ca
     assert Image.open(pairs[0][0]).size == (64, 64)
     assert main(["synthesize", str(out), "--kind", "cracks"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_the_specificity_video_has_a_crack_in_frames_10_to_19_only(tmp_path):
+    from crackseg.video import read_frames
+
+    assert main(["synthesize", str(tmp_path / "v"), "--kind", "video"]) == 0
+    frames = list(read_frames(tmp_path / "v" / "specificity.mp4"))
+    assert len(frames) == 40 and frames[0].image.shape == (3, 240, 320)
+    on_line = [float(frame.image[:, 90, 120].float().mean()) for frame in frames]  # (120, 90) is on the polyline
+    assert all(value < 110 for value in on_line[10:20])
+    assert all(value > 120 for index, value in enumerate(on_line) if index not in range(10, 20))

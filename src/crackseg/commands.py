@@ -23,6 +23,7 @@ from crackseg.inference import DEFAULT_MIN_LENGTH, ENGINES, Predictor
 from crackseg.measure import MIN_AREA
 from crackseg.negatives import scan_all
 from crackseg.models import UNetClassifier
+from crackseg.hardnegatives import VIDEO_CRACKED, write_test_video
 from crackseg.hardnegatives import make_pair as hard_negative
 from crackseg.report import Measurements, write_report
 from crackseg.synthetic import generate, make_pair as synthetic_crack
@@ -33,6 +34,7 @@ from crackseg.prediction import (DISK_FULL, expand_inputs, merge_summaries, outp
 
 GENERATORS = {"cracks": synthetic_crack, "hard-negatives": hard_negative}
 SHIPPED = "the ready-made model shipped with crackseg (docs/MODEL.md)"
+PACKED = "crackseg-packed.pth"  # pack's output: a new file beside the user, never the package's own weights
 
 
 def _checkpoint_arguments(group: argparse._ArgumentGroup) -> None:
@@ -272,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--gate-threshold", type=float, default=0.5, help="the gate threshold to ship [0.5]")
     pack.add_argument("--mask-threshold", type=float, default=None,
                       help="the mask threshold to ship [the one stored in the stage-2 checkpoint, else 0.5]")
-    pack.add_argument("--out", default=str(pretrained.WEIGHTS), help=f"[{pretrained.WEIGHTS}]")
+    pack.add_argument("--out", default=PACKED,
+                      help=f"the weights file to write; never the shipped one, which must match its SHA-256 [{PACKED}]")
     pack.set_defaults(handler=run_pack)
 
     export = commands.add_parser(
@@ -307,9 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "default (textured asphalt and concrete with cracks). hard-negatives: brick, block and stone "
                     "masonry, tiles, paving, concrete joints, planking, lane markings, road studs, covers, kerbs "
                     "and stains, blurred and JPEG-compressed at random, labelled crack-free; a share also carries "
-                    "a labelled crack. Pass OUT to training as one more --data-root.")
+                    "a labelled crack. Pass OUT to training as one more --data-root. video: OUT/specificity.mp4, "
+                    "40 frames of flat noisy concrete, mpeg4, a crack in frames 10-19 only (docs/MODEL.md).")
     synthesize.add_argument("out", help="an empty or missing folder")
-    synthesize.add_argument("--kind", choices=list(GENERATORS), default="cracks", help="generator [cracks]")
+    synthesize.add_argument("--kind", choices=list(GENERATORS) + ["video"], default="cracks",
+                            help="generator [cracks]")
     synthesize.add_argument("--train", type=int, default=600, help="training images [600]")
     synthesize.add_argument("--valid", type=int, default=150, help="validation images [150]")
     synthesize.add_argument("--size", type=int, default=256, help="image side in px (2x the crop to train on) [256]")
@@ -621,6 +626,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
+    if Path(args.out).resolve() == pretrained.WEIGHTS.resolve():
+        raise ConfigError(f"--out {args.out}: the shipped weights file; every run would fail its SHA-256 check "
+                          "after it changed (pack into a new file)")
     paths = {"segmentation": args.segmentation_checkpoint, "classification": args.classification_checkpoint}
     stages = {stage: load_checkpoint(path, stage=stage) for stage, path in paths.items()}
     model = UNetClassifier.from_payloads(stages["segmentation"], stages["classification"], paths["segmentation"],
@@ -659,6 +667,11 @@ def run_synthesize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: not an empty folder; synthesize writes only into an empty or missing one")
+    if args.kind == "video":
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {write_test_video(out / 'specificity.mp4', seed=args.seed)}: a crack in frames "
+              f"{VIDEO_CRACKED.start}-{VIDEO_CRACKED.stop - 1} only")
+        return 0
     counts = {"train": args.train, "valid": args.valid}
     generate(out, args.seed, args.size, counts, GENERATORS[args.kind], args.kind)
     print(f"wrote {args.train} + {args.valid} {args.kind} images of {args.size} px to {out} (seed {args.seed})")
