@@ -22,8 +22,9 @@ def free_port():
 
 
 def test_two_processes_train_both_stages_and_reduce_metrics_over_all_shards(tmp_path):
-    # 8 train and 4 valid images, 2 a batch: every process gets whole batches, no sample is repeated
-    data = generate(tmp_path / "data", seed=6, image_size=64, counts={"train": 8, "valid": 4})
+    # 8 train and 5 valid images, 2 a batch: one process validates 3 images, the other 2. accelerate padded the
+    # second one's shard with the first image again, which the metrics counted twice.
+    data = generate(tmp_path / "data", seed=6, image_size=64, counts={"train": 8, "valid": 5})
     common = ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--processes", "2", "--data-root", str(data)]
     stages = {"segmentation": ["--width", "4", "--crop", "32"],
               "classification": ["--segmentation-checkpoint", str(tmp_path / "segmentation/checkpoints/best.pth")]}

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from accelerate.data_loader import BatchSamplerShard
 from accelerate.state import AcceleratorState
 from catalyst import dl
 from torch import nn
@@ -21,7 +22,7 @@ from crackseg.acceleration import cpu_has_native_bf16, training_layout
 from crackseg.checkpoints import (CheckpointError, fingerprint, get_rng_state, load_checkpoint, save_checkpoint,
                                   set_rng_state, submodule_state)
 from crackseg.config import TrainConfig
-from crackseg.data import CracksDataset, Source, collate_crops, find_sources, source_samples
+from crackseg.data import CracksDataset, DatasetError, Source, collate_crops, find_sources, source_samples
 from crackseg.losses import BCEDiceLoss
 from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
 from crackseg.models import UNet, VGGEncoderClassifier
@@ -144,6 +145,11 @@ class CrackRunner(dl.Runner):
         return loss, values, grouped_counts(predicted, target, batch["groups"], len(self.sources)).cpu()
 
     def on_loader_start(self, runner: "dl.IRunner") -> None:
+        # With several processes, accelerate pads every shard to whole batches with samples from the split's
+        # start: training needs that (the processes step together), validation would count those samples twice.
+        shards = getattr(self.loader, "batch_sampler", None)
+        if self.loader_key == "valid" and isinstance(shards, BatchSamplerShard):
+            shards.even_batches = False  # every process gets a batch at least: see make_loaders
         super().on_loader_start(runner)  # seeds the global RNG from seed, rank and epoch: one process shuffles
         # With several processes, accelerate shuffles with a generator of its own, created fresh in every run and
         # shared by the processes; seeded here from seed and epoch, a resumed run shuffles as an uninterrupted one.
@@ -299,10 +305,17 @@ def make_loaders(config: TrainConfig, sources: Optional[List[Source]] = None) ->
         datasets[split] = CracksDataset(None, split, transform, pairs=samples, groups=groups)
     # Loader workers are started afresh every epoch (not persistent): their random streams then come from the
     # global RNG as seeded for that epoch, so a resumed run augments exactly as an uninterrupted one.
-    common = dict(batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_crops,
-                  pin_memory=config.device.startswith("cuda"))
-    return {"train": DataLoader(datasets["train"], shuffle=True, **common),
-            "valid": DataLoader(datasets["valid"], shuffle=False, **common)}
+    common = dict(num_workers=config.workers, collate_fn=collate_crops, pin_memory=config.device.startswith("cuda"))
+    # Validation shards are not padded (see CrackRunner.on_loader_start), so each of several processes needs a
+    # batch of its own: smaller batches where the split is small (the metrics are sums, the same in any batches).
+    processes = config.processes * config.nodes
+    valid = len(datasets["valid"])
+    if valid < processes:
+        raise DatasetError(f"the valid split has {valid} image(s) for {processes} processes: each process needs "
+                           f"one (use --processes {valid} or fewer)")
+    return {"train": DataLoader(datasets["train"], shuffle=True, batch_size=config.batch_size, **common),
+            "valid": DataLoader(datasets["valid"], shuffle=False,
+                                batch_size=min(config.batch_size, valid // processes), **common)}
 
 
 def mixed_precision(config: TrainConfig) -> str:
