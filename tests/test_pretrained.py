@@ -58,6 +58,22 @@ def test_pack_reads_each_checkpoint_once(tmp_path, monkeypatch):
         "training"]["segmentation"]["epoch"] == 1
 
 
+def test_pack_writes_a_new_file_by_default_and_never_the_shipped_one(tmp_path, monkeypatch, capsys):
+    flags = tiny_checkpoints(tmp_path)
+    shipped = tmp_path / "package" / "weights" / "crackseg-v2.pth"  # stands in for the shipped file
+    shipped.parent.mkdir(parents=True)
+    shipped.write_bytes(b"the shipped weights")
+    monkeypatch.setattr(pretrained, "WEIGHTS", shipped)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pack", *flags]) == 0
+    assert shipped.read_bytes() == b"the shipped weights"  # was overwritten: the default --out
+    packed = tmp_path / "crackseg-packed.pth"
+    assert pretrained.load_pretrained(packed, pretrained.sha256(packed))["model"]["width"] == 4
+    assert main(["pack", *flags, "--out", str(shipped.parent / ".." / "weights" / shipped.name)]) == 2
+    assert shipped.read_bytes() == b"the shipped weights"
+    assert "the shipped weights file" in capsys.readouterr().err
+
+
 def test_pack_round_trip_in_float16(tiny_shipped, tmp_path):
     model = UNetClassifier.pretrained()
     original = UNetClassifier.from_checkpoints(tmp_path / "seg.pth", tmp_path / "cls.pth")

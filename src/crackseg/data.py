@@ -59,8 +59,8 @@ def open_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Im
         with Image.open(path) as image:
             pixels = image.width * image.height
             if max_pixels is not None and pixels > max_pixels:
-                raise DatasetError(f"{path}: {image.width}x{image.height} px ({pixels / 1e6:.0f} MP) is above the "
-                                   f"limit of {max_pixels / 1e6:.0f} MP (a decompression bomb, or a very large "
+                raise DatasetError(f"{path}: {image.width}x{image.height} px ({pixels / 1e6:.3g} MP) is above the "
+                                   f"limit of {max_pixels / 1e6:.3g} MP (a decompression bomb, or a very large "
                                    "photo: `crackseg predict --max-pixels N` reads it on purpose)")
             image.load()
             return ImageOps.exif_transpose(image)
