@@ -80,13 +80,21 @@ def test_gate_scores_per_tile_and_per_image():
     mask = torch.zeros(1, 8, 16, dtype=torch.uint8)
     mask[0, 2, 10:14] = 1  # the right tile is cracked (4 of 64 px)
     gate = GateScores(min_crack_fraction=0.001)
-    row = gate.add(TiledResult("a", torch.zeros(8, 16), grid, torch.tensor([0.7, 0.2]),
-                               torch.tensor([True, False])), mask)
+    probs = torch.zeros(8, 16)
+    probs[3:5, 0:8] = 0.9  # the decoded left tile's mask holds a (misplaced) crack of 16 px
+    row = gate.add(TiledResult("a", probs, grid, torch.tensor([0.7, 0.2]), torch.tensor([True, False])), mask)
     assert row == {"tiles": 2, "tiles_decoded": 1, "tiles_cracked": 1, "max_tile_prob": pytest.approx(0.7),
-                   "image_cracked": 1, "image_gated": 1}
+                   "image_cracked": 1, "image_gated": 1, "image_called_cracked": 1}
     summary = gate.summary()
     assert summary["crop"]["confusion"] == [[0, 1], [1, 0]]  # one false alarm, one miss
     assert summary["image"]["confusion"] == [[0, 0], [0, 1]]  # the image is cracked and was called cracked
+    # gated, but its mask holds no crack: the image is not called cracked (a miss here)
+    empty = gate.add(TiledResult("b", torch.zeros(8, 16), grid, torch.tensor([0.7, 0.2]),
+                                 torch.tensor([True, False])), mask)
+    assert (empty["image_gated"], empty["image_called_cracked"]) == (1, 0)
+    assert gate.summary()["image"]["confusion"] == [[0, 0], [1, 1]]
+    gate = GateScores(min_crack_fraction=0.001)
+    gate.add(TiledResult("a", probs, grid, torch.tensor([0.7, 0.2]), torch.tensor([True, False])), mask)
     assert summary["crop"]["f1_1"] == 0.0 and summary["image"]["f1_1"] == 1.0
     assert summary["tiles_decoded"] == 1 and summary["decoded_share"] == 0.5
 

@@ -93,7 +93,8 @@ def confusion(counts: torch.Tensor) -> List[List[int]]:
 
 
 class GateScores:
-    """The head's decisions against the truth, per tile (label rule of training) and per image (any tile)."""
+    """The gate's decisions against the truth: per tile the head's (label rule of training), per image predict's
+    call (`TiledResult.cracked`: a tile gated and a crack in the mask)."""
 
     def __init__(self, min_crack_fraction: float):
         self.min_crack_fraction = min_crack_fraction
@@ -106,12 +107,13 @@ class GateScores:
         _, labels = crack_labels(extract_tiles(mask, result.grid), self.min_crack_fraction)
         truth = labels[:, 0] > 0
         self.tiles += binary_counts(result.decoded, truth)
-        self.images += binary_counts(result.decoded.any()[None], truth.any()[None])
+        self.images += binary_counts(torch.tensor([result.cracked]), truth.any()[None])
         self.decoded += int(result.decoded.sum())
         self.total += len(result.grid)
         return {"tiles": len(result.grid), "tiles_decoded": int(result.decoded.sum()),
                 "tiles_cracked": int(truth.sum()), "max_tile_prob": float(result.tile_probs.max()),
-                "image_cracked": int(truth.any()), "image_gated": int(result.cracked)}
+                "image_cracked": int(truth.any()), "image_gated": int(result.gated),
+                "image_called_cracked": int(result.cracked)}
 
     def summary(self) -> Dict[str, Any]:
         return {"crop": {**classification_scores(self.tiles), "confusion": confusion(self.tiles)},
