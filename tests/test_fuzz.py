@@ -360,11 +360,11 @@ def test_ctrl_c_in_measure_is_one_line_and_keeps_the_masks_measured(tmp_path, mo
     make_mask_folder(tmp_path / "masks")
     real, calls = commands.load_mask, []
 
-    def interrupted(path):
+    def interrupted(path, **options):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(path)
+        return real(path, **options)
 
     monkeypatch.setattr(commands, "load_mask", interrupted)
     names = [str(tmp_path / "masks" / name) for name in ("coll.png", "coll.tif", "coll_2.png")]

@@ -1,6 +1,7 @@
 """Videos through the gated model: a test video made here, with crack-free and cracked stretches."""
 import csv
 import json
+import re
 
 import av
 import numpy as np
@@ -18,9 +19,9 @@ CRACKED = set(range(10, 15)) | set(range(22, 25))  # frames 1.0-1.4 s and 2.2-2.
 FRAMES = 30
 
 
-def write_video(path, codec="ffv1", pixel_format="bgr0"):
+def write_video(path, codec="ffv1", pixel_format="bgr0", **options):
     """FRAMES frames of 64x96 px at FPS: uniform grey, with a dark crack line in the CRACKED frames."""
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(codec, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = 96, 64, pixel_format
         for index in range(FRAMES):
@@ -194,3 +195,109 @@ def test_predict_command_reads_frame_folders_with_frames_flag(tmp_path):
     flags = write_checkpoints(tmp_path, gate_bias=-20.0)
     assert main(["predict", str(folder), "--out", str(tmp_path / "out"), "--frames", "--every", "2", *flags]) == 0
     assert [row["frame"] for row in read_frames_csv(tmp_path / "out" / "clip")] == ["0", "2", "4"]
+
+
+def seeing_predictor(args=None):
+    """A model that sees the test videos' cracks exactly: crack probability 1 on dark pixels, 0 elsewhere, and a
+    tile gated as cracked when it holds any (in place of `commands._predictor`)."""
+    def crops(tiles):
+        masks = (tiles[:, :1] < 100).float()
+        return masks, masks.flatten(1).amax(1)
+
+    predictor = Predictor(UNetClassifier(width=4, crop_size=32), fast=False, batch_size=8, mask_threshold=0.5)
+    predictor.crops = crops
+    return predictor
+
+
+def read_table(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_measured_videos_keep_their_tables_overlays_and_report_in_their_own_folders(tmp_path, monkeypatch):
+    from crackseg import commands
+
+    monkeypatch.setattr(commands, "_predictor", seeing_predictor)
+    (tmp_path / "in").mkdir()
+    videos = [write_video(tmp_path / "in" / f"{name}.mkv") for name in "abc"]
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "--out", str(out), "--every", "6", "--report"]) == 0
+    for path in videos:  # frames 0, 6, ..., 24: 12 and 24 are cracked
+        folder = out / path.name
+        assert sorted({row["file"] for row in read_table(folder / "cracks.csv")}) == [f"{path}#12", f"{path}#24"]
+        assert [row["overlay"] for row in read_table(folder / "images.csv")] == [
+            "frame_0000012_measure.png", "frame_0000024_measure.png"]
+        assert all((folder / f"frame_00000{index}_measure.png").is_file() for index in (12, 24))
+        assert f"{path}#24" in (folder / "report.html").read_text()
+    assert not list(out.glob("*.png")) and not list(out.glob("*.csv")) and not (out / "report.html").exists()
+
+
+def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_path, monkeypatch, capsys):
+    from crackseg import commands
+
+    monkeypatch.setattr(commands, "_predictor", seeing_predictor)
+    path = write_video(tmp_path / "clip.mkv")
+    flags = ["--every", "2", "--measure"]  # cracked: frames 10, 12, 14, 22, 24
+    assert main(["predict", str(path), "--out", str(tmp_path / "whole"), *flags]) == 0
+    real, calls = video.crack_overlay, []
+
+    def interrupted(image, binary):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(image, binary)
+
+    monkeypatch.setattr(video, "crack_overlay", interrupted)
+    assert main(["predict", str(path), "--out", str(tmp_path / "parts"), *flags]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "interrupted after 0 of 1 inputs; --skip-existing resumes"
+    monkeypatch.setattr(video, "crack_overlay", real)
+    assert main(["predict", str(path), "--out", str(tmp_path / "parts"), "--skip-existing", *flags]) == 0
+    whole, parts = tmp_path / "whole" / "clip.mkv", tmp_path / "parts" / "clip.mkv"
+    assert len(read_table(parts / "frames.csv")) == 15
+
+    def measured(table):  # confidence needs the probabilities, which are not kept: resumed frames have none
+        return [{key: value for key, value in row.items() if key != "confidence"} for row in read_table(table)]
+
+    for table in ("cracks.csv", "images.csv"):
+        assert measured(parts / table) == measured(whole / table) and len(measured(whole / table)) == 5
+    polylines = [[[crack["polylines"] for crack in image["cracks"]] for image in json.loads(
+        (folder / "cracks.json").read_text())["images"]] for folder in (parts, whole)]
+    assert polylines[0] == polylines[1]
+
+
+def test_a_broken_frame_costs_that_frame_only(tmp_path, capsys):
+    from PIL import Image
+
+    from test_commands import write_checkpoints
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for index in range(6):
+        Image.new("RGB", (40, 40), (100, 100, 100)).save(folder / f"{index:03d}.png")
+    (folder / "003.png").write_bytes(b"not a frame")
+    flags = write_checkpoints(tmp_path, gate_bias=-20.0)  # batches of 5 tiles: frames 0-2 wait in one
+    assert main(["predict", str(folder), "--out", str(tmp_path / "out"), "--frames", *flags]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"error: {folder / '003.png'}: cannot read image" in err
+    assert [row["frame"] for row in read_frames_csv(tmp_path / "out" / "clip")] == ["0", "1", "2", "4", "5"]
+    assert json.loads((tmp_path / "out" / "clip" / "video.json").read_text())["errors"][0].startswith(
+        f"{folder / '003.png'}: cannot read image")
+
+
+@pytest.mark.parametrize("name, options, kept, message", [
+    ("clip.mkv", {}, 0.6, r"the stream ended after (\d+) of the 30 frames it declares"),
+    ("clip.mkv", {}, 0.1, r"no frame could be decoded()"),
+    ("clip.mp4", {"codec": "mpeg4", "pixel_format": "yuv420p", "movflags": "faststart"}, 0.6,
+     r"the stream ended after (\d+) of the 30 frames it declares")])
+def test_a_truncated_video_says_how_many_frames_it_lost_and_fails(tmp_path, capsys, name, options, kept, message):
+    from test_commands import write_checkpoints
+
+    data = write_video(tmp_path / name, **options).read_bytes()
+    (tmp_path / name).write_bytes(data[:int(len(data) * kept)])
+    flags = write_checkpoints(tmp_path, gate_bias=-20.0)
+    assert main(["predict", str(tmp_path / name), "--out", str(tmp_path / "out"), *flags]) == 1
+    err = capsys.readouterr().err
+    found = re.search(f"error: {re.escape(str(tmp_path / name))}: {message}", err)
+    assert found and "Traceback" not in err, err
+    read = int(found.group(1) or 0)
+    assert read < FRAMES and len(video.read_rows(tmp_path / "out" / name / "frames.csv")) == read
