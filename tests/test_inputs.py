@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from crackseg.checks import check_split
+from crackseg.cli import show_messages
 from crackseg.data import DatasetError, load_image, load_mask, read_pair
 
 # what Pillow's exif_transpose applies for each orientation tag, and so how a camera stores an upright scene
@@ -89,3 +90,74 @@ def check_split_with_image(root, image_path):
     image_path.rename(root / "train" / "images" / image_path.name)
     Image.new("L", (20000, 10000)).save(root / "train" / "masks" / image_path.name)
     return check_split(root, "train", 32)
+
+
+def one_pair(root, photo: Image.Image, mask: Image.Image, image_name="a.png", mask_name="a.png"):
+    """ROOT/train/{images,masks} with one pair; the check-data findings of that split."""
+    for kind, image, name in (("images", photo, image_name), ("masks", mask, mask_name)):
+        (root / "train" / kind).mkdir(parents=True, exist_ok=True)
+        image.save(root / "train" / kind / name)
+    return check_split(root, "train", 32).findings
+
+
+def test_palette_masks_are_read_by_their_colours_and_inverted_or_alpha_masks_are_warned_of(tmp_path):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:31, 10:30] = 255  # 220 crack px
+    quantized = Image.fromarray(mask).convert("RGB").quantize(2)
+    assert quantized.getpalette()[:3] == [255, 255, 255]  # Pillow puts white at index 0
+    quantized.save(tmp_path / "palette.png")
+    assert load_mask(tmp_path / "palette.png").sum() == 220  # was 3876: read by index, inverted
+    findings = one_pair(tmp_path / "inverted", upright_photo(64, 64), Image.fromarray(255 - mask))
+    assert [(f.level, f.message) for f in findings] == [("warning", "95% of its pixels are crack: inverted (crack "
+                                                                     "black on white)?")]
+    alpha = np.zeros((64, 64, 4), np.uint8)
+    alpha[..., 3] = mask  # black everywhere, the crack drawn in the alpha channel only
+    findings = one_pair(tmp_path / "alpha", upright_photo(64, 64), Image.fromarray(alpha, "RGBA"))
+    assert ("warning", "no crack in its colours, but its alpha channel varies (3876 px differ): crackseg reads the "
+                       "colours only") in [(f.level, f.message) for f in findings]
+
+
+@pytest.mark.parametrize("kind", ["float 0..1", "int32", "12-bit in 16-bit PNG", "16-bit"])
+def test_high_bit_depth_images_are_scaled_by_the_range_their_values_use(tmp_path, kind):
+    grey = np.linspace(0, 1, 64 * 64).reshape(64, 64)  # black to white
+    values, name = {"float 0..1": (grey.astype(np.float32), "a.tif"),
+                    "int32": ((grey * 100_000).astype(np.int32), "a.tif"),
+                    "12-bit in 16-bit PNG": ((grey * 4095).astype(np.uint16), "a.png"),
+                    "16-bit": ((grey * 65535).astype(np.uint16), "a.png")}[kind]
+    Image.fromarray(values).save(tmp_path / name)
+    loaded = load_image(tmp_path / name)[0].numpy().astype(int)
+    assert np.abs(loaded - grey * 255).max() <= 1  # was all black (float, 12-bit) or white above 65535 (int32)
+    findings = one_pair(tmp_path / "root", Image.open(tmp_path / name), Image.fromarray(np.zeros((64, 64), np.uint8)),
+                        image_name=name)
+    assert "white" in next(f.message for f in findings if f.level == "note")
+
+
+def test_multi_page_and_animated_files_say_that_only_the_first_frame_is_read(tmp_path, capsys):
+    show_messages()  # as the commands do
+    frames = [Image.fromarray(np.full((64, 64), value, np.uint8)) for value in (10, 100, 200)]
+    for name in ("pages.tif", "animated.gif", "animated.png", "animated.webp"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        assert load_image(tmp_path / name)[0, 0, 0] == 10
+        kind = "pages (TIFF)" if name.endswith(".tif") else "frames"
+        assert f"note: {tmp_path / name}: 3 {kind}" in capsys.readouterr().out  # was silent
+    pages = [Image.fromarray(crack_mask(64, 64) * 255)] * 3
+    assert one_pair(tmp_path / "root", upright_photo(64, 64), pages[0], mask_name="a.tif") == []
+    pages[0].save(tmp_path / "root" / "train" / "masks" / "a.tif", save_all=True, append_images=pages[1:])
+    findings = check_split(tmp_path / "root", "train", 32).findings
+    assert [(f.level, f.message) for f in findings] == [("note", "3 pages (TIFF): only the first is read")]
+
+
+def test_exif_orientation_is_named_where_a_mask_may_lie_turned(tmp_path):
+    root = tmp_path / "root"
+    assert one_pair(root, upright_photo(64, 64), Image.fromarray(crack_mask(64, 64) * 255), image_name="a.jpg") == []
+    save_with_orientation(upright_photo(64, 64), root / "train" / "images" / "a.jpg", 6)  # square: no size tells
+    findings = check_split(root, "train", 32).findings
+    assert [(f.level, f.message) for f in findings] == [("warning", "EXIF orientation 6 of the image is applied (read "
+                                                                     "upright) and 1 of its mask: a mask drawn on the "
+                                                                     "stored pixels is turned or mirrored against the "
+                                                                     "upright photo; check that it lies on the upright "
+                                                                     "photo")]
+    save_with_orientation(upright_photo(), tmp_path / "wide.jpg", 6)
+    Image.fromarray(crack_mask().T.copy()).save(tmp_path / "raw.png")  # drawn on the stored 48x80 pixels
+    with pytest.raises(DatasetError, match=r"is 48x80 px \(EXIF orientation 6 of the image is applied"):
+        read_pair(tmp_path / "wide.jpg", tmp_path / "raw.png")

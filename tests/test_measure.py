@@ -158,6 +158,23 @@ def chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+def test_measure_refuses_a_photo_given_as_a_mask_and_measures_the_rest(tmp_path, capsys):
+    yy, xx = np.mgrid[0:64, 0:96]
+    photo = (60 + xx + np.random.default_rng(0).integers(0, 40, (64, 96))).astype(np.uint8)  # a grey ramp
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    Image.fromarray(np.stack([photo] * 3, axis=2)).save(tmp_path / "colour.png")
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:23, 10:80] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    paths = [str(tmp_path / name) for name in ("photo.jpg", "colour.png", "mask.png")]
+    assert main(["measure", *paths, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    for name in ("photo.jpg", "colour.png"):  # measured before: dozens of 'cracks' over half the area
+        assert f"{name}: not a binary mask:" in err and "a photo saved as a mask?" in err
+    with open(tmp_path / "out" / "images.csv", newline="") as handle:
+        assert [row["file"] for row in csv.DictReader(handle)] == [paths[2]]
+
+
 @pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (Debian package 'chromium')")
 def test_the_report_renders_offline_in_a_real_browser(tmp_path):
     photos = tmp_path / "photos"

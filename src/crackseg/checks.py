@@ -9,13 +9,15 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from crackseg.data import IMAGE_EXTENSIONS, DatasetError, mask_values, open_image, split_negatives
+from crackseg.data import (HIGH_BIT_MODES, IMAGE_EXTENSIONS, UNREAD, DatasetError, mask_values, open_image,
+                           orientation_mismatch, photo_problem, split_negatives, value_range)
 from crackseg.tables import printable
 
 SPLITS = ("train", "valid")
-GREY_SHARE_LIMIT = 0.05  # a "mask" with more of its pixels between 10% and 90% grey is not a mask
+INVERTED_SHARE = 0.5  # a mask with more crack than background is likely inverted
 CONVERTED_MODES = {"L": "grey", "LA": "grey with alpha", "RGBA": "RGBA (alpha dropped)", "P": "palette",
-                   "1": "1-bit", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer",
+                   "1": "1-bit", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit",
+                   "I": "32-bit integer",
                    "F": "32-bit float", "CMYK": "CMYK"}
 
 
@@ -61,8 +63,14 @@ def _check_image(image_path: Path, crop: int, report: SplitReport):
     except DatasetError as error:
         report.add("error", image_path, str(error).split(": ", 1)[1])
         return None
-    if image.mode in CONVERTED_MODES:
+    if image.mode in HIGH_BIT_MODES:
+        low, high = value_range(image)
+        report.add("note", image_path, f"{CONVERTED_MODES[image.mode]} image, read as RGB with {low:g} black and "
+                                       f"{high:g} (its largest value) white")
+    elif image.mode in CONVERTED_MODES:
         report.add("note", image_path, f"{CONVERTED_MODES[image.mode]} image, read as RGB")
+    if UNREAD in image.info:
+        report.add("note", image_path, image.info[UNREAD])
     if min(image.size) < crop:
         report.add("error", image_path, f"{image.size[0]}x{image.size[1]} px is smaller than the {crop} px crop")
         return None
@@ -79,12 +87,24 @@ def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitRepor
         report.add("error", mask_path, str(error).split(": ", 1)[1])
         return False
     good = True
+    exif = orientation_mismatch(image_path, mask_path)
     if image.size != mask.size:
         report.add("error", image_path, f"image is {image.size[0]}x{image.size[1]} px but its mask {mask_path.name} "
-                                        f"is {mask.size[0]}x{mask.size[1]} px")
+                                        f"is {mask.size[0]}x{mask.size[1]} px" + (f" ({exif})" if exif else ""))
         good = False
+    elif exif:  # the sizes agree (a square image, a half turn, a mirror): the mask may still be turned
+        report.add("warning", mask_path, f"{exif}; check that it lies on the upright photo")
+    if UNREAD in mask.info:
+        report.add("note", mask_path, mask.info[UNREAD])
     values, cut = mask_values(mask)
-    if values.any() and not (values > cut).any():
+    crack = values > cut
+    if "A" in mask.getbands() and not crack.any():
+        alpha = np.asarray(mask.getchannel("A"))
+        if alpha.min() != alpha.max():
+            report.add("warning", mask_path, f"no crack in its colours, but its alpha channel varies ("
+                                             f"{int((alpha != alpha.max()).sum())} px differ): crackseg reads the "
+                                             "colours only")
+    if values.any() and not crack.any():
         report.add("error", mask_path, f"has non-zero pixels (largest value {values.max()}) but no crack pixel in "
                                        "any encoding crackseg knows")
         good = False
@@ -92,17 +112,19 @@ def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitRepor
         largest = float(values.max())
         soft = (values != 0) & (values != largest)
         if soft.any():
-            levels = len(np.unique(values))
-            grey = float(((values > 0.1 * largest) & (values < 0.9 * largest)).mean())
-            if grey > GREY_SHARE_LIMIT:
-                report.add("error", mask_path, f"not a binary mask: {levels} grey levels, {100 * grey:.0f}% of "
-                                               "pixels between 10% and 90% grey (a photo saved as a mask?)")
+            problem = photo_problem(values, cut)
+            if problem:
+                report.add("error", mask_path, problem)
                 good = False
             else:
-                report.add("warning", mask_path, f"soft mask ({levels} grey levels, {100 * soft.mean():.1f}% of "
-                                                 "pixels neither black nor white): binarised at 50%")
+                report.add("warning", mask_path, f"soft mask ({len(np.unique(values))} grey levels, "
+                                                 f"{100 * soft.mean():.1f}% of pixels neither black nor white): "
+                                                 "binarised at 50%")
+    if good and crack.mean() > INVERTED_SHARE:
+        report.add("warning", mask_path, f"{100 * crack.mean():.0f}% of its pixels are crack: inverted (crack "
+                                         "black on white)?")
     if good:
-        report.crack_pixels += int((values > cut).sum())
+        report.crack_pixels += int(crack.sum())
     return good
 
 

@@ -555,7 +555,7 @@ def run_measure(args: argparse.Namespace) -> int:
     try:
         for path, name in tqdm(list(names.items()), desc="measure", unit="mask", disable=None):
             try:
-                measurements.add(str(path), name, load_mask(path)[0].numpy().astype(bool))
+                measurements.add(str(path), name, load_mask(path, refuse_photos=True)[0].numpy().astype(bool))
             except DatasetError as error:
                 print(f"error: {error}", file=sys.stderr)
                 failed += 1

@@ -1,4 +1,5 @@
 """The crack dataset: image/mask pairs by file name, crops with crack labels, and the crop-concatenating collate."""
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -10,7 +11,9 @@ from torch.utils.data import Dataset
 
 from crackseg.transforms import Pair
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 MIN_CRACK_FRACTION = 0.001  # a crop is "cracked" when crack pixels cover at least 0.1% of it
 
@@ -52,9 +55,13 @@ DEFAULT_MAX_PIXELS = 2 * 89_478_485
 Image.MAX_IMAGE_PIXELS = None  # our own check below replaces Pillow's (which reads a process-wide global)
 
 
+UNREAD = "crackseg_unread"  # key of an opened image's info: what of a multi-page or animated file is not read
+
+
 def open_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image file, upright (its EXIF orientation applied), turning PIL's many failure
-    types into one clear DatasetError. Images above `max_pixels` (None: no limit) are refused before decoding."""
+    types into one clear DatasetError. Images above `max_pixels` (None: no limit) are refused before decoding.
+    Of a multi-page TIFF or an animated GIF, PNG or WebP the first frame is read; info[UNREAD] says so."""
     try:
         with Image.open(path) as image:
             pixels = image.width * image.height
@@ -63,29 +70,81 @@ def open_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Im
                                    f"limit of {max_pixels / 1e6:.3g} MP (a decompression bomb, or a very large "
                                    "photo: `crackseg predict --max-pixels N` reads it on purpose)")
             image.load()
-            return ImageOps.exif_transpose(image)
+            upright = ImageOps.exif_transpose(image)
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # a copy forgets them
+                kind = "pages" if image.format == "TIFF" else "frames"
+                upright.info[UNREAD] = f"{frames} {kind} ({image.format}): only the first is read"
+            return upright
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         if isinstance(error, DatasetError):
             raise
         raise DatasetError(f"{path}: cannot read image ({error})") from None
 
 
+EXIF_ORIENTATION = 0x0112  # the tag exif_transpose applies: 1 is stored upright, 5-8 swap width and height
+
+
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation of an image file (1 when it has none or the file cannot be read)."""
+    try:
+        with Image.open(path) as image:
+            return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+
+
+def orientation_mismatch(image_path: Path, mask_path: Path) -> str:
+    """Why an image and its mask may disagree about which way is up: their EXIF orientations, when they differ
+    (the image is read upright, its orientation applied; a mask drawn on the stored pixels then lies turned or
+    mirrored, and for a square image, or a turn of 180 degrees, no size tells). Empty when they agree."""
+    image, mask = exif_orientation(image_path), exif_orientation(mask_path)
+    if image == mask:
+        return ""
+    return (f"EXIF orientation {image} of the image is applied (read upright) and {mask} of its mask: a mask drawn "
+            "on the stored pixels is turned or mirrored against the upright photo")
+
+
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
+FULL_SCALES = (255.0, 4095.0, 65535.0)  # white of 8-, 12- and 16-bit data (float data: also 1.0)
+
+
+def value_range(image: Image.Image) -> Tuple[float, float]:
+    """The values of a 16-bit or 32-bit single-channel image that become black and white: 0 (or its lowest value,
+    if negative) and the smallest full scale that holds its values (1.0 for floats, 255, 4095 or 65535), else its
+    largest value. The file's own depth says little: a float TIFF may hold 0..1, a 16-bit PNG 12-bit data and
+    an int32 TIFF anything, and at that depth's full scale they read as black or clip to white."""
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    largest = float(values.max(initial=0.0))
+    scales = ((1.0,) if image.mode == "F" else ()) + FULL_SCALES
+    return min(float(values.min(initial=0.0)), 0.0), next((s for s in scales if largest <= s), largest)
+
+
 def _high_bit_depth(image: Image.Image) -> Optional[np.ndarray]:
-    """A 16-bit or 32-bit single-channel image scaled to uint8 (H, W), or None for 8-bit modes."""
+    """A 16-bit or 32-bit single-channel image scaled to uint8 (H, W) by `value_range`, or None for 8-bit modes."""
     if image.mode not in HIGH_BIT_MODES:
         return None
-    values = np.asarray(image, dtype=np.float64)
-    full_scale = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-    return np.clip(values * (255.0 / full_scale), 0, 255).round().astype(np.uint8)
+    low, high = value_range(image)
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64)) - low
+    return np.clip(values * (255.0 / max(high - low, 1e-12)), 0, 255).round().astype(np.uint8)
+
+
+
+
+def _open_noted(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """`open_image`, with a note on the console (the "crackseg" logger) when frames of the file are left unread."""
+    image = open_image(path, max_pixels)
+    if UNREAD in image.info:
+        log.info(f"note: {path}: {image.info[UNREAD]}")
+    return image
 
 
 def load_image(path: Path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Decode an image file as upright RGB uint8 (3, H, W): grey, palette, RGBA (alpha dropped), CMYK and 16-bit
-    are converted."""
-    image = open_image(Path(path), max_pixels)
+    """Decode an image file as upright RGB uint8 (3, H, W): grey, palette, RGBA (alpha dropped), CMYK, 16-bit and
+    32-bit (scaled by `value_range`) are converted; of several pages or frames, the first."""
+    image = _open_noted(Path(path), max_pixels)
     grey = _high_bit_depth(image)
     if grey is not None:
         return torch.from_numpy(np.repeat(grey[:, :, None], 3, axis=2)).permute(2, 0, 1)
@@ -100,14 +159,12 @@ LABEL_MAX = 15  # masks whose largest value is at most this are label masks: any
 def mask_values(image: Image.Image) -> Tuple[np.ndarray, float]:
     """A decoded mask's values (H, W) at their own bit depth and the cut above which a value is crack.
 
-    The encoding is decided from the values present, whatever the bit depth: palette masks give their indices
-    (index > 0 is crack); RGB masks give their largest channel; masks whose largest value is at most 15 are 0/1
-    or label masks (cut 0: in a JPEG of a 0/1 mask, or a 16-bit PNG of one, any value above 0 is crack); all
-    others are cut at half their largest value (127.5 for 0/255, 32767.5 for 0/65535, also in a 16-bit file
-    that holds 0/255).
+    The encoding is decided from the values present, whatever the bit depth: RGB and palette masks give the
+    largest channel of their colours (a palette's own order says nothing: Pillow's `quantize` puts white at
+    index 0); masks whose largest value is at most 15 are 0/1 or label masks (cut 0: in a JPEG of a 0/1 mask, or
+    a 16-bit PNG of one, any value above 0 is crack); all others are cut at half their largest value (127.5 for
+    0/255, 32767.5 for 0/65535, also in a 16-bit file that holds 0/255). Alpha is not read.
     """
-    if image.mode == "P":
-        return np.asarray(image), 0.0
     if image.mode in HIGH_BIT_MODES:
         values = np.asarray(image)
     elif image.mode in ("L", "1", "LA"):
@@ -118,10 +175,30 @@ def mask_values(image: Image.Image) -> Tuple[np.ndarray, float]:
     return values, 0.0 if largest <= LABEL_MAX else largest / 2
 
 
-def load_mask(path: Path) -> torch.Tensor:
+GREY_SHARE_LIMIT = 0.05  # a "mask" with more of its pixels between 10% and 90% grey is not a mask
+
+
+def photo_problem(values: np.ndarray, cut: float) -> Optional[str]:
+    """Why a mask's values (`mask_values`) look like a photo rather than a mask, or None: more than
+    GREY_SHARE_LIMIT of its pixels between 10% and 90% of its largest value (a soft mask has a few, at edges)."""
+    if not cut:  # 0/1 and label masks
+        return None
+    largest = float(values.max())
+    grey = float(((values > 0.1 * largest) & (values < 0.9 * largest)).mean())
+    if grey <= GREY_SHARE_LIMIT:
+        return None
+    return (f"not a binary mask: {len(np.unique(values))} grey levels, {100 * grey:.0f}% of pixels between 10% and "
+            "90% grey (a photo saved as a mask?)")
+
+
+def load_mask(path: Path, refuse_photos: bool = False) -> torch.Tensor:
     """Decode a mask file as uint8 0/1 (1, H, W), upright: 0/255 or 0/1 grey in any bit depth or JPEG, 1-bit,
-    palette, label or RGB masks (see `mask_values`)."""
-    values, cut = mask_values(open_image(Path(path)))
+    palette, label or RGB masks (see `mask_values`). With `refuse_photos`, a file that looks like a photo
+    (`photo_problem`) is a DatasetError rather than a mask of whatever is brighter than mid-grey."""
+    values, cut = mask_values(_open_noted(Path(path)))
+    problem = photo_problem(values, cut) if refuse_photos else None
+    if problem:
+        raise DatasetError(f"{path}: {problem}")
     return torch.from_numpy((values > cut).astype(np.uint8))[None]
 
 
@@ -133,8 +210,10 @@ def read_pair(image_path: Path, mask_path: Optional[Path]) -> Pair:
         return image, torch.zeros(1, *image.shape[1:], dtype=torch.uint8)
     mask = load_mask(mask_path)
     if image.shape[1:] != mask.shape[1:]:
+        exif = orientation_mismatch(Path(image_path), Path(mask_path))
         raise DatasetError(f"{image_path}: image is {image.shape[2]}x{image.shape[1]} px but its mask "
-                           f"{Path(mask_path).name} is {mask.shape[2]}x{mask.shape[1]} px")
+                           f"{Path(mask_path).name} is {mask.shape[2]}x{mask.shape[1]} px"
+                           + (f" ({exif})" if exif else ""))
     return image, mask
 
 
