@@ -1,4 +1,7 @@
 """Files as cameras and colleagues produce them: odd mask encodings, EXIF orientation, huge images."""
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -6,6 +9,7 @@ from PIL import Image
 from crackseg.checks import check_split
 from crackseg.cli import show_messages
 from crackseg.data import DatasetError, load_image, load_mask, read_pair
+from crackseg.prediction import expand_inputs
 
 # what Pillow's exif_transpose applies for each orientation tag, and so how a camera stores an upright scene
 STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -161,3 +165,26 @@ def test_exif_orientation_is_named_where_a_mask_may_lie_turned(tmp_path):
     Image.fromarray(crack_mask().T.copy()).save(tmp_path / "raw.png")  # drawn on the stored 48x80 pixels
     with pytest.raises(DatasetError, match=r"is 48x80 px \(EXIF orientation 6 of the image is applied"):
         read_pair(tmp_path / "wide.jpg", tmp_path / "raw.png")
+
+
+def test_folders_name_what_they_skip_and_why(tmp_path, capsys, monkeypatch):
+    show_messages()  # as the commands do
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    for name in ("a.webp", ".png", "locked/b.png"):  # WebP and a file named only '.png' were skipped silently
+        Image.new("RGB", (8, 8)).save(folder / name, format="WEBP" if name.endswith("webp") else "PNG")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    scandir = os.scandir
+
+    def chmod_000(path):  # what a folder without read permission does (to anyone but root)
+        if Path(path) == folder / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", chmod_000)
+    named, problems = expand_inputs([str(folder)])
+    assert sorted(named.values()) == [".png", "a.webp"]
+    assert problems == [f"{folder / 'gone.jpg'}: a link to nothing: skipped",
+                        f"{folder / 'locked'}: cannot list this folder (Permission denied): its files are skipped"]
+    assert f"note: {folder}: skipped 1 file(s) that are not images or videos" in capsys.readouterr().out

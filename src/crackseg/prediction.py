@@ -3,6 +3,7 @@ import errno
 import functools
 import glob
 import itertools
+import logging
 import os
 import sys
 import tempfile
@@ -25,6 +26,36 @@ SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "
 MEASURED = ("cracks", "total_length_px", "max_width_px")  # filled with --measure
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # what folders are searched for
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # write errors that stop a run
+log = logging.getLogger(__name__)
+
+
+def folder_media(folder: Path) -> Tuple[List[Path], List[str]]:
+    """The image and video files under a folder, recursively, in path order (a file named only '.png' is one),
+    and the problems: subfolders that cannot be listed, links to nothing. The other files skipped are named in
+    a note on the console (the "crackseg" logger), not silently passed over."""
+    found: List[Path] = []
+    problems: List[str] = []
+    skipped: List[str] = []
+
+    def unlisted(error: OSError) -> None:
+        problems.append(f"{printable(error.filename)}: cannot list this folder ({error.strerror}): its files are "
+                        "skipped")
+
+    for root, folders, files in os.walk(folder, onerror=unlisted, followlinks=True):
+        folders.sort()
+        for name in files:
+            path = Path(root) / name
+            if (path.suffix or path.name).lower() not in MEDIA_EXTENSIONS:
+                skipped.append(printable(path.relative_to(folder)))
+            elif not path.is_file():
+                problems.append(f"{printable(path)}: a link to nothing: skipped")
+            else:
+                found.append(path)
+    if skipped:
+        shown = ", ".join(sorted(skipped)[:5]) + (", ..." if len(skipped) > 5 else "")
+        log.info(f"note: {printable(folder)}: skipped {len(skipped)} file(s) that are not images or videos crackseg "
+                 f"reads ({', '.join(MEDIA_EXTENSIONS)}): {shown}")
+    return sorted(found), problems
 
 
 def expand_inputs(inputs: Sequence[str], out: Optional[Path] = None, frame_folders: bool = False
@@ -46,9 +77,10 @@ def expand_inputs(inputs: Sequence[str], out: Optional[Path] = None, frame_folde
         if path.is_dir() and frame_folders:
             found = [(path, path.resolve().name)]
         elif path.is_dir():
-            found = [(p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*"))
-                     if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
-            if not found:
+            media, unread = folder_media(path)
+            problems += unread
+            found = [(p, p.relative_to(path).as_posix()) for p in media]
+            if not found and not unread:
                 problems.append(f"{given}: no images or videos ({', '.join(MEDIA_EXTENSIONS)}) in this folder")
         elif path.is_file():
             found = [(path, path.name)]
