@@ -6,8 +6,6 @@ import re
 import av
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from crackseg import video
 from crackseg.commands import main
@@ -35,26 +33,9 @@ def write_video(path, codec="ffv1", pixel_format="bgr0", **options):
     return path
 
 
-class DifferenceGate(nn.Module):
-    """A gate for the test: a tile is cracked when its bottleneck differs from that of a crack-free tile."""
-
-    def __init__(self, reference: torch.Tensor):
-        super().__init__()
-        self.register_buffer("reference", reference)
-
-    def forward(self, bottleneck):
-        difference = (bottleneck - self.reference).abs().flatten(1).mean(1, keepdim=True)
-        return (difference / self.reference.abs().mean() - 0.01) * 1e4
-
-
 @pytest.fixture
 def predictor():
-    torch.manual_seed(0)
-    model = UNetClassifier(width=4, crop_size=32).eval()
-    with torch.no_grad():
-        reference, _ = model.encoder(torch.full((1, 3, 32, 32), 150 / 255))
-    model.head = DifferenceGate(reference)
-    return Predictor(model, fast=False, batch_size=8, mask_threshold=0.5)
+    return seeing_predictor()
 
 
 def read_frames_csv(folder):
