@@ -118,14 +118,15 @@ def test_separate_cracks_are_separate_rows_specks_are_dropped_and_empty_masks_gi
     assert measure_mask(np.zeros((50, 50), bool)) == []
 
 
-def test_mm_values_scale_exactly(tmp_path):
+def test_mm_values_scale_to_the_hundredth_of_a_mm_with_their_uncertainty(tmp_path):
     mask = bar(3, 120, 30)
     crack = measure_mask(mask)[0]
     row = crack.row(mm_per_px=0.25)
     for key in ("length", "mean_width", "median_width", "max_width"):
-        assert row[f"{key}_mm"] == pytest.approx(row[f"{key}_px"] * 0.25)
-    assert row["area_mm2"] == pytest.approx(row["area_px"] * 0.0625)
-    assert "length_mm" not in crack.row()
+        assert row[f"{key}_mm"] == round(row[f"{key}_px"] * 0.25, 2)  # was 16 digits (4.7421999999999995)
+    assert row["area_mm2"] == round(row["area_px"] * 0.0625, 2)
+    assert row["uncertainty_mm"] == 0.25  # one pixel
+    assert "length_mm" not in crack.row() and "uncertainty_mm" not in crack.row()
 
 
 def test_measure_command_writes_tables_json_and_numbered_overlays(tmp_path):

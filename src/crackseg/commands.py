@@ -22,6 +22,7 @@ from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, writ
 from crackseg.inference import DEFAULT_MIN_LENGTH, ENGINES, Predictor
 from crackseg.measure import MIN_AREA
 from crackseg.negatives import scan_all
+from crackseg.severity import ACI224R_EXPOSURES, DEFAULT_EXPOSURE, EC2_EXPOSURES, STANDARDS, Standard, standard
 from crackseg.models import UNetClassifier
 from crackseg.hardnegatives import VIDEO_CRACKED, write_test_video
 from crackseg.hardnegatives import make_pair as hard_negative
@@ -114,6 +115,23 @@ def _measure_arguments(group: Any) -> None:
                        help="ground size of a pixel in mm: adds lengths and widths in mm and areas in mm^2")
     group.add_argument("--min-area", type=int, default=10, help="ignore specks smaller than this many px [10]")
     _min_length_argument(group)
+    group.add_argument("--standard", choices=STANDARDS, default=None,
+                       help="grade each crack's widths under a named standard (needs --mm-per-px): bre251 "
+                            "(buildings, BRE Digest 251 classes 0-5), aci224r (reinforced concrete, ACI 224R "
+                            "tolerable widths), ec2 (Eurocode 2 wmax), astm-d6433 (pavement, low/medium/high by "
+                            "mean width); class columns in cracks.csv, length per class in images.csv [none: "
+                            "widths only]")
+    group.add_argument("--exposure", default=None,
+                       help="the exposure the limit of aci224r or ec2 depends on: aci224r "
+                            f"{'/'.join(ACI224R_EXPOSURES)} [{DEFAULT_EXPOSURE['aci224r']}]; ec2 "
+                            f"{'/'.join(EC2_EXPOSURES)} [{DEFAULT_EXPOSURE['ec2']}]")
+
+
+def grading(args: argparse.Namespace) -> Optional[Standard]:
+    """--standard and --exposure as a `severity.Standard` (None without --standard)."""
+    if args.exposure and args.standard not in DEFAULT_EXPOSURE:
+        raise ConfigError(f"--exposure applies to --standard {' or '.join(DEFAULT_EXPOSURE)} only")
+    return standard(args.standard, args.exposure) if args.standard else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,7 +463,10 @@ def run_predict(args: argparse.Namespace) -> int:
     shard_spec = parse_shard(args.shard)
     if args.every < 1 or (args.fps is not None and args.fps <= 0):
         raise ConfigError("--every must be at least 1 and --fps positive")
-    out = output_folder(args.out)  # before the model loads
+    out = output_folder(args.out)  # before the model loads, as are the measurement settings
+    if args.measure or args.report:
+        Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
+                     grading(args))
     names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -463,7 +484,7 @@ def run_predict(args: argparse.Namespace) -> int:
     def measurements_in(folder: Path) -> Optional[Measurements]:
         """The measurements of the images, or of one video, written into their own folder."""
         return (Measurements(folder, args.mm_per_px, args.min_area,
-                             min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH))
+                             min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), grading(args))
                 if args.measure or args.report else None)
 
     def fail(problem: str) -> None:
@@ -550,7 +571,8 @@ def run_measure(args: argparse.Namespace) -> int:
     if not names:
         print("error: no masks to measure", file=sys.stderr)
         return 1
-    measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0))
+    measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
+                                grading(args))
     failed = 0
     try:
         for path, name in tqdm(list(names.items()), desc="measure", unit="mask", disable=None):

@@ -24,6 +24,9 @@ from skimage.measure import approximate_polygon
 from skimage.morphology import skeletonize
 
 MIN_AREA = 10  # px: smaller components are specks, not cracks
+# mm figures are written to 0.01 mm: finer than any pixel of a photo of a surface, and a measured width is
+# uncertain by a whole pixel anyway (uncertainty_mm = one pixel, the least a figure can be off)
+MM_DIGITS = 2
 SIMPLIFY_PX = 1.0  # polyline tolerance for lengths and centrelines
 WIDTH_WINDOW = 3  # local widths average over this many centreline pixels on either side
 MIN_WIDTH_PX = 1.0  # the thinnest crack a mask can draw, at any angle (a 1-px line at 45 degrees: 0.71 px^2 a px)
@@ -75,8 +78,9 @@ class Crack:
         values.update(review=int(bool(reasons)), review_reason="; ".join(reasons))
         if mm_per_px:
             for key in ("length", "mean_width", "median_width", "max_width"):
-                values[f"{key}_mm"] = values[f"{key}_px"] * mm_per_px
-            values["area_mm2"] = self.area_px * mm_per_px ** 2
+                values[f"{key}_mm"] = round(values[f"{key}_px"] * mm_per_px, MM_DIGITS)
+            values["area_mm2"] = round(self.area_px * mm_per_px ** 2, MM_DIGITS)
+            values["uncertainty_mm"] = round(mm_per_px, MM_DIGITS + 1)
         return values
 
 
@@ -398,6 +402,6 @@ def image_row(cracks: Sequence[Crack], shape: Tuple[int, int], mm_per_px: Option
            "max_width_px": max((c.max_width_px for c in cracks), default=0.0),
            "cracked_area_share": round(sum(c.area_px for c in cracks) / float(shape[0] * shape[1]), 6)}
     if mm_per_px:
-        row["total_length_mm"] = row["total_length_px"] * mm_per_px
-        row["max_width_mm"] = row["max_width_px"] * mm_per_px
+        row["total_length_mm"] = round(row["total_length_px"] * mm_per_px, MM_DIGITS)
+        row["max_width_mm"] = round(row["max_width_px"] * mm_per_px, MM_DIGITS)
     return row

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from crackseg.config import ConfigError
 from crackseg.measure import MIN_AREA, Crack, image_row, measure_mask
+from crackseg.severity import Standard, class_totals, crack_grades
 from crackseg.tables import write_csv
 
 THUMBNAIL_PX = 360  # longest side of the report's thumbnails
@@ -61,6 +62,8 @@ class Measurements:
         mm_per_px: ground size of a pixel in mm: adds mm columns (mm^2 for areas) [pixels only].
         min_area: components smaller than this many px are ignored.
         min_length: ... and so are those whose centreline is shorter than this many px.
+        standard: grade each crack's widths under this standard (`severity.standard`; needs `mm_per_px`): class
+            columns in cracks.csv, length per class in images.csv.
 
     Example:
         >>> measurements = Measurements(Path("out"), mm_per_px=0.5)
@@ -69,15 +72,18 @@ class Measurements:
     """
 
     def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = MIN_AREA,
-                 min_length: float = 0.0):
+                 min_length: float = 0.0, standard: Optional[Standard] = None):
         if mm_per_px is not None and mm_per_px <= 0:
             raise ConfigError("--mm-per-px must be positive")
+        if standard is not None and not mm_per_px:
+            raise ConfigError(f"--standard {standard.name} grades widths in mm: give --mm-per-px too")
         if min_area < 1:
             raise ConfigError("--min-area must be at least 1 px")
         self.out_dir = Path(out_dir)
         self.mm_per_px = mm_per_px
         self.min_area = min_area
         self.min_length = min_length
+        self.standard = standard
         self.images: List[ImageMeasurement] = []
 
     def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
@@ -100,23 +106,35 @@ class Measurements:
         self.images.append(entry)
         return image_row(cracks, entry.shape, self.mm_per_px)
 
+    def crack_row(self, crack: Crack) -> Dict[str, Any]:
+        """A crack's row of cracks.csv: its measures, in mm with the scale, and its classes under the standard."""
+        row = crack.row(self.mm_per_px)
+        if self.standard:
+            row.update(crack_grades(self.standard, row, self.mm_per_px))
+        return row
+
     def write(self) -> List[Path]:
         """Write cracks.csv (a row per crack), images.csv (a row per image) and cracks.json (centrelines as
         polylines of (x, y) px, for GIS/CAD tools); returns their paths."""
-        crack_rows = [{"file": entry.file, **crack.row(self.mm_per_px)} for entry in self.images
-                      for crack in entry.cracks]
+        per_image = [[{"file": entry.file, **self.crack_row(crack)} for crack in entry.cracks]
+                     for entry in self.images]
+        crack_rows = [row for rows in per_image for row in rows]
         image_rows = [{"file": entry.file, **image_row(entry.cracks, entry.shape, self.mm_per_px),
-                       "overlay": entry.overlay} for entry in self.images]
+                       **(class_totals(self.standard, rows) if self.standard else {}), "overlay": entry.overlay}
+                      for entry, rows in zip(self.images, per_image)]
         paths = [self.out_dir / "cracks.csv", self.out_dir / "images.csv", self.out_dir / "cracks.json"]
-        crack_fields = ["file"] + list(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0)).row(self.mm_per_px))
+        crack_fields = ["file"] + list(self.crack_row(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0))))
         write_csv(paths[0], crack_fields, crack_rows, ignore_extra=True)
         write_csv(paths[1], list(image_rows[0]) if image_rows else ["file"], image_rows, ignore_extra=True)
+        standard = self.standard and {"name": self.standard.name, "title": self.standard.title,
+                                      "source": self.standard.source, "classes": self.standard.limits(),
+                                      "graded_widths": list(self.standard.width)}
         document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "min_length_px": self.min_length,
-                    "coordinates": "x, y in px",
+                    "standard": standard, "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
-                                "cracks": [{**crack.row(self.mm_per_px), "polylines": crack.centreline,
-                                            "widths_px": crack.widths} for crack in entry.cracks]}
-                               for entry in self.images]}
+                                "cracks": [{**row, "polylines": crack.centreline, "widths_px": crack.widths}
+                                           for crack, row in zip(entry.cracks, rows)]}
+                               for entry, rows in zip(self.images, per_image)]}
         paths[2].write_text(json.dumps(document, indent=1) + "\n")
         return paths
 
@@ -145,6 +163,12 @@ def write_report(measurements: Measurements, settings: Dict[str, Any], path: Pat
     totals = {"images": len(entries), "images with cracks": sum(bool(e.cracks) for e in entries),
               "cracks": len(cracks), f"total length ({unit})": sum(c.length_px for c in cracks) * scale,
               f"largest width ({unit})": max((c.max_width_px for c in cracks), default=0.0) * scale}
+    rule = measurements.standard
+    if rule:
+        totals[f"standard: {rule.title}"] = f"{rule.limits()} ({rule.source})"
+        graded = [measurements.crack_row(crack) for crack in cracks]
+        totals.update({f"length in class {key.rsplit('_', 1)[1]} (mm, by {rule.width[0]} width)": value
+                       for key, value in class_totals(rule, graded).items()})
     rows, sections = [], []
     for rank, entry in enumerate(entries, start=1):
         row = image_row(entry.cracks, entry.shape, None)

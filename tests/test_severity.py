@@ -1,0 +1,113 @@
+"""Crack widths graded under named standards: classes, boundaries, the +-1 px range, totals per class."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crackseg.commands import main
+from crackseg.config import ConfigError
+from crackseg.severity import STANDARDS, Grade, class_totals, crack_grades, grade, standard
+
+
+@pytest.mark.parametrize("width, expected", [(0.0, "0"), (0.099, "0"), (0.1, "1"), (1.0, "1"), (1.01, "2"),
+                                             (5.0, "2"), (5.5, "3"), (15.0, "3"), (15.1, "4"), (25.0, "4"),
+                                             (25.01, "5"), (300.0, "5")])
+def test_bre251_classes_and_their_boundaries(width, expected):
+    assert standard("bre251").grade(width) == expected
+
+
+@pytest.mark.parametrize("name, exposure, limit", [("aci224r", "dry-air", 0.41), ("aci224r", "humid", 0.30),
+                                                   ("aci224r", "de-icing", 0.18), ("aci224r", "seawater", 0.15),
+                                                   ("aci224r", "water-retaining", 0.10), ("ec2", "XC1", 0.4),
+                                                   ("ec2", "XD", 0.3), ("ec2", "prestressed", 0.2)])
+def test_limits_by_exposure_are_within_at_the_limit_and_exceeded_above(name, exposure, limit):
+    rule = standard(name, exposure)
+    assert rule.grade(limit) == "within" and rule.grade(limit + 0.001) == "exceeds"
+    assert rule.grade(limit - 0.05) == "within"
+    assert f"{limit:g} mm" in rule.title
+
+
+def test_astm_d6433_grades_pavement_cracks_by_mean_width():
+    rule = standard("astm-d6433")
+    assert [rule.grade(w) for w in (2.0, 9.99, 10.0, 75.0, 75.5)] == ["low", "low", "medium", "medium", "high"]
+    assert rule.width == ("mean",)
+
+
+def test_the_range_says_which_classes_a_pixel_of_uncertainty_reaches():
+    rule = standard("bre251")
+    assert grade(rule, 3.0, 0.5) == Grade("2", "2")
+    assert grade(rule, 4.8, 0.5).range == "2-3"  # 4.3 .. 5.3 mm straddles the 5 mm boundary
+    assert grade(rule, 0.3, 0.5).range == "0-1"
+    assert grade(rule, 0.3, 0.5).name == "1"
+
+
+def test_crack_columns_and_class_totals():
+    rule = standard("bre251")
+    rows = [{"max_width_px": 12, "median_width_px": 4, "mean_width_px": 4, "length_px": 100},
+            {"max_width_px": 2, "median_width_px": 1, "mean_width_px": 1, "length_px": 50}]
+    for row in rows:
+        row.update(crack_grades(rule, row, 0.5), length_mm=row["length_px"] * 0.5)
+    assert [(row["class_max"], row["class_typical"]) for row in rows] == [("3", "2"), ("1", "1")]
+    assert rows[0]["class_max_range"] == "3"  # 6 +- 0.5 mm: 5.5 .. 6.5 mm, all class 3
+    assert rows[1]["class_max_range"] == "1-2"  # 1 mm is class 1; 1.5 mm would be class 2
+    totals = class_totals(rule, rows)
+    assert totals["length_mm_class_3"] == 50.0 and totals["length_mm_class_1"] == 25.0
+    assert totals["length_mm_class_0"] == 0.0 and len(totals) == 6
+
+
+def test_unknown_standards_and_exposures_are_one_line_errors():
+    assert set(STANDARDS) == {"bre251", "aci224r", "ec2", "astm-d6433"}
+    with pytest.raises(ConfigError, match="expected one of"):
+        standard("iso9999")
+    with pytest.raises(ConfigError, match="XC3"):
+        standard("ec2", "XC9")
+
+
+def test_the_limits_read_in_plain_words():
+    assert standard("bre251").limits() == "0: < 0.1 mm; 1: <= 1 mm; 2: <= 5 mm; 3: <= 15 mm; 4: <= 25 mm; 5: > 25 mm"
+    assert standard("ec2", "XC1").limits() == "within: <= 0.4 mm; exceeds: > 0.4 mm"
+
+
+def test_measure_writes_classes_ranges_and_totals_per_class(tmp_path):
+    mask = np.zeros((120, 300), np.uint8)
+    mask[10:14, 10:290] = 255  # 4 px wide: 0.6 mm at 0.15 mm/px -> class 1 (0.45-0.75 mm within a pixel)
+    mask[40:80, 10:290] = 255  # 40 px: 6 mm -> class 3
+    Image.fromarray(mask).save(tmp_path / "wall.png")
+    out = tmp_path / "out"
+    assert main(["measure", str(tmp_path / "wall.png"), "--out", str(out), "--mm-per-px", "0.15",
+                 "--standard", "bre251"]) == 0
+    cracks = list(csv.DictReader(open(out / "cracks.csv")))
+    assert [(row["class_max"], row["class_typical"]) for row in cracks] == [("1", "1"), ("3", "3")]
+    assert cracks[0]["class_typical_range"] == "1" and cracks[0]["uncertainty_mm"] == "0.15"
+    assert cracks[0]["median_width_mm"] == "0.6"
+    assert all(len(row["length_mm"].split(".")[-1]) <= 2 for row in cracks)  # 0.01 mm, not 16 digits
+    (image,) = list(csv.DictReader(open(out / "images.csv")))
+    assert float(image["length_mm_class_1"]) == pytest.approx(42, abs=0.5)
+    assert float(image["length_mm_class_3"]) == pytest.approx(42, abs=0.5)
+    assert image["length_mm_class_0"] == "0.0"
+    document = json.loads((out / "cracks.json").read_text())
+    assert document["standard"]["name"] == "bre251" and "BRE Digest 251" in document["standard"]["source"]
+
+
+def test_a_standard_without_a_scale_or_a_stray_exposure_is_refused(tmp_path, capsys):
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "m.png")
+    assert main(["measure", str(tmp_path / "m.png"), "--out", str(tmp_path / "o"), "--standard", "ec2"]) == 2
+    assert "give --mm-per-px" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path / "m.png"), "--out", str(tmp_path / "o"), "--standard", "bre251",
+                 "--mm-per-px", "1", "--exposure", "XC1"]) == 2
+    assert "--exposure applies to" in capsys.readouterr().err
+
+
+def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_path):
+    from crackseg.report import Measurements, write_report
+    from crackseg.severity import standard as named
+
+    mask = np.zeros((120, 300), bool)
+    mask[40:80, 10:290] = True  # 6 mm at 0.15 mm/px: class 3
+    measurements = Measurements(tmp_path, mm_per_px=0.15, standard=named("bre251"))
+    measurements.add("wall.png", "wall", mask)
+    page = write_report(measurements, {}, tmp_path / "report.html").read_text()
+    assert "BRE Digest 251" in page and "3: &lt;= 15 mm" in page
+    assert "length in class 3 (mm, by max width): 42" in page
