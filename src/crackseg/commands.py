@@ -121,6 +121,10 @@ def _measure_arguments(group: Any) -> None:
                             "tolerable widths), ec2 (Eurocode 2 wmax), astm-d6433 (pavement, low/medium/high by "
                             "mean width); class columns in cracks.csv, length per class in images.csv [none: "
                             "widths only]")
+    group.add_argument("--axis", type=float, default=90.0, metavar="DEG",
+                       help="direction of the road (or wall) in the photos, for crack types: 0 = image horizontal, "
+                            "90 = image vertical, as in vehicle cameras; longitudinal within 20 degrees of it, "
+                            "transverse within 20 of the perpendicular, networks alligator or block [90]")
     group.add_argument("--exposure", default=None,
                        help="the exposure the limit of aci224r or ec2 depends on: aci224r "
                             f"{'/'.join(ACI224R_EXPOSURES)} [{DEFAULT_EXPOSURE['aci224r']}]; ec2 "
@@ -484,7 +488,8 @@ def run_predict(args: argparse.Namespace) -> int:
     def measurements_in(folder: Path) -> Optional[Measurements]:
         """The measurements of the images, or of one video, written into their own folder."""
         return (Measurements(folder, args.mm_per_px, args.min_area,
-                             min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), grading(args))
+                             min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), grading(args),
+                             args.axis)
                 if args.measure or args.report else None)
 
     def fail(problem: str) -> None:
@@ -572,7 +577,7 @@ def run_measure(args: argparse.Namespace) -> int:
         print("error: no masks to measure", file=sys.stderr)
         return 1
     measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
-                                grading(args))
+                                grading(args), args.axis)
     failed = 0
     try:
         for path, name in tqdm(list(names.items()), desc="measure", unit="mask", disable=None):

@@ -24,6 +24,7 @@ from skimage.measure import approximate_polygon
 from skimage.morphology import skeletonize
 
 MIN_AREA = 10  # px: smaller components are specks, not cracks
+MIN_CELL_PX = 25  # px: smaller holes enclosed by a crack are not cells of a network
 # mm figures are written to 0.01 mm: finer than any pixel of a photo of a surface, and a measured width is
 # uncertain by a whole pixel anyway (uncertainty_mm = one pixel, the least a figure can be off)
 MM_DIGITS = 2
@@ -56,6 +57,8 @@ class Crack:
     centreline: List[List[Tuple[float, float]]] = field(default_factory=list)  # polylines of (x, y) px
     widths: List[List[float]] = field(default_factory=list)  # per polyline vertex, px
     straightness_px: float = 0.0  # RMS distance of the centreline pixels from their principal axis
+    cells: int = 0  # closed cells: background regions of at least MIN_CELL_PX the crack encloses (a network)
+    cell_area_px: float = 0.0  # their median area
     confidence: Optional[float] = None  # mean crack probability along the centreline, when probabilities are given
 
     @property
@@ -306,11 +309,13 @@ def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: 
     centre = np.asarray(pixels, dtype=int) - 1  # in the unpadded window
     confidence = None if probs is None else round(float(np.mean(probs[centre[:, 0], centre[:, 1]])), 3)
     angle, deviation = _principal_axis(pixels)
+    cells = _cells(component)
     return Crack(id=crack_id, length_px=round(length, 2), mean_width_px=round(max(area / length, MIN_WIDTH_PX), 3),
                  median_width_px=round(float(np.median(all_widths)), 3),
                  max_width_px=round(float(all_widths.max()), 3), area_px=area, orientation_deg=round(angle, 1),
                  bbox=(int(offset[1]), int(offset[0]), int(component.shape[1]), int(component.shape[0])),
-                 centreline=lines, widths=line_widths, straightness_px=round(deviation, 2), confidence=confidence)
+                 centreline=lines, widths=line_widths, straightness_px=round(deviation, 2), confidence=confidence,
+                 cells=len(cells), cell_area_px=float(np.median(cells)) if cells else 0.0)
 
 
 def _to_edge(component: np.ndarray, end: Tuple[int, int], behind: Tuple[int, int], step: float = 0.25) -> float:
@@ -330,6 +335,15 @@ def _to_edge(component: np.ndarray, end: Tuple[int, int], behind: Tuple[int, int
         if not (0 <= y < height and 0 <= x < width) or not component[y, x]:
             return travelled + step / 2
         travelled += step
+
+
+def _cells(component: np.ndarray) -> List[int]:
+    """Areas of the closed cells of a crack: background regions (4-connected) it encloses, of at least
+    MIN_CELL_PX (smaller holes are gaps inside a wide crack's mask, not cells of a network)."""
+    holes = ndimage.binary_fill_holes(component) & ~component
+    labels, count = ndimage.label(holes)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return [int(area) for area in areas if area >= MIN_CELL_PX]
 
 
 def _principal_axis(pixels: Sequence[Tuple[int, int]]) -> Tuple[float, float]:

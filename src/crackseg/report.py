@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from crackseg.config import ConfigError
+from crackseg.cracktypes import crack_type, image_type
 from crackseg.measure import MIN_AREA, Crack, image_row, measure_mask
 from crackseg.severity import Standard, class_totals, crack_grades
 from crackseg.tables import write_csv
@@ -64,6 +65,7 @@ class Measurements:
         min_length: ... and so are those whose centreline is shorter than this many px.
         standard: grade each crack's widths under this standard (`severity.standard`; needs `mm_per_px`): class
             columns in cracks.csv, length per class in images.csv.
+        axis_deg: the road's (or wall's) axis for crack types (`cracktypes`), 0 = image horizontal, 90 = vertical.
 
     Example:
         >>> measurements = Measurements(Path("out"), mm_per_px=0.5)
@@ -72,7 +74,7 @@ class Measurements:
     """
 
     def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = MIN_AREA,
-                 min_length: float = 0.0, standard: Optional[Standard] = None):
+                 min_length: float = 0.0, standard: Optional[Standard] = None, axis_deg: float = 90.0):
         if mm_per_px is not None and mm_per_px <= 0:
             raise ConfigError("--mm-per-px must be positive")
         if standard is not None and not mm_per_px:
@@ -84,6 +86,7 @@ class Measurements:
         self.min_area = min_area
         self.min_length = min_length
         self.standard = standard
+        self.axis_deg = axis_deg
         self.images: List[ImageMeasurement] = []
 
     def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
@@ -109,6 +112,7 @@ class Measurements:
     def crack_row(self, crack: Crack) -> Dict[str, Any]:
         """A crack's row of cracks.csv: its measures, in mm with the scale, and its classes under the standard."""
         row = crack.row(self.mm_per_px)
+        row["type"] = crack_type(crack, self.axis_deg, self.mm_per_px)
         if self.standard:
             row.update(crack_grades(self.standard, row, self.mm_per_px))
         return row
@@ -120,6 +124,7 @@ class Measurements:
                      for entry in self.images]
         crack_rows = [row for rows in per_image for row in rows]
         image_rows = [{"file": entry.file, **image_row(entry.cracks, entry.shape, self.mm_per_px),
+                       "type": image_type(entry.cracks, self.axis_deg, self.mm_per_px),
                        **(class_totals(self.standard, rows) if self.standard else {}), "overlay": entry.overlay}
                       for entry, rows in zip(self.images, per_image)]
         paths = [self.out_dir / "cracks.csv", self.out_dir / "images.csv", self.out_dir / "cracks.json"]
@@ -130,7 +135,7 @@ class Measurements:
                                       "source": self.standard.source, "classes": self.standard.limits(),
                                       "graded_widths": list(self.standard.width)}
         document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "min_length_px": self.min_length,
-                    "standard": standard, "coordinates": "x, y in px",
+                    "standard": standard, "axis_deg": self.axis_deg, "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
                                 "cracks": [{**row, "polylines": crack.centreline, "widths_px": crack.widths}
                                            for crack, row in zip(entry.cracks, rows)]}
