@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import draw
 
 from crackseg.commands import main
-from crackseg.measure import _merge_through, measure_mask
+from crackseg.measure import _merge_through, has_crack, measure_mask
 
 from test_commands import write_checkpoints
 
@@ -198,3 +198,50 @@ def test_the_report_renders_offline_in_a_real_browser(tmp_path):
                    capture_output=True, timeout=120)
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
     assert shot.std() > 10 and (shot < 128).mean() > 0.005  # text and thumbnails, not a blank page
+
+
+def test_a_dashed_crack_is_one_crack_and_side_by_side_cracks_stay_two():
+    dashed = np.zeros((60, 300), bool)
+    for start in range(10, 280, 33):  # 30 px dashes, 3 px gaps
+        dashed[30:33, start:start + 30] = True
+    (crack,) = measure_mask(dashed)
+    assert crack.length_px == pytest.approx(9 * 30, rel=0.03)  # the pieces' length, not the gaps'
+    assert len(measure_mask(dashed, join_gap=0)) == 9
+    assert len(measure_mask(dashed, join_gap=2)) == 9  # gaps wider than allowed stay gaps
+    parallel = np.zeros((60, 300), bool)
+    parallel[20:23, 10:290] = True
+    parallel[26:29, 10:290] = True  # 3 px apart, side by side: their ends do not face each other
+    assert len(measure_mask(parallel)) == 2
+    crossing = np.zeros((100, 100), bool)
+    crossing[50:53, 5:45] = True
+    crossing[10:48, 60:63] = True  # an end 4 px from another piece's end, at right angles to it
+    assert len(measure_mask(crossing)) == 2
+
+
+def test_pieces_too_short_alone_are_a_crack_together():
+    dashed = np.zeros((40, 120), bool)
+    for start in (10, 25, 40):  # three 12 px dashes, 3 px gaps: 36 px in all
+        dashed[20:22, start:start + 12] = True
+    assert has_crack(dashed, 10, 30) and len(measure_mask(dashed, 10, 30)) == 1
+    assert not has_crack(dashed, 10, 30, join_gap=0)
+
+
+def test_a_blob_wider_than_long_is_no_crack():
+    yy, xx = np.mgrid[:80, :80]
+    blob = (yy - 40) ** 2 + (xx - 40) ** 2 < 20 ** 2
+    assert measure_mask(blob) == [] and not has_crack(blob)
+
+
+def test_measure_joins_at_join_gap_in_px_or_mm(tmp_path):
+    dashed = np.zeros((60, 300), np.uint8)
+    for start in range(10, 280, 33):
+        dashed[30:33, start:start + 30] = 255
+    Image.fromarray(dashed).save(tmp_path / "dashed.png")
+    counts = {}
+    for flags in ([], ["--join-gap", "0"], ["--join-gap", "1mm", "--mm-per-px", "0.5"],
+                  ["--join-gap", "1mm", "--mm-per-px", "0.1"]):
+        out = tmp_path / f"out{len(counts)}"
+        assert main(["measure", str(tmp_path / "dashed.png"), "--out", str(out), *flags]) == 0
+        with open(out / "images.csv", newline="") as handle:
+            counts[" ".join(flags)] = int(next(csv.DictReader(handle))["cracks"])
+    assert list(counts.values()) == [1, 9, 9, 1]  # 1 mm at 0.5 mm/px is 2 px: less than the 3 px gaps

@@ -20,7 +20,7 @@ from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSI
                            load_mask, pair_files, read_pair)
 from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
 from crackseg.inference import DEFAULT_MIN_LENGTH, ENGINES, Predictor
-from crackseg.measure import MIN_AREA
+from crackseg.measure import JOIN_GAP_PX, MIN_AREA
 from crackseg.negatives import scan_all
 from crackseg.severity import ACI224R_EXPOSURES, DEFAULT_EXPOSURE, EC2_EXPOSURES, STANDARDS, Standard, standard
 from crackseg.models import UNetClassifier
@@ -91,8 +91,9 @@ def _min_length_argument(group: Any) -> None:
                             f"[predict and evaluate: {DEFAULT_MIN_LENGTH:g} px; measure: 0]")
 
 
-def min_length_px(text: Optional[str], mm_per_px: Optional[float], default: float) -> float:
-    """--min-length in px: '30' or '30px' are px, '2.5mm' needs the scale."""
+def length_px(text: Optional[str], mm_per_px: Optional[float], default: float, flag: str = "--min-length"
+              ) -> float:
+    """A length flag in px: '30' or '30px' are px, '2.5mm' needs the scale."""
     if text is None:
         return default
     value = text.strip().lower()
@@ -100,14 +101,18 @@ def min_length_px(text: Optional[str], mm_per_px: Optional[float], default: floa
     try:
         number = float(value[:-2] if value.endswith(("mm", "px")) else value)
     except ValueError:
-        raise ConfigError(f"--min-length {text!r}: expected a length such as 20, 20px or 2.5mm") from None
+        raise ConfigError(f"{flag} {text!r}: expected a length such as 20, 20px or 2.5mm") from None
     if number < 0:
-        raise ConfigError(f"--min-length {text!r} must not be negative")
+        raise ConfigError(f"{flag} {text!r} must not be negative")
     if unit == "mm":
         if not mm_per_px:
-            raise ConfigError(f"--min-length {text!r} is in mm: give --mm-per-px too, or a length in px")
+            raise ConfigError(f"{flag} {text!r} is in mm: give --mm-per-px too, or a length in px")
         return number / mm_per_px
     return number
+
+
+def min_length_px(text: Optional[str], mm_per_px: Optional[float], default: float) -> float:
+    return length_px(text, mm_per_px, default)
 
 
 def _measure_arguments(group: Any) -> None:
@@ -115,6 +120,9 @@ def _measure_arguments(group: Any) -> None:
                        help="ground size of a pixel in mm: adds lengths and widths in mm and areas in mm^2")
     group.add_argument("--min-area", type=int, default=10, help="ignore specks smaller than this many px [10]")
     _min_length_argument(group)
+    group.add_argument("--join-gap", default=None, metavar="LENGTH",
+                       help="pieces of a crack whose ends face each other across a gap up to this long are one "
+                            f"crack; px, or mm with a unit and --mm-per-px; 0 never joins [{JOIN_GAP_PX:g} px]")
     group.add_argument("--standard", choices=STANDARDS, default=None,
                        help="grade each crack's widths under a named standard (needs --mm-per-px): bre251 "
                             "(buildings, BRE Digest 251 classes 0-5), aci224r (reinforced concrete, ACI 224R "
@@ -129,6 +137,11 @@ def _measure_arguments(group: Any) -> None:
                        help="the exposure the limit of aci224r or ec2 depends on: aci224r "
                             f"{'/'.join(ACI224R_EXPOSURES)} [{DEFAULT_EXPOSURE['aci224r']}]; ec2 "
                             f"{'/'.join(EC2_EXPOSURES)} [{DEFAULT_EXPOSURE['ec2']}]")
+
+
+def join_gap_px(args: argparse.Namespace) -> float:
+    """--join-gap in px (commands without measurement flags join at the default)."""
+    return length_px(getattr(args, "join_gap", None), getattr(args, "mm_per_px", None), JOIN_GAP_PX, "--join-gap")
 
 
 def grading(args: argparse.Namespace) -> Optional[Standard]:
@@ -368,7 +381,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         model = load_model(args)
     min_length = min_length_px(args.min_length, getattr(args, "mm_per_px", None), DEFAULT_MIN_LENGTH)
     return Predictor(model, device=device, batch_size=args.batch_size, overlap=args.overlap,
-                     min_length=min_length, min_area=getattr(args, "min_area", MIN_AREA),
+                     min_length=min_length, min_area=getattr(args, "min_area", MIN_AREA), join_gap=join_gap_px(args),
                      precision=args.precision, head=args.head, engine="onnxruntime" if args.onnx else args.engine,
                      mask_threshold=model.mask_threshold if args.mask_threshold is None else args.mask_threshold)
 
@@ -489,7 +502,7 @@ def run_predict(args: argparse.Namespace) -> int:
         """The measurements of the images, or of one video, written into their own folder."""
         return (Measurements(folder, args.mm_per_px, args.min_area,
                              min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), grading(args),
-                             args.axis)
+                             args.axis, join_gap_px(args))
                 if args.measure or args.report else None)
 
     def fail(problem: str) -> None:
@@ -577,7 +590,7 @@ def run_measure(args: argparse.Namespace) -> int:
         print("error: no masks to measure", file=sys.stderr)
         return 1
     measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
-                                grading(args), args.axis)
+                                grading(args), args.axis, join_gap_px(args))
     failed = 0
     try:
         for path, name in tqdm(list(names.items()), desc="measure", unit="mask", disable=None):

@@ -12,7 +12,7 @@ import torch
 
 from crackseg.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
 from crackseg.checkpoints import PathLike
-from crackseg.measure import MIN_AREA, has_crack
+from crackseg.measure import JOIN_GAP_PX, MIN_AREA, has_crack
 from crackseg.models import UNetClassifier
 from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
@@ -36,6 +36,7 @@ class TiledResult:
     mask_threshold: float = 0.5
     min_area: int = MIN_AREA
     min_length: float = 0.0
+    join_gap: float = JOIN_GAP_PX
 
     @property
     def gated(self) -> bool:
@@ -47,7 +48,8 @@ class TiledResult:
         """The image is called cracked when the head gated a tile AND the decoded mask holds evidence: a crack of
         at least `min_area` px whose centreline is at least `min_length` px long (`measure.has_crack`). The head
         alone passes texture, joints and blur whose mask then holds nothing, or only specks and blobs."""
-        return self.gated and has_crack((self.probs >= self.mask_threshold).numpy(), self.min_area, self.min_length)
+        return self.gated and has_crack((self.probs >= self.mask_threshold).numpy(), self.min_area, self.min_length,
+                                        self.join_gap)
 
 
 @dataclass
@@ -90,7 +92,8 @@ class Predictor:
 
     def __init__(self, model: Any, device: Any = "cpu", batch_size: int = 32, overlap: Optional[int] = None,
                  mask_threshold: Optional[float] = None, fast: bool = True, precision: str = "auto", head: str = "auto",
-                 engine: str = "torch", min_length: float = DEFAULT_MIN_LENGTH, min_area: int = MIN_AREA):
+                 engine: str = "torch", min_length: float = DEFAULT_MIN_LENGTH, min_area: int = MIN_AREA,
+                 join_gap: float = JOIN_GAP_PX):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
@@ -115,6 +118,7 @@ class Predictor:
         self.mask_threshold = model.mask_threshold if mask_threshold is None else mask_threshold
         self.min_length = min_length
         self.min_area = min_area
+        self.join_gap = join_gap
 
     @classmethod
     def from_checkpoints(cls, segmentation: PathLike, classification: PathLike, gate_threshold: float = 0.5,
@@ -204,7 +208,7 @@ class Predictor:
             pending = queue.popleft()
             stitcher = pending.stitcher
             yield TiledResult(pending.key, stitcher.result[0], stitcher.grid, pending.tile_probs, stitcher.run,
-                              self.mask_threshold, self.min_area, self.min_length)
+                              self.mask_threshold, self.min_area, self.min_length, self.join_gap)
 
 
 def prefetch(function: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Iterator[Tuple[T, Any]]:

@@ -20,10 +20,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from skimage.measure import approximate_polygon
 from skimage.morphology import skeletonize
 
 MIN_AREA = 10  # px: smaller components are specks, not cracks
+JOIN_GAP_PX = 5.0  # pieces of a crack cut by gaps up to this wide (a threshold's breaks, dirt) are one crack
+JOIN_ANGLE_DEG = 35.0  # ... when each piece's end points at the other within this angle
+JOIN_DIRECTION_PX = 6.0  # an end's direction: from the skeleton pixels of its piece within this distance
 MIN_CELL_PX = 25  # px: smaller holes enclosed by a crack are not cells of a network
 # mm figures are written to 0.01 mm: finer than any pixel of a photo of a surface, and a measured width is
 # uncertain by a whole pixel anyway (uncertainty_mm = one pixel, the least a figure can be off)
@@ -358,56 +362,114 @@ def _principal_axis(pixels: Sequence[Tuple[int, int]]) -> Tuple[float, float]:
     return float(np.degrees(np.arctan2(-dy, dx)) % 180.0), float(np.sqrt(max(values[0], 0.0) / len(coords)))
 
 
+def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float) -> np.ndarray:
+    """Relabel `labels` so that pieces of one crack share a label: components whose free ends (skeleton end
+    points) face each other across a gap of at most `gap` px, each end pointing at the other within JOIN_ANGLE_DEG
+    (the gap is measured between the pieces' edges: the skeleton stops about half a width short of them)."""
+    if gap <= 0 or count < 2:
+        return labels
+    skeleton = skeletonize(mask)
+    neighbours = ndimage.convolve(skeleton.astype(np.uint8), EIGHT.astype(np.uint8), mode="constant") - 1
+    ends = np.argwhere(skeleton & (neighbours == 1))
+    if len(ends) < 2:
+        return labels
+    points = np.argwhere(skeleton)
+    point_owner = labels[points[:, 0], points[:, 1]]
+    owner = labels[ends[:, 0], ends[:, 1]]
+    half_width = ndimage.distance_transform_edt(mask)[ends[:, 0], ends[:, 1]]
+    near = cKDTree(points)
+    directions = np.zeros((len(ends), 2))
+    for row, (end, piece) in enumerate(zip(ends, owner)):
+        around = [index for index in near.query_ball_point(end, JOIN_DIRECTION_PX) if point_owner[index] == piece]
+        step = end - points[around].mean(axis=0)
+        directions[row] = step / (np.linalg.norm(step) or 1.0)
+    parent = np.arange(count + 1)
+
+    def find(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    facing = np.cos(np.radians(JOIN_ANGLE_DEG))
+    for first, second in cKDTree(ends).query_pairs(gap + 2 * float(half_width.max()) + 1):
+        if owner[first] == owner[second]:
+            continue
+        across = (ends[second] - ends[first]).astype(float)
+        distance = float(np.linalg.norm(across))
+        if distance > gap + half_width[first] + half_width[second] + 1:
+            continue
+        across /= distance
+        if directions[first] @ across >= facing and directions[second] @ -across >= facing:
+            parent[find(owner[first])] = find(owner[second])
+    roots = np.array([find(index) for index in range(count + 1)])
+    return roots[labels]
+
+
+def _components(mask: np.ndarray, min_area: int, join_gap: float) -> List[Tuple[int, Tuple[slice, slice], np.ndarray]]:
+    """(label, bounding slices, boolean window) of each crack candidate of at least `min_area` px: the connected
+    components (8-connectivity), pieces within `join_gap` px of each other joined (`_joined`), in reading order of
+    their top-left pixel."""
+    mask = np.asarray(mask, dtype=bool)
+    labels, count = ndimage.label(mask, structure=EIGHT)
+    labels = _joined(labels, count, mask, join_gap)
+    found = []
+    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
+        if slices is None:
+            continue
+        component = labels[slices] == index
+        if component.sum() >= min_area:
+            found.append((index, slices, component))
+    return sorted(found, key=lambda item: (item[1][0].start, item[1][1].start))
+
+
+def _is_crack(crack: Crack, min_length: float) -> bool:
+    """Long enough, and longer than wide (a blob as wide as it is long is no crack)."""
+    return crack.length_px >= min_length and crack.length_px >= crack.mean_width_px
+
+
 def measure_mask(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.0,
-                 probs: Optional[np.ndarray] = None) -> List[Crack]:
+                 probs: Optional[np.ndarray] = None, join_gap: float = JOIN_GAP_PX) -> List[Crack]:
     """The cracks of a binary mask, numbered 1.. in reading order of their top-left pixel.
 
     Args:
         mask: (H, W) booleans (or 0/1), True where there is crack, e.g. `result.probs >= threshold` of a
             `Predictor`, or any segmentation tool's mask.
         min_area: components smaller than this many px are specks, not cracks.
-        min_length: components whose centreline is shorter than this many px are not cracks either.
+        min_length: components whose centreline is shorter than this many px are not cracks either, nor are
+            those shorter than their mean width.
         probs: (H, W) crack probabilities the mask came from: each crack's confidence (None without).
+        join_gap: pieces whose ends face each other across at most this many px are one crack (0: never).
 
     Returns:
-        One `Crack` per connected component (8-connectivity): length along its centreline, mean, median and max
-        width, area, direction, bounding box, centreline polylines with local widths; pixel units (`Crack.row`
-        adds mm for a known scale). An empty mask gives an empty list.
+        One `Crack` per connected component (8-connectivity) or group of joined pieces: length along its
+        centreline (the pieces' lengths, not the gaps), mean, median and max width, area, direction, bounding box,
+        centreline polylines with local widths; pixel units (`Crack.row` adds mm for a known scale). An empty mask
+        gives an empty list.
 
     Example:
         >>> mask = np.zeros((50, 200), bool); mask[20:24, 10:190] = True  # a bar 180 px long, 4 px wide
         >>> [(round(c.length_px), round(c.mean_width_px)) for c in measure_mask(mask)]
         [(180, 4)]
     """
-    labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT)
     cracks = []
-    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
-        if slices is None:
-            continue
-        component = labels[slices] == index
-        if component.sum() >= min_area:
-            window = None if probs is None else np.asarray(probs)[slices]
-            crack = measure_component(component, (slices[0].start, slices[1].start), len(cracks) + 1, window)
-            if crack.length_px >= min_length:
-                cracks.append(crack)
+    for _, slices, component in _components(mask, min_area, join_gap):
+        window = None if probs is None else np.asarray(probs)[slices]
+        crack = measure_component(component, (slices[0].start, slices[1].start), len(cracks) + 1, window)
+        if _is_crack(crack, min_length):
+            cracks.append(crack)
     return cracks
 
 
-def has_crack(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.0) -> bool:
-    """Whether `measure_mask(mask, min_area, min_length)` would find a crack, measuring as few components as it
-    can: components are tried from the widest span down, and the first long enough answers. (A span is no proof:
-    a round blob 30 px across has a centreline of a few px.)"""
-    labels, _ = ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT)
-    candidates = []
-    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
-        component = labels[slices] == index
-        if component.sum() >= min_area:
-            extent = max(slices[0].stop - slices[0].start, slices[1].stop - slices[1].start)
-            candidates.append((extent, index, slices, component))
-    for _, _, slices, component in sorted(candidates, key=lambda item: (-item[0], item[1])):
-        if measure_component(component, (slices[0].start, slices[1].start), 0).length_px >= min_length:
-            return True
-    return False
+def has_crack(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.0,
+              join_gap: float = JOIN_GAP_PX) -> bool:
+    """Whether `measure_mask(mask, min_area, min_length, join_gap=join_gap)` would find a crack, measuring as few
+    components as it can: components are tried from the widest span down, and the first that is a crack answers.
+    (A span is no proof: a round blob 30 px across has a centreline of a few px.)"""
+    candidates = sorted(_components(mask, min_area, join_gap),
+                        key=lambda item: (-max(s.stop - s.start for s in item[1]), item[0]))
+    return any(_is_crack(measure_component(component, (slices[0].start, slices[1].start), 0), min_length)
+               for _, slices, component in candidates)
 
 
 def image_row(cracks: Sequence[Crack], shape: Tuple[int, int], mm_per_px: Optional[float] = None) -> Dict[str, float]:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from crackseg.config import ConfigError
 from crackseg.cracktypes import crack_type, image_type
-from crackseg.measure import MIN_AREA, Crack, image_row, measure_mask
+from crackseg.measure import JOIN_GAP_PX, MIN_AREA, Crack, image_row, measure_mask
 from crackseg.severity import Standard, class_totals, crack_grades
 from crackseg.tables import write_csv
 
@@ -65,6 +65,7 @@ class Measurements:
         min_length: ... and so are those whose centreline is shorter than this many px.
         standard: grade each crack's widths under this standard (`severity.standard`; needs `mm_per_px`): class
             columns in cracks.csv, length per class in images.csv.
+        join_gap: pieces of a crack across gaps up to this many px are one crack.
         axis_deg: the road's (or wall's) axis for crack types (`cracktypes`), 0 = image horizontal, 90 = vertical.
 
     Example:
@@ -74,7 +75,8 @@ class Measurements:
     """
 
     def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = MIN_AREA,
-                 min_length: float = 0.0, standard: Optional[Standard] = None, axis_deg: float = 90.0):
+                 min_length: float = 0.0, standard: Optional[Standard] = None, axis_deg: float = 90.0,
+                 join_gap: float = JOIN_GAP_PX):
         if mm_per_px is not None and mm_per_px <= 0:
             raise ConfigError("--mm-per-px must be positive")
         if standard is not None and not mm_per_px:
@@ -87,6 +89,7 @@ class Measurements:
         self.min_length = min_length
         self.standard = standard
         self.axis_deg = axis_deg
+        self.join_gap = join_gap
         self.images: List[ImageMeasurement] = []
 
     def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
@@ -96,7 +99,7 @@ class Measurements:
         confidence); draw its overlay on `image` (H, W, 3) (or on the mask, in grey) as NAME_measure.png (NAME may
         hold folders: `sub/photo.jpg`); return the image's row of images.csv. `redraw=False` keeps the overlay an
         earlier run drew of the same mask (a resumed video, whose frames are not decoded again)."""
-        cracks = measure_mask(mask, self.min_area, self.min_length, probs)
+        cracks = measure_mask(mask, self.min_area, self.min_length, probs, self.join_gap)
         overlay = f"{name}_measure.png"
         if redraw or not (self.out_dir / overlay).is_file():
             background = image if image is not None else np.repeat((np.asarray(mask) * 96)[..., None], 3, axis=2)
@@ -135,6 +138,7 @@ class Measurements:
                                       "source": self.standard.source, "classes": self.standard.limits(),
                                       "graded_widths": list(self.standard.width)}
         document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "min_length_px": self.min_length,
+                    "join_gap_px": self.join_gap,
                     "standard": standard, "axis_deg": self.axis_deg, "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
                                 "cracks": [{**row, "polylines": crack.centreline, "widths_px": crack.widths}
