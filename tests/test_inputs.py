@@ -188,3 +188,16 @@ def test_folders_name_what_they_skip_and_why(tmp_path, capsys, monkeypatch):
     assert problems == [f"{folder / 'gone.jpg'}: a link to nothing: skipped",
                         f"{folder / 'locked'}: cannot list this folder (Permission denied): its files are skipped"]
     assert f"note: {folder}: skipped 1 file(s) that are not images or videos" in capsys.readouterr().out
+
+
+def test_a_link_back_up_a_folder_is_searched_once(tmp_path, capsys):
+    from crackseg.prediction import expand_inputs
+
+    show_messages()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    (folder / "loop").symlink_to(".")  # was walked 40 levels deep: one photo became 41 inputs
+    names, problems = expand_inputs([str(folder)])
+    assert list(names.values()) == ["a.png"] and problems == []
+    assert "loop: a link to a folder already searched: skipped" in capsys.readouterr().out

@@ -21,7 +21,7 @@ def test_bre251_classes_and_their_boundaries(width, expected):
 @pytest.mark.parametrize("name, exposure, limit", [("aci224r", "dry-air", 0.41), ("aci224r", "humid", 0.30),
                                                    ("aci224r", "de-icing", 0.18), ("aci224r", "seawater", 0.15),
                                                    ("aci224r", "water-retaining", 0.10), ("ec2", "XC1", 0.4),
-                                                   ("ec2", "XD", 0.3), ("ec2", "prestressed", 0.2)])
+                                                   ("ec2", "XD1", 0.3), ("ec2", "prestressed", 0.2)])
 def test_limits_by_exposure_are_within_at_the_limit_and_exceeded_above(name, exposure, limit):
     rule = standard(name, exposure)
     assert rule.grade(limit) == "within" and rule.grade(limit + 0.001) == "exceeds"
@@ -111,3 +111,10 @@ def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_
     page = write_report(measurements, {}, tmp_path / "report.html").read_text()
     assert "BRE Digest 251" in page and "3: &lt;= 15 mm" in page
     assert "length in class 3 (mm, by max width): 42" in page
+
+
+def test_a_width_is_graded_as_it_is_written_not_with_float_error():
+    rule = standard("aci224r", "humid")  # 0.30 mm, within at the limit
+    assert crack_grades(rule, {"max_width_px": 3, "median_width_px": 3}, 0.1)["class_max"] == "within"  # 3 x 0.1
+    assert crack_grades(rule, {"max_width_px": 4, "median_width_px": 3}, 0.1)["class_max"] == "exceeds"
+    assert standard("ec2", "XD2").grade(0.3) == "within" and standard("ec2", "XS3").grade(0.31) == "exceeds"

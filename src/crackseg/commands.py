@@ -617,7 +617,7 @@ def run_negatives(args: argparse.Namespace) -> int:
     if args.mine and Path(args.mine).exists() and any(Path(args.mine).iterdir()):
         raise DatasetError(f"{args.mine}: not empty; --mine writes only into an empty or missing folder")
     predictor = _predictor(args)
-    with tqdm(desc="crack-free material", unit="photo", file=sys.stdout) as progress:
+    with tqdm(desc="crack-free material", unit="photo", disable=None) as progress:  # stderr: stdout is the JSON
         results = scan_all(predictor, [Path(source) for source in args.sources], args.split,
                            Path(args.mine) if args.mine else None, progress)
     text = json.dumps(results, indent=1)

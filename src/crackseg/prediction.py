@@ -41,7 +41,14 @@ def folder_media(folder: Path) -> Tuple[List[Path], List[str]]:
         problems.append(f"{printable(error.filename)}: cannot list this folder ({error.strerror}): its files are "
                         "skipped")
 
+    seen = set()  # (device, inode) of the folders walked: a link back up (ln -s . loop) is walked once
     for root, folders, files in os.walk(folder, onerror=unlisted, followlinks=True):
+        identity = (os.stat(root).st_dev, os.stat(root).st_ino)
+        if identity in seen:
+            folders.clear()
+            log.info(f"note: {printable(root)}: a link to a folder already searched: skipped")
+            continue
+        seen.add(identity)
         folders.sort()
         for name in files:
             path = Path(root) / name

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from crackseg.config import ConfigError
+from crackseg.measure import MM_DIGITS
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ BRE251 = Standard("bre251", "BRE Digest 251: damage to walls by crack width",
 # tolerable crack widths of reinforced concrete by exposure (ACI 224R-01, Table 4.1), mm
 ACI224R_EXPOSURES = {"dry-air": 0.41, "humid": 0.30, "de-icing": 0.18, "seawater": 0.15, "water-retaining": 0.10}
 # Eurocode 2 recommended wmax (EN 1992-1-1, Table 7.1N), mm
-EC2_EXPOSURES = {"X0": 0.4, "XC1": 0.4, "XC2": 0.3, "XC3": 0.3, "XC4": 0.3, "XD": 0.3, "XS": 0.3,
-                 "prestressed": 0.2}
+EC2_EXPOSURES = {"X0": 0.4, "XC1": 0.4, "XC2": 0.3, "XC3": 0.3, "XC4": 0.3, "XD1": 0.3, "XD2": 0.3, "XD3": 0.3,
+                 "XS1": 0.3, "XS2": 0.3, "XS3": 0.3, "prestressed": 0.2}
 ASTM_D6433 = Standard("astm-d6433", "ASTM D6433 longitudinal and transverse cracking, severity by mean width",
                       "ASTM D6433, Standard Practice for Roads and Parking Lots Pavement Condition Index Surveys, "
                       "distress 10 (L&T cracking)", ("mean",),
@@ -113,8 +114,8 @@ WIDTH_FIELDS = {"max": "max_width_px", "typical": "median_width_px", "mean": "me
 def crack_grades(rule: Standard, row: Dict[str, float], mm_per_px: float) -> Dict[str, str]:
     """The class columns of one crack's row of cracks.csv (its widths in px): class_max, class_max_range, ..."""
     columns = {}
-    for which in rule.width:
-        graded = grade(rule, row[WIDTH_FIELDS[which]] * mm_per_px, mm_per_px)
+    for which in rule.width:  # the width as written in the table (0.01 mm): 3 px x 0.1 is 0.3, not 0.30000000000000004
+        graded = grade(rule, round(row[WIDTH_FIELDS[which]] * mm_per_px, MM_DIGITS), mm_per_px)
         columns[f"class_{which}"], columns[f"class_{which}_range"] = graded.name, graded.range
     return columns
 
