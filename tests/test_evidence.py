@@ -130,3 +130,13 @@ def test_min_length_in_px_or_mm(text, scale, expected):
 def test_min_length_errors_say_what_is_wrong(text, message):
     with pytest.raises(ConfigError, match=message):
         min_length_px(text, None, 20.0)
+
+
+def test_a_gently_curved_long_crack_is_not_called_joint_like():
+    mask = np.zeros((200, 1200), bool)
+    xs = np.arange(50, 1150)
+    ys = (100 + 60 * ((xs - 600) / 550) ** 2).astype(int)  # bows 60 px over 1100 px
+    for offset in range(3):
+        mask[ys + offset, xs] = True
+    (crack,) = measure_mask(mask)
+    assert crack.straightness_px > 20 and crack.review_reasons == []  # flagged when the rule used the RMS

@@ -28,6 +28,7 @@ MIN_AREA = 10  # px: smaller components are specks, not cracks
 JOIN_GAP_PX = 5.0  # pieces of a crack cut by gaps up to this wide (a threshold's breaks, dirt) are one crack
 JOIN_ANGLE_DEG = 35.0  # ... when each piece's end points at the other within this angle
 JOIN_DIRECTION_PX = 6.0  # an end's direction: from the skeleton pixels of its piece within this distance
+JOIN_HALF_WIDTH_PX = 10  # px: half widths at the ends are looked up to this far (wider cracks join as if this wide)
 MIN_CELL_PX = 25  # px: smaller holes enclosed by a crack are not cells of a network
 # mm figures are written to 0.01 mm: finer than any pixel of a photo of a surface, and a measured width is
 # uncertain by a whole pixel anyway (uncertainty_mm = one pixel, the least a figure can be off)
@@ -38,11 +39,11 @@ MIN_WIDTH_PX = 1.0  # the thinnest crack a mask can draw, at any angle (a 1-px l
 EIGHT = np.ones((3, 3), dtype=bool)
 CROSS = ndimage.generate_binary_structure(2, 1) & ~np.eye(3, dtype=bool)[::-1] & ~np.eye(3, dtype=bool)
 NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-# The review rule. Cracks wander: over 100 px a real crack strays several px from its chord, a joint or the edge
-# of a marking less than 1.5 px (2% of its length for longer ones).
+# The review rule. Cracks wander: over 100 px a real crack strays several px from a straight line, a joint or the
+# edge of a marking less than 1.5 px (1% of its length for longer ones: a slight bow, or a lens's distortion).
 REVIEW_CONFIDENCE = 0.7  # mean crack probability along the centreline below which a crack is flagged
 STRAIGHT_MIN_LENGTH = 100.0  # px: shorter straight stretches are common in real cracks
-STRAIGHT_DEVIATION = 0.02  # RMS distance of the centreline from its principal axis, as a share of the length
+STRAIGHT_DEVIATION = 0.01  # largest distance of the centreline from its principal axis, as a share of the length
 AXIS_TOLERANCE_DEG = 5.0  # "along an image axis": within this many degrees of horizontal or vertical
 
 
@@ -60,7 +61,7 @@ class Crack:
     bbox: Tuple[int, int, int, int]
     centreline: List[List[Tuple[float, float]]] = field(default_factory=list)  # polylines of (x, y) px
     widths: List[List[float]] = field(default_factory=list)  # per polyline vertex, px
-    straightness_px: float = 0.0  # RMS distance of the centreline pixels from their principal axis
+    straightness_px: float = 0.0  # largest distance of a centreline pixel from their principal axis
     cells: int = 0  # closed cells: background regions of at least MIN_CELL_PX the crack encloses (a network)
     cell_area_px: float = 0.0  # their median area
     confidence: Optional[float] = None  # mean crack probability along the centreline, when probabilities are given
@@ -352,37 +353,44 @@ def _cells(component: np.ndarray) -> List[int]:
 
 def _principal_axis(pixels: Sequence[Tuple[int, int]]) -> Tuple[float, float]:
     """Direction of the principal axis of the pixels (degrees in [0, 180), 0 = horizontal, counter-clockwise) and
-    the RMS distance of the pixels from that axis (px): 0 for a dead-straight line."""
+    the largest distance of a pixel from that axis (px): 0 for a dead-straight line."""
     coords = np.asarray(pixels, dtype=float)
     if len(coords) < 2:
         return 0.0, 0.0
     coords -= coords.mean(axis=0)
-    values, vectors = np.linalg.eigh(coords.T @ coords)
+    _, vectors = np.linalg.eigh(coords.T @ coords)
     dy, dx = vectors[:, -1]
-    return float(np.degrees(np.arctan2(-dy, dx)) % 180.0), float(np.sqrt(max(values[0], 0.0) / len(coords)))
+    return float(np.degrees(np.arctan2(-dy, dx)) % 180.0), float(np.abs(coords @ vectors[:, 0]).max())
 
 
-def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float) -> np.ndarray:
+def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, skeleton: np.ndarray) -> np.ndarray:
     """Relabel `labels` so that pieces of one crack share a label: components whose free ends (skeleton end
     points) face each other across a gap of at most `gap` px, each end pointing at the other within JOIN_ANGLE_DEG
     (the gap is measured between the pieces' edges: the skeleton stops about half a width short of them)."""
     if gap <= 0 or count < 2:
         return labels
-    skeleton = skeletonize(mask)
     neighbours = ndimage.convolve(skeleton.astype(np.uint8), EIGHT.astype(np.uint8), mode="constant") - 1
     ends = np.argwhere(skeleton & (neighbours == 1))
     if len(ends) < 2:
         return labels
+    owner = labels[ends[:, 0], ends[:, 1]]
+    pairs = [(a, b) for a, b in cKDTree(ends).query_pairs(gap + 2 * JOIN_HALF_WIDTH_PX + 1) if owner[a] != owner[b]]
+    if not pairs:
+        return labels
+    involved = sorted({end for pair in pairs for end in pair})
     points = np.argwhere(skeleton)
     point_owner = labels[points[:, 0], points[:, 1]]
-    owner = labels[ends[:, 0], ends[:, 1]]
-    half_width = ndimage.distance_transform_edt(mask)[ends[:, 0], ends[:, 1]]
     near = cKDTree(points)
-    directions = np.zeros((len(ends), 2))
-    for row, (end, piece) in enumerate(zip(ends, owner)):
-        around = [index for index in near.query_ball_point(end, JOIN_DIRECTION_PX) if point_owner[index] == piece]
-        step = end - points[around].mean(axis=0)
-        directions[row] = step / (np.linalg.norm(step) or 1.0)
+    directions, half_width = {}, {}
+    for end in involved:
+        y, x = ends[end]
+        around = [index for index in near.query_ball_point(ends[end], JOIN_DIRECTION_PX)
+                  if point_owner[index] == owner[end]]
+        step = ends[end] - points[around].mean(axis=0)
+        directions[end] = step / (np.linalg.norm(step) or 1.0)
+        top, left = max(y - JOIN_HALF_WIDTH_PX, 0), max(x - JOIN_HALF_WIDTH_PX, 0)
+        window = mask[top:y + JOIN_HALF_WIDTH_PX + 1, left:x + JOIN_HALF_WIDTH_PX + 1]
+        half_width[end] = min(float(ndimage.distance_transform_edt(window)[y - top, x - left]), JOIN_HALF_WIDTH_PX)
     parent = np.arange(count + 1)
 
     def find(index: int) -> int:
@@ -392,9 +400,7 @@ def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float) -> np.
         return index
 
     facing = np.cos(np.radians(JOIN_ANGLE_DEG))
-    for first, second in cKDTree(ends).query_pairs(gap + 2 * float(half_width.max()) + 1):
-        if owner[first] == owner[second]:
-            continue
+    for first, second in pairs:
         across = (ends[second] - ends[first]).astype(float)
         distance = float(np.linalg.norm(across))
         if distance > gap + half_width[first] + half_width[second] + 1:
@@ -406,13 +412,15 @@ def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float) -> np.
     return roots[labels]
 
 
-def _components(mask: np.ndarray, min_area: int, join_gap: float) -> List[Tuple[int, Tuple[slice, slice], np.ndarray]]:
+def _components(mask: np.ndarray, min_area: int, join_gap: float, skeleton: Optional[np.ndarray] = None
+                ) -> List[Tuple[int, Tuple[slice, slice], np.ndarray]]:
     """(label, bounding slices, boolean window) of each crack candidate of at least `min_area` px: the connected
-    components (8-connectivity), pieces within `join_gap` px of each other joined (`_joined`), in reading order of
-    their top-left pixel."""
+    components (8-connectivity), pieces within `join_gap` px of each other joined (`_joined`; `skeleton`, the
+    mask's, if the caller has it), in reading order of their top-left pixel."""
     mask = np.asarray(mask, dtype=bool)
     labels, count = ndimage.label(mask, structure=EIGHT)
-    labels = _joined(labels, count, mask, join_gap)
+    if join_gap > 0 and count > 1:
+        labels = _joined(labels, count, mask, join_gap, skeletonize(mask) if skeleton is None else skeleton)
     found = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):
         if slices is None:
@@ -466,10 +474,22 @@ def has_crack(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.
     """Whether `measure_mask(mask, min_area, min_length, join_gap=join_gap)` would find a crack, measuring as few
     components as it can: components are tried from the widest span down, and the first that is a crack answers.
     (A span is no proof: a round blob 30 px across has a centreline of a few px.)"""
-    candidates = sorted(_components(mask, min_area, join_gap),
-                        key=lambda item: (-max(s.stop - s.start for s in item[1]), item[0]))
+    mask = np.asarray(mask, dtype=bool)
+    skeleton = skeletonize(mask)
+    candidates = _components(mask, min_area, join_gap, skeleton)
+    if not candidates:
+        return False
+    # A bound that spares measuring most specks: a centreline is at most sqrt(2) px per skeleton pixel, plus its
+    # free ends' run to the edge (at most the component's span each, two per skeleton end)
+    labels = np.zeros(mask.shape, np.int64)
+    for index, slices, component in candidates:
+        labels[slices][component] = index
+    per_label = np.bincount(labels[skeleton], minlength=int(labels.max()) + 1)
+    span = {index: max(s.stop - s.start for s in slices) for index, slices, _ in candidates}
+    possible = [(index, slices, component) for index, slices, component in candidates
+                if np.sqrt(2) * per_label[index] + 2 * span[index] >= min_length]
     return any(_is_crack(measure_component(component, (slices[0].start, slices[1].start), 0), min_length)
-               for _, slices, component in candidates)
+               for _, slices, component in sorted(possible, key=lambda item: (-span[item[0]], item[0])))
 
 
 def image_row(cracks: Sequence[Crack], shape: Tuple[int, int], mm_per_px: Optional[float] = None) -> Dict[str, float]:
