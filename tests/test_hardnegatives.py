@@ -77,3 +77,29 @@ def test_the_specificity_video_has_a_crack_in_frames_10_to_19_only(tmp_path):
     on_line = [float(frame.image[:, 90, 120].float().mean()) for frame in frames]  # (120, 90) is on the polyline
     assert all(value < 110 for value in on_line[10:20])
     assert all(value > 120 for index, value in enumerate(on_line) if index not in range(10, 20))
+
+
+def test_flemish_bond_alternates_stretchers_and_headers_centred_over_each_other():
+    v, u = np.mgrid[0:62, 0:400].astype(np.float32)
+    units = hardnegatives._flemish(u, v, np.floor(v / 31), 80.0, 26.0, 5.0)
+
+    def bricks(line):  # (length, centre) of each whole brick along one row of pixels
+        edges = np.flatnonzero(np.diff(np.r_[0, (~line).astype(int), 0]))
+        return [(stop - start, (start + stop) / 2) for start, stop in zip(edges[::2], edges[1::2])
+                if stop - start > 30]  # bricks cut by the photo's sides left out
+
+    first, second = bricks(units["mortar"][10]), bricks(units["mortar"][40])
+    lengths = [length for length, _ in first]
+    assert all(abs(a - b) > 30 for a, b in zip(lengths, lengths[1:]))  # long and short alternate
+    assert {round(length / 10) for length in lengths} == {4, 8}  # stretchers of 80 px, headers of 37-38
+    stretchers = [centre for length, centre in first if length > 60]
+    headers = [centre for length, centre in second if length < 60]
+    assert headers and all(min(abs(h - s) for s in stretchers) <= 1 for h in headers)
+
+
+def test_stone_masonry_spreads_its_stones_over_the_whole_photo():
+    image, _ = hardnegatives.stone_masonry(np.random.default_rng(5), 240)
+    grey = image.mean(-1)
+    thirds = [grey[i * 80:(i + 1) * 80] for i in range(3)]
+    # every third holds mortar lines: stones were squeezed into the top before (seeds scaled, not the pixels)
+    assert all(np.std(third) > 0.03 for third in thirds)

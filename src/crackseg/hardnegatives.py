@@ -61,9 +61,8 @@ def _units(rng: np.random.Generator, size: int, length: float, height: float, jo
     if bond == "english":  # courses of stretchers and of headers (half-length units) alternate
         unit_length = np.where(row % 2 == 0, length, length / 2 - joint / 2)
         offset = np.where(row % 2 == 0, 0.0, length / 4)
-    elif bond == "flemish":  # headers and stretchers alternate within each course
-        unit_length = np.full_like(u, (length + length / 2) / 2)
-        offset = (row % 2) * (length * 0.375)
+    elif bond == "flemish":  # a stretcher and a header (half a brick) alternate within each course, each header
+        return _flemish(u, v, row, length, height, joint)  # centred on the stretcher below it
     elif bond == "stack":
         unit_length, offset = np.full_like(u, length), np.zeros_like(u)
     else:  # running (stretcher) bond: each course shifted by half a unit
@@ -75,6 +74,24 @@ def _units(rng: np.random.Generator, size: int, length: float, height: float, jo
     local_v = v - row * pitch_v
     mortar = (local_u >= unit_length) | (local_v >= height)
     return {"id": row * 100003 + column, "mortar": mortar, "du": local_u, "dv": local_v,
+            "length": unit_length, "height": np.full_like(u, height)}
+
+
+def _flemish(u: np.ndarray, v: np.ndarray, row: np.ndarray, length: float, height: float, joint: float
+             ) -> Dict[str, np.ndarray]:
+    """Flemish bond: stretcher, joint, header, joint repeat along each course; alternate courses are shifted so
+    that each header sits centred over a stretcher."""
+    header = length / 2 - joint / 2
+    period = length + header + 2 * joint
+    shifted = u + (row % 2) * (length / 2 + joint + header / 2)
+    pair = np.floor(shifted / period)
+    within = shifted - pair * period
+    is_header = within >= length + joint
+    local_u = np.where(is_header, within - length - joint, within)
+    unit_length = np.where(is_header, header, length)
+    local_v = v - row * (height + joint)
+    mortar = (local_u >= unit_length) | (local_v >= height)
+    return {"id": row * 100003 + 2 * pair + is_header, "mortar": mortar, "du": local_u, "dv": local_v,
             "length": unit_length, "height": np.full_like(u, height)}
 
 
@@ -140,9 +157,10 @@ def stone_masonry(rng: np.random.Generator, size: int) -> Scene:
     """Random rubble or ashlar-like stone masonry: irregular stones (Voronoi cells) set in mortar."""
     stones = int(np.exp(rng.uniform(np.log(3), np.log(120))))
     seeds = rng.uniform(-0.1, 1.1, (stones, 2)) * size
-    seeds[:, 1] *= rng.uniform(0.6, 1.0)  # stones a little wider than high, as laid
+    squash = rng.uniform(1.0, 1.6)  # distances count more vertically: stones a little wider than high, as laid
+    seeds[:, 1] *= squash
     yy, xx = np.mgrid[0:size, 0:size]
-    points = np.stack([xx.ravel(), yy.ravel() * 1.0], 1)
+    points = np.stack([xx.ravel(), yy.ravel() * squash], 1)
     distance, index = cKDTree(seeds).query(points, k=2)
     gap = (distance[:, 1] - distance[:, 0]).reshape(size, size)
     mean_stone = size / np.sqrt(stones)
