@@ -231,6 +231,9 @@ def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_pat
     monkeypatch.setattr(video, "crack_overlay", interrupted)
     assert main(["predict", str(path), "--out", str(tmp_path / "parts"), *flags]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == "interrupted after 0 of 1 inputs; --skip-existing resumes"
+    # the tables hold the two cracked frames measured before the Ctrl-C (none were written before)
+    assert [row["file"].split("#")[1] for row in read_table(tmp_path / "parts" / "clip.mkv" / "images.csv")] == [
+        "10", "12"]
     monkeypatch.setattr(video, "crack_overlay", real)
     assert main(["predict", str(path), "--out", str(tmp_path / "parts"), "--skip-existing", *flags]) == 0
     whole, parts = tmp_path / "whole" / "clip.mkv", tmp_path / "parts" / "clip.mkv"

@@ -511,6 +511,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     rows: List[Dict[str, Any]] = []
     finished = 0  # inputs done, for the line a Ctrl-C prints
+    measurements: Optional[Measurements] = None  # those in progress, written on a Ctrl-C too
     try:
         for video in videos:
             folder = out / names[video]
@@ -532,6 +533,7 @@ def run_predict(args: argparse.Namespace) -> int:
                       f"in {folder}")
                 if measurements is not None:
                     _write_measurements(args, predictor, measurements)
+            measurements = None
             finished += 1
         if paths:
             measurements = measurements_in(out)
@@ -541,9 +543,12 @@ def run_predict(args: argparse.Namespace) -> int:
                                      max_pixels=args.max_pixels or None, measurements=measurements)
             if measurements is not None:
                 _write_measurements(args, predictor, measurements)
+                measurements = None
     except KeyboardInterrupt:
         if paths and finished == len(videos):  # among the images: their summary rows say how far
             finished += len(read_summary(out / summary_name(shard_spec)))
+        if measurements is not None and measurements.images:  # the tables match the masks written so far
+            _write_measurements(args, predictor, measurements)
         print(f"interrupted after {finished} of {total} inputs; --skip-existing resumes", file=sys.stderr)
         return 130
     failed = [row for row in rows if row["status"] != "ok"]
