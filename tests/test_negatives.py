@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.data import pair_files
+from crackseg.data import DatasetError, pair_files
 from crackseg.inference import Predictor
 from crackseg.models import UNetClassifier
 from crackseg.negatives import scan, scan_all
@@ -90,3 +90,20 @@ def test_negatives_command_prints_json(tmp_path, capsys, monkeypatch):
     (written,) = json.loads((tmp_path / "fp.json").read_text())
     assert written["called_cracked"] == 1 and written["count"] == 1
     assert json.loads(capsys.readouterr().out) == [written]  # stdout is the JSON alone: progress goes to stderr
+
+
+def test_label_maps_of_another_size_and_empty_splits_are_one_line_errors(tmp_path, predictor):
+    root = tmp_path / "root"
+    photo(root / "valid" / "images" / "p.png")
+    (root / "valid" / "masks").mkdir()
+    Image.fromarray(np.zeros((64, 96), np.uint8)).save(root / "valid" / "masks" / "p.png")
+    (root / "valid" / "other").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "valid" / "other" / "p.png")
+    with pytest.raises(DatasetError, match="p.png: label map of 32x32 px for an image of 96x64 px"):
+        scan(predictor, root, split="valid")
+    with pytest.raises(DatasetError, match="a data root without"):
+        scan(predictor, root, split="all")
+    few = tmp_path / "few"
+    photo(few / "a.png")
+    with pytest.raises(DatasetError, match="no photos in its valid split"):
+        scan(predictor, few, split="valid")  # one photo: every 5th is valid, so none

@@ -2,9 +2,10 @@
 
 A source is either a folder of crack-free photos (every photo counts) or a split of a data root (only its
 crack-free tiles count: the pixels a tile owns hold no labelled crack, nor within `MARGIN` px of them, so a
-crack's blurred edge is not counted against the model). For each source: the share of photos (or crack-free
-tiles) called cracked, by the same rule as `predict` (`TiledResult.cracked`: the head gates and the mask holds a
-crack at least `min_length` long), and the share of their pixels called crack. A data root split with an `other/`
+crack's blurred edge is not counted against the model). For each source: the share of photos called cracked, by
+the same rule as `predict` (`TiledResult.cracked`: the head gates and the mask holds a crack at least
+`min_length` long), or of crack-free tiles called cracked by that rule applied to the tile's own pixels, and the
+share of their pixels called crack (None where there is nothing to count). A data root split with an `other/`
 folder of label maps (e.g. paveseg's joints, sealed cracks, patches as grey levels) also gets, per grey level,
 the share of its pixels called crack.
 
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from crackseg.data import DatasetError, list_images, load_image, load_mask, pair_files, split_negatives
+from crackseg.data import DatasetError, list_images, load_image, open_image, pair_files, read_pair, split_negatives
 from crackseg.inference import Predictor, TiledResult, prefetch
 from crackseg.measure import has_crack
 
@@ -42,9 +43,14 @@ def _items(source: Path, split: str) -> List[Tuple[Path, Optional[Path], Optiona
                                                                                   source / split / "masks")]
     if not source.is_dir():
         raise DatasetError(f"{source}: no such folder")
+    if (source / "train" / "images").is_dir() or (source / "valid" / "images").is_dir():
+        raise DatasetError(f"{source}: a data root without {split}/images and {split}/masks (--split train or valid)")
     photos = list(list_images(source).values()) if split == "all" else split_negatives(source).get(split)
     if photos is None:
         raise DatasetError(f"{source}: a folder of crack-free photos has the splits train, valid and all, not {split}")
+    if not photos:
+        raise DatasetError(f"{source}: no photos in its {split} split (every 5th file is valid: --split all takes "
+                           "them all)")
     return [(photo, None, None) for photo in photos]
 
 
@@ -59,8 +65,9 @@ class _Tally:
     def summary(self) -> Dict[str, Any]:
         unit = "photos" if self.kind == "photos" else "crack-free tiles"
         result = {"source": str(self.source), "unit": unit, "count": self.units, "called_cracked": self.called,
-                  "share_called_cracked": round(self.called / max(self.units, 1), 4), "pixels": self.pixels,
-                  "share_of_pixels_called_crack": round(self.crack_pixels / max(self.pixels, 1), 5)}
+                  "share_called_cracked": round(self.called / self.units, 4) if self.units else None,
+                  "pixels": self.pixels,
+                  "share_of_pixels_called_crack": round(self.crack_pixels / self.pixels, 5) if self.pixels else None}
         if self.classes:
             result["classes"] = {str(level): {"pixels": total, "share_called_crack": round(hit / max(total, 1), 5)}
                                  for level, (total, hit) in sorted(self.classes.items())}
@@ -86,15 +93,23 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
     mined = 0
 
     def decoded(index: int) -> Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]:
-        image, mask, label_map = items[index]
-        truth = None if mask is None else load_mask(mask)[0].numpy() > 0
-        labels = None if label_map is None else np.asarray(Image.open(label_map).convert("L"))
-        return load_image(image), truth, labels
+        image_path, mask, label_map = items[index]
+        image, truth = read_pair(image_path, mask) if mask is not None else (load_image(image_path), None)
+        truth = None if truth is None else truth[0].numpy() > 0
+        labels = None
+        if label_map is not None:
+            labels = np.asarray(open_image(label_map).convert("L"))
+            if labels.shape != tuple(image.shape[1:]):
+                raise DatasetError(f"{label_map}: label map of {labels.shape[1]}x{labels.shape[0]} px for an image "
+                                   f"of {image.shape[2]}x{image.shape[1]} px")
+        return image, truth, labels
 
     loaded: Dict[int, Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]] = {}
 
     def images() -> Iterator[Tuple[int, torch.Tensor]]:
         for index, value in prefetch(decoded, range(len(items))):
+            if isinstance(value, DatasetError):
+                raise value
             if isinstance(value, Exception):
                 raise DatasetError(f"{items[index][0]}: {value}")
             loaded[index] = value
