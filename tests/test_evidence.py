@@ -61,13 +61,21 @@ def test_has_crack_agrees_with_measure_mask():
             assert has_crack(mask, 10, min_length) == expected, (trial, min_length)
 
 
-def test_the_predictor_applies_its_min_length(tmp_path):
-    model = UNetClassifier(width=4, crop_size=32)
-    image = torch.full((3, 64, 64), 128, dtype=torch.uint8)
-    results = {length: next(Predictor(model, min_length=length, fast=False).tiled([("a", image)]))
-               for length in (0.0, 1e6)}
-    assert results[1e6].min_length == 1e6 and results[0.0].min_length == 0.0
-    assert not results[1e6].cracked  # no crack is a million px long, whatever the random model says
+def test_the_predictor_applies_its_min_length():
+    image = torch.full((3, 64, 64), 160, dtype=torch.uint8)
+    image[:, 30:32, 10:40] = 20  # a dark line 30 px long
+
+    def dark_is_crack(tiles):  # the decoder sees dark pixels as crack, the head gates tiles that hold any
+        masks = (tiles[:, :1] < 100).float()
+        return masks, masks.flatten(1).amax(1)
+
+    called = {}
+    for length in (20.0, 40.0):
+        predictor = Predictor(UNetClassifier(width=4, crop_size=32), min_length=length, fast=False)
+        predictor.crops = dark_is_crack
+        result = next(predictor.tiled([("a", image)]))
+        called[length] = (result.gated, result.cracked, result.min_length)
+    assert called == {20.0: (True, True, 20.0), 40.0: (True, False, 40.0)}
 
 
 def test_confidence_is_the_mean_probability_along_the_centreline():
@@ -126,7 +134,7 @@ def test_min_length_in_px_or_mm(text, scale, expected):
 
 
 @pytest.mark.parametrize("text, message", [("2.5mm", "give --mm-per-px"), ("long", "expected a length"),
-                                           ("-3", "must not be negative")])
+                                           ("-3", "must be a finite length of 0 or more")])
 def test_min_length_errors_say_what_is_wrong(text, message):
     with pytest.raises(ConfigError, match=message):
         min_length_px(text, None, 20.0)
@@ -140,3 +148,20 @@ def test_a_gently_curved_long_crack_is_not_called_joint_like():
         mask[ys + offset, xs] = True
     (crack,) = measure_mask(mask)
     assert crack.straightness_px > 20 and crack.review_reasons == []  # flagged when the rule used the RMS
+
+
+def test_flags_that_cannot_apply_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from crackseg import commands
+
+    monkeypatch.setattr(commands, "load_model", lambda args: pytest.fail("the model was loaded"))
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    for flags, message in ((["--standard", "bre251", "--mm-per-px", "0.5"], "--standard, --mm-per-px only apply"),
+                           (["--mm-per-px", "0.5"], "--mm-per-px only apply to measured cracks"),
+                           (["--min-length", "2mm"], "give --mm-per-px too"),
+                           (["--min-length", "nan"], "must be a finite length"),
+                           (["--join-gap", "inf"], "must be a finite length")):
+        assert commands.main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), *flags]) == 2
+        assert message in capsys.readouterr().err, flags
+    assert commands.main(["evaluate", "--images", str(tmp_path), "--masks", str(tmp_path), "--min-length",
+                          "2mm"]) == 2
+    assert "this command takes lengths in px" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 negatives, pack, export, check-data, synthesize, curves."""
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -91,9 +92,9 @@ def _min_length_argument(group: Any) -> None:
                             f"[predict and evaluate: {DEFAULT_MIN_LENGTH:g} px; measure: 0]")
 
 
-def length_px(text: Optional[str], mm_per_px: Optional[float], default: float, flag: str = "--min-length"
-              ) -> float:
-    """A length flag in px: '30' or '30px' are px, '2.5mm' needs the scale."""
+def length_px(text: Optional[str], mm_per_px: Any, default: float, flag: str = "--min-length") -> float:
+    """A length flag in px: '30' or '30px' are px, '2.5mm' needs the scale (`mm_per_px` False: the command has no
+    scale flag)."""
     if text is None:
         return default
     value = text.strip().lower()
@@ -102,16 +103,18 @@ def length_px(text: Optional[str], mm_per_px: Optional[float], default: float, f
         number = float(value[:-2] if value.endswith(("mm", "px")) else value)
     except ValueError:
         raise ConfigError(f"{flag} {text!r}: expected a length such as 20, 20px or 2.5mm") from None
-    if number < 0:
-        raise ConfigError(f"{flag} {text!r} must not be negative")
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{flag} {text!r} must be a finite length of 0 or more")
     if unit == "mm":
+        if mm_per_px is False:
+            raise ConfigError(f"{flag} {text!r} is in mm: this command takes lengths in px (it has no --mm-per-px)")
         if not mm_per_px:
             raise ConfigError(f"{flag} {text!r} is in mm: give --mm-per-px too, or a length in px")
         return number / mm_per_px
     return number
 
 
-def min_length_px(text: Optional[str], mm_per_px: Optional[float], default: float) -> float:
+def min_length_px(text: Optional[str], mm_per_px: Any, default: float) -> float:
     return length_px(text, mm_per_px, default)
 
 
@@ -371,6 +374,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _predictor(args: argparse.Namespace) -> Predictor:
     device = resolve_device(args.device)
+    min_length = min_length_px(args.min_length, getattr(args, "mm_per_px", False), DEFAULT_MIN_LENGTH)
+    join_gap = join_gap_px(args)  # both checked before the model loads
     if args.onnx:
         if args.segmentation_checkpoint or args.classification_checkpoint:
             raise ConfigError("--onnx runs an exported model: give it or the checkpoints, not both")
@@ -379,9 +384,8 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         model: Any = OnnxGatedModel(args.onnx, threshold=args.gate_threshold, device=device)
     else:
         model = load_model(args)
-    min_length = min_length_px(args.min_length, getattr(args, "mm_per_px", None), DEFAULT_MIN_LENGTH)
     return Predictor(model, device=device, batch_size=args.batch_size, overlap=args.overlap,
-                     min_length=min_length, min_area=getattr(args, "min_area", MIN_AREA), join_gap=join_gap_px(args),
+                     min_length=min_length, min_area=getattr(args, "min_area", MIN_AREA), join_gap=join_gap,
                      precision=args.precision, head=args.head, engine="onnxruntime" if args.onnx else args.engine,
                      mask_threshold=model.mask_threshold if args.mask_threshold is None else args.mask_threshold)
 
@@ -481,9 +485,14 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.every < 1 or (args.fps is not None and args.fps <= 0):
         raise ConfigError("--every must be at least 1 and --fps positive")
     out = output_folder(args.out)  # before the model loads, as are the measurement settings
-    if args.measure or args.report:
-        Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
-                     grading(args))
+    measuring = args.measure or args.report
+    scale_used = str(args.min_length).lower().endswith("mm") or str(args.join_gap).lower().endswith("mm")
+    unused = [flag for flag, value in (("--standard", args.standard), ("--exposure", args.exposure),
+                                       ("--mm-per-px", args.mm_per_px and not scale_used)) if value and not measuring]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} only apply to measured cracks: add --measure or --report")
+    Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
+                 grading(args) if measuring else None, args.axis, join_gap_px(args))
     names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
