@@ -285,3 +285,14 @@ def test_a_truncated_video_says_how_many_frames_it_lost_and_fails(tmp_path, caps
     assert found and "Traceback" not in err, err
     read = int(found.group(1) or 0)
     assert read < FRAMES and len(video.read_rows(tmp_path / "out" / name / "frames.csv")) == read
+
+
+def test_a_resumed_frame_whose_mask_was_lost_is_run_again_once(tmp_path, predictor):
+    path = write_video(tmp_path / "clip.mkv")
+    out = tmp_path / "out"
+    video.predict_video(predictor, path, out)
+    (out / "frame_0000012_mask.png").unlink()  # a cracked frame's mask lost
+    video.predict_video(predictor, path, out, skip_existing=True)
+    frames = [int(row["frame"]) for row in read_frames_csv(out)]
+    assert sorted(frames) == list(range(FRAMES)) and len(set(frames)) == len(frames)  # frame 12 was listed twice
+    assert (out / "frame_0000012_mask.png").is_file()

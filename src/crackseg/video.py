@@ -204,6 +204,8 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
     rows = {int(row["frame"]): row for row in done}
     if not skip_existing:
         frames_csv.unlink(missing_ok=True)
+    elif frames_csv.is_file():  # rows whose mask or overlay is gone are run again: drop them, or they would repeat
+        write_csv(frames_csv, FRAME_FIELDS, [rows[index] for index in sorted(rows)], ignore_extra=True)
     if measurements is not None:
         for index, row in sorted(rows.items()):
             if row["mask"]:
