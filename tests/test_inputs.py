@@ -161,6 +161,9 @@ def test_exif_orientation_is_named_where_a_mask_may_lie_turned(tmp_path):
                                                                      "stored pixels is turned or mirrored against the "
                                                                      "upright photo; check that it lies on the upright "
                                                                      "photo")]
+    save_with_orientation(upright_photo(), root / "train" / "images" / "a.jpg", 6)  # wide, stored turned
+    Image.fromarray(crack_mask() * 255).save(root / "train" / "masks" / "a.png")  # drawn on the upright photo
+    assert check_split(root, "train", 32).findings == []  # the sizes prove it: no warning for every phone photo
     save_with_orientation(upright_photo(), tmp_path / "wide.jpg", 6)
     Image.fromarray(crack_mask().T.copy()).save(tmp_path / "raw.png")  # drawn on the stored 48x80 pixels
     with pytest.raises(DatasetError, match=r"is 48x80 px \(EXIF orientation 6 of the image is applied"):

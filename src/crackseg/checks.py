@@ -9,8 +9,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from crackseg.data import (HIGH_BIT_MODES, IMAGE_EXTENSIONS, UNREAD, DatasetError, mask_values, open_image,
-                           orientation_mismatch, photo_problem, split_negatives, value_range)
+from crackseg.data import (HIGH_BIT_MODES, IMAGE_EXTENSIONS, UNREAD, DatasetError, exif_orientation, mask_values,
+                           open_image, orientation_mismatch, photo_problem, split_negatives, value_range)
 from crackseg.tables import printable
 
 SPLITS = ("train", "valid")
@@ -77,6 +77,11 @@ def _check_image(image_path: Path, crop: int, report: SplitReport):
     return image
 
 
+def _swaps(path: Path) -> bool:
+    """Whether the file's EXIF orientation turns it by a quarter (5-8: width and height swap when read upright)."""
+    return exif_orientation(path) in (5, 6, 7, 8)
+
+
 def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitReport) -> bool:
     image = _check_image(image_path, crop, report)
     if image is None:
@@ -92,7 +97,9 @@ def _check_pair(image_path: Path, mask_path: Path, crop: int, report: SplitRepor
         report.add("error", image_path, f"image is {image.size[0]}x{image.size[1]} px but its mask {mask_path.name} "
                                         f"is {mask.size[0]}x{mask.size[1]} px" + (f" ({exif})" if exif else ""))
         good = False
-    elif exif:  # the sizes agree (a square image, a half turn, a mirror): the mask may still be turned
+    elif exif and (image.size[0] == image.size[1] or _swaps(image_path) == _swaps(mask_path)):
+        # the sizes agree and cannot tell (a square image, a half turn, a mirror): the mask may still be turned.
+        # Where exactly one of the two is stored turned by a quarter, agreeing sizes prove it was drawn upright.
         report.add("warning", mask_path, f"{exif}; check that it lies on the upright photo")
     if UNREAD in mask.info:
         report.add("note", mask_path, mask.info[UNREAD])
