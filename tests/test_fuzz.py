@@ -166,14 +166,19 @@ def test_merge_refuses_a_missing_shard_and_bad_shard_flags(tmp_path, capsys):
         assert "--shard" in capsys.readouterr().err
 
 
+def red_photos(tmp_path, count):
+    """TMP/in/0.png .. with reds of 0, 40, 80, ...; and the flags of checkpoints whose gate is open."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(count):
+        Image.new("RGB", (40, 40), (index * 40, 0, 0)).save(folder / f"{index}.png")
+    return folder, write_checkpoints(tmp_path, gate_bias=20.0)
+
+
 def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeypatch, capsys):
     from crackseg import prediction
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for index in range(5):
-        Image.new("RGB", (40, 40), (index * 40, 0, 0)).save(folder / f"{index}.png")
-    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    folder, flags = red_photos(tmp_path, 5)
     out = tmp_path / "out"
     real = prediction.crack_overlay
     calls = []
@@ -302,11 +307,7 @@ def test_an_out_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_pa
 def test_a_full_disk_is_one_line_and_keeps_the_images_done(tmp_path, monkeypatch, capsys):
     from crackseg import prediction
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for index in range(3):
-        Image.new("RGB", (40, 40), (index * 40, 0, 0)).save(folder / f"{index}.png")
-    flags = write_checkpoints(tmp_path, gate_bias=20.0)
+    folder, flags = red_photos(tmp_path, 3)
     real, calls = prediction.save_png, []
 
     def fills_up(array, path):

@@ -70,10 +70,9 @@ def test_every_and_fps_sample_frames_and_mp4_reads_the_same(tmp_path, predictor)
     assert [(s["start_s"], s["end_s"]) for s in summary["segments"]] == [(1.0, 1.4), (2.2, 2.4)]
 
 
-def test_ctrl_c_keeps_the_frames_done_and_skip_existing_resumes(tmp_path, predictor, monkeypatch):
-    path = write_video(tmp_path / "clip.mkv")
-    real = video.crack_overlay
-    calls = []
+def interrupt_the_third_overlay(monkeypatch):
+    """Ctrl-C while the third cracked frame's overlay is drawn; returns the real drawing function."""
+    real, calls = video.crack_overlay, []
 
     def interrupted(image, binary):
         calls.append(1)
@@ -82,6 +81,12 @@ def test_ctrl_c_keeps_the_frames_done_and_skip_existing_resumes(tmp_path, predic
         return real(image, binary)
 
     monkeypatch.setattr(video, "crack_overlay", interrupted)
+    return real
+
+
+def test_ctrl_c_keeps_the_frames_done_and_skip_existing_resumes(tmp_path, predictor, monkeypatch):
+    path = write_video(tmp_path / "clip.mkv")
+    real = interrupt_the_third_overlay(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         video.predict_video(predictor, path, tmp_path / "out")
     done = read_frames_csv(tmp_path / "out")
@@ -220,15 +225,7 @@ def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_pat
     path = write_video(tmp_path / "clip.mkv")
     flags = ["--every", "2", "--measure"]  # cracked: frames 10, 12, 14, 22, 24
     assert main(["predict", str(path), "--out", str(tmp_path / "whole"), *flags]) == 0
-    real, calls = video.crack_overlay, []
-
-    def interrupted(image, binary):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(image, binary)
-
-    monkeypatch.setattr(video, "crack_overlay", interrupted)
+    real = interrupt_the_third_overlay(monkeypatch)
     assert main(["predict", str(path), "--out", str(tmp_path / "parts"), *flags]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == "interrupted after 0 of 1 inputs; --skip-existing resumes"
     # the tables hold the two cracked frames measured before the Ctrl-C (none were written before)
