@@ -1,6 +1,7 @@
 """Crack widths graded under named standards: classes, boundaries, the +-1 px range, totals per class."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,60 @@ def test_a_width_is_graded_as_it_is_written_not_with_float_error():
     assert crack_grades(rule, {"max_width_px": 3, "median_width_px": 3}, 0.1)["class_max"] == "within"  # 3 x 0.1
     assert crack_grades(rule, {"max_width_px": 4, "median_width_px": 3}, 0.1)["class_max"] == "exceeds"
     assert standard("ec2", "XD2").grade(0.3) == "within" and standard("ec2", "XS3").grade(0.31) == "exceeds"
+
+
+def test_each_photo_takes_its_own_scale_from_scale_csv(tmp_path, capsys):
+    mask = np.zeros((120, 300), np.uint8)
+    mask[40:80, 10:290] = 255  # 40 px wide
+    for name in ("near.png", "far.png", "unknown.png"):
+        Image.fromarray(mask).save(tmp_path / name)
+    scales = tmp_path / "scales.csv"
+    scales.write_text("image,mm_per_px\nnear.png,0.1\nfar.png,0.5\n")
+    out = tmp_path / "out"
+    paths = [str(tmp_path / name) for name in ("near.png", "far.png")]
+    assert main(["measure", *paths, "--out", str(out), "--scale-csv", str(scales), "--standard", "bre251"]) == 0
+    rows = {Path(row["file"]).name: row for row in csv.DictReader(open(out / "cracks.csv"))}
+    assert (rows["near.png"]["median_width_mm"], rows["near.png"]["class_max"]) == ("4.01", "2")
+    assert (rows["far.png"]["median_width_mm"], rows["far.png"]["class_max"]) == ("20.03", "4")
+    images = {Path(row["file"]).name: row for row in csv.DictReader(open(out / "images.csv"))}
+    assert images["far.png"]["mm_per_px"] == "0.5" and float(images["far.png"]["length_mm_class_4"]) == pytest.approx(140.1, abs=0.05)
+    # a photo without a scale cannot be graded: one line, the others go on
+    assert main(["measure", *paths, str(tmp_path / "unknown.png"), "--out", str(tmp_path / "o2"), "--scale-csv",
+                 str(scales), "--standard", "bre251"]) == 1
+    assert "unknown.png: no scale to grade its cracks under bre251" in capsys.readouterr().err
+    scales.write_text("image,mm_per_px\nnear.png,-1\n")
+    assert main(["measure", *paths, "--out", str(tmp_path / "o3"), "--scale-csv", str(scales)]) == 2
+    assert "line 2: mm_per_px '-1' is not a positive number" in capsys.readouterr().err
+
+
+def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
+    from crackseg.data import photo_metadata
+
+    photo = Image.new("RGB", (64, 64), (150, 150, 150))
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = "2026:05:01 10:22:13"
+    exif.get_ifd(0x8825).update({1: "N", 2: (51.0, 30.0, 0.0), 3: "W", 4: (0.0, 7.0, 30.0)})
+    photo.save(tmp_path / "site.jpg", exif=exif)
+    assert photo_metadata(tmp_path / "site.jpg") == {"captured": "2026-05-01 10:22:13", "gps_lat": 51.5,
+                                                     "gps_lon": -0.125}
+    assert photo_metadata(tmp_path / "nothing.jpg") == {}
+    from crackseg.report import Measurements
+
+    measurements = Measurements(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    measurements.add(str(tmp_path / "site.jpg"), "site", np.zeros((64, 64), bool))
+    measurements.write()
+    (row,) = csv.DictReader(open(tmp_path / "out" / "images.csv"))
+    assert (row["captured"], row["gps_lat"], row["gps_lon"]) == ("2026-05-01 10:22:13", "51.5", "-0.125")
+
+
+def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from crackseg import commands
+
+    monkeypatch.setattr(commands, "load_model", lambda args: pytest.fail("the model was loaded"))
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (40, 40)).save(tmp_path / name)
+    (tmp_path / "scales.csv").write_text("image,mm_per_px\na.png,0.2\n")
+    assert main(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(tmp_path / "o"),
+                 "--measure", "--standard", "ec2", "--scale-csv", str(tmp_path / "scales.csv")]) == 2
+    assert "1 are not in --scale-csv (" in capsys.readouterr().err

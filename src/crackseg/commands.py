@@ -1,6 +1,7 @@
 """The `crackseg` command (also `python -m crackseg`): train, evaluate, predict, measure, merge-summaries, bench,
 negatives, pack, export, check-data, synthesize, curves."""
 import argparse
+import csv
 import json
 import math
 import sys
@@ -126,6 +127,10 @@ def _measure_arguments(group: Any) -> None:
     group.add_argument("--join-gap", default=None, metavar="LENGTH",
                        help="pieces of a crack whose ends face each other across a gap up to this long are one "
                             f"crack; px, or mm with a unit and --mm-per-px; 0 never joins [{JOIN_GAP_PX:g} px]")
+    group.add_argument("--scale-csv", default=None, metavar="FILE",
+                       help="mm per px of each photo, for photos taken at different distances: a CSV with the "
+                            "columns image (file name, path as given or output name) and mm_per_px; photos not "
+                            "in it take --mm-per-px")
     group.add_argument("--standard", choices=STANDARDS, default=None,
                        help="grade each crack's widths under a named standard (needs --mm-per-px): bre251 "
                             "(buildings, BRE Digest 251 classes 0-5), aci224r (reinforced concrete, ACI 224R "
@@ -140,6 +145,31 @@ def _measure_arguments(group: Any) -> None:
                        help="the exposure the limit of aci224r or ec2 depends on: aci224r "
                             f"{'/'.join(ACI224R_EXPOSURES)} [{DEFAULT_EXPOSURE['aci224r']}]; ec2 "
                             f"{'/'.join(EC2_EXPOSURES)} [{DEFAULT_EXPOSURE['ec2']}]")
+
+
+def read_scales(path: Optional[str]) -> Dict[str, float]:
+    """--scale-csv: {image: mm_per_px}; a missing column or a value that is not a positive number is one line
+    naming the file and the row."""
+    if not path:
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--scale-csv {path}: cannot read it ({error})") from None
+    if not rows or not {"image", "mm_per_px"} <= set(rows[0]):
+        raise ConfigError(f"--scale-csv {path}: expected the columns image and mm_per_px")
+    scales = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            value = float(row["mm_per_px"])
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"--scale-csv {path}, line {line}: mm_per_px {row['mm_per_px']!r} is not a positive "
+                              "number")
+        scales[row["image"].strip()] = value
+    return scales
 
 
 def join_gap_px(args: argparse.Namespace) -> float:
@@ -488,12 +518,19 @@ def run_predict(args: argparse.Namespace) -> int:
     measuring = args.measure or args.report
     scale_used = str(args.min_length).lower().endswith("mm") or str(args.join_gap).lower().endswith("mm")
     unused = [flag for flag, value in (("--standard", args.standard), ("--exposure", args.exposure),
+                                       ("--scale-csv", args.scale_csv),
                                        ("--mm-per-px", args.mm_per_px and not scale_used)) if value and not measuring]
     if unused:
         raise ConfigError(f"{', '.join(unused)} only apply to measured cracks: add --measure or --report")
     Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
-                 grading(args) if measuring else None, args.axis, join_gap_px(args))
+                 grading(args) if measuring else None, args.axis, join_gap_px(args), read_scales(args.scale_csv))
     names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
+    scales = read_scales(args.scale_csv)
+    unscaled = [path for path, name in names.items() if not {name, str(path), path.name} & set(scales)]
+    if measuring and args.standard and not args.mm_per_px and unscaled:
+        raise ConfigError(f"--standard {args.standard} needs the scale of every photo: {len(unscaled)} are not in "
+                          f"--scale-csv ({', '.join(map(str, unscaled[:3]))}{', ...' if len(unscaled) > 3 else ''});"
+                          " add them or give --mm-per-px for the rest")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not names:
@@ -511,7 +548,7 @@ def run_predict(args: argparse.Namespace) -> int:
         """The measurements of the images, or of one video, written into their own folder."""
         return (Measurements(folder, args.mm_per_px, args.min_area,
                              min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), grading(args),
-                             args.axis, join_gap_px(args))
+                             args.axis, join_gap_px(args), read_scales(args.scale_csv))
                 if args.measure or args.report else None)
 
     def fail(problem: str) -> None:
@@ -604,7 +641,7 @@ def run_measure(args: argparse.Namespace) -> int:
         print("error: no masks to measure", file=sys.stderr)
         return 1
     measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
-                                grading(args), args.axis, join_gap_px(args))
+                                grading(args), args.axis, join_gap_px(args), read_scales(args.scale_csv))
     failed = 0
     try:
         for path, name in tqdm(list(names.items()), desc="measure", unit="mask", disable=None):

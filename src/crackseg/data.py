@@ -2,7 +2,7 @@
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -92,6 +92,31 @@ def exif_orientation(path: Path) -> int:
             return int(image.getexif().get(EXIF_ORIENTATION, 1))
     except (OSError, SyntaxError, ValueError, TypeError):
         return 1
+
+
+EXIF_IFD, GPS_IFD, DATE_TIME_ORIGINAL, DATE_TIME = 0x8769, 0x8825, 0x9003, 0x0132
+
+
+def photo_metadata(path: Path) -> Dict[str, Any]:
+    """When and where a photo was taken, from its EXIF: {"captured": "2024-05-01 10:22:13", "gps_lat": 51.5,
+    "gps_lon": -0.12} (decimal degrees, south and west negative); only what the file holds, {} for none."""
+    try:
+        with Image.open(path) as image:
+            exif = image.getexif()
+            found: Dict[str, Any] = {}
+            when = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME)
+            if when:
+                date, _, clock = str(when).strip().partition(" ")
+                found["captured"] = f"{date.replace(':', '-')} {clock}".strip()
+            gps = exif.get_ifd(GPS_IFD)
+            for key, (reference, value, negative) in {"gps_lat": (1, 2, "S"), "gps_lon": (3, 4, "W")}.items():
+                if value in gps:
+                    degrees, minutes, seconds = (float(part) for part in gps[value])
+                    sign = -1 if str(gps.get(reference, "")).upper().startswith(negative) else 1
+                    found[key] = round(sign * (degrees + minutes / 60 + seconds / 3600), 7)
+            return found
+    except (OSError, SyntaxError, ValueError, TypeError, ZeroDivisionError):
+        return {}
 
 
 def orientation_mismatch(image_path: Path, mask_path: Path) -> str:

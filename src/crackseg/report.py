@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from crackseg.config import ConfigError
+from crackseg.data import IMAGE_EXTENSIONS, DatasetError, photo_metadata
 from crackseg.cracktypes import crack_type, image_type
 from crackseg.measure import JOIN_GAP_PX, MIN_AREA, Crack, image_row, measure_mask
 from crackseg.severity import Standard, class_totals, crack_grades
@@ -34,6 +35,8 @@ class ImageMeasurement:
     cracks: List[Crack]
     overlay: Optional[str] = None  # file name of the numbered overlay, in the output folder
     extra: Dict[str, Any] = field(default_factory=dict)  # e.g. predict's summary fields
+    mm_per_px: Optional[float] = None  # this image's scale
+    metadata: Dict[str, Any] = field(default_factory=dict)  # when and where it was taken (EXIF)
 
 
 def draw_measurements(image: np.ndarray, cracks: Sequence[Crack], width_scale: float) -> Image.Image:
@@ -63,8 +66,10 @@ class Measurements:
         mm_per_px: ground size of a pixel in mm: adds mm columns (mm^2 for areas) [pixels only].
         min_area: components smaller than this many px are ignored.
         min_length: ... and so are those whose centreline is shorter than this many px.
-        standard: grade each crack's widths under this standard (`severity.standard`; needs `mm_per_px`): class
+        standard: grade each crack's widths under this standard (`severity.standard`; needs a scale): class
             columns in cracks.csv, length per class in images.csv.
+        scales: mm per px of particular images, by file name, by the path as given or by output name (photos
+            taken at different distances); the others take `mm_per_px`.
         join_gap: pieces of a crack across gaps up to this many px are one crack.
         axis_deg: the road's (or wall's) axis for crack types (`cracktypes`), 0 = image horizontal, 90 = vertical.
 
@@ -76,11 +81,11 @@ class Measurements:
 
     def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = MIN_AREA,
                  min_length: float = 0.0, standard: Optional[Standard] = None, axis_deg: float = 90.0,
-                 join_gap: float = JOIN_GAP_PX):
+                 join_gap: float = JOIN_GAP_PX, scales: Optional[Dict[str, float]] = None):
         if mm_per_px is not None and mm_per_px <= 0:
             raise ConfigError("--mm-per-px must be positive")
-        if standard is not None and not mm_per_px:
-            raise ConfigError(f"--standard {standard.name} grades widths in mm: give --mm-per-px too")
+        if standard is not None and not mm_per_px and not scales:
+            raise ConfigError(f"--standard {standard.name} grades widths in mm: give --mm-per-px or --scale-csv too")
         if min_area < 1:
             raise ConfigError("--min-area must be at least 1 px")
         self.out_dir = Path(out_dir)
@@ -90,6 +95,7 @@ class Measurements:
         self.standard = standard
         self.axis_deg = axis_deg
         self.join_gap = join_gap
+        self.scales = dict(scales or {})
         self.images: List[ImageMeasurement] = []
 
     def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
@@ -99,6 +105,10 @@ class Measurements:
         confidence); draw its overlay on `image` (H, W, 3) (or on the mask, in grey) as NAME_measure.png (NAME may
         hold folders: `sub/photo.jpg`); return the image's row of images.csv. `redraw=False` keeps the overlay an
         earlier run drew of the same mask (a resumed video, whose frames are not decoded again)."""
+        scale = self.scale_of(file, name)
+        if self.standard is not None and not scale:
+            raise DatasetError(f"{file}: no scale to grade its cracks under {self.standard.name}: add it to "
+                               "--scale-csv or give --mm-per-px")
         cracks = measure_mask(mask, self.min_area, self.min_length, probs, self.join_gap)
         overlay = f"{name}_measure.png"
         if redraw or not (self.out_dir / overlay).is_file():
@@ -108,32 +118,49 @@ class Measurements:
             temporary.parent.mkdir(parents=True, exist_ok=True)
             draw_measurements(background, cracks, max(widest, 1.0)).save(temporary, format="PNG")
             temporary.replace(self.out_dir / overlay)
-        entry = ImageMeasurement(file, name, tuple(np.asarray(mask).shape), cracks, overlay, dict(extra or {}))
+        source = Path(file.split("#")[0])  # a video's frame: FILE#N
+        metadata = photo_metadata(source) if source.suffix.lower() in IMAGE_EXTENSIONS and source.is_file() else {}
+        entry = ImageMeasurement(file, name, tuple(np.asarray(mask).shape), cracks, overlay, dict(extra or {}),
+                                 scale, metadata)
         self.images.append(entry)
-        return image_row(cracks, entry.shape, self.mm_per_px)
+        return image_row(cracks, entry.shape, scale)
 
-    def crack_row(self, crack: Crack) -> Dict[str, Any]:
-        """A crack's row of cracks.csv: its measures, in mm with the scale, and its classes under the standard."""
-        row = crack.row(self.mm_per_px)
-        row["type"] = crack_type(crack, self.axis_deg, self.mm_per_px)
-        if self.standard:
-            row.update(crack_grades(self.standard, row, self.mm_per_px))
+    def scale_of(self, file: str, name: str) -> Optional[float]:
+        """The image's mm per px: from `scales` (by output name, path as given or file name), else the default."""
+        source = file.split("#")[0]  # a video's frames take the video's scale
+        for key in (name, file, Path(file).name, source, Path(source).name):
+            if key in self.scales:
+                return self.scales[key]
+        return self.mm_per_px
+
+    def crack_row(self, crack: Crack, mm_per_px: Optional[float] = None) -> Dict[str, Any]:
+        """A crack's row of cracks.csv: its measures, in mm at its image's scale, its type, and its classes under
+        the standard."""
+        row = crack.row(mm_per_px)
+        row["type"] = crack_type(crack, self.axis_deg, mm_per_px)
+        if self.standard and mm_per_px:
+            row.update(crack_grades(self.standard, row, mm_per_px))
         return row
 
     def write(self) -> List[Path]:
         """Write cracks.csv (a row per crack), images.csv (a row per image) and cracks.json (centrelines as
         polylines of (x, y) px, for GIS/CAD tools); returns their paths."""
-        per_image = [[{"file": entry.file, **self.crack_row(crack)} for crack in entry.cracks]
+        per_image = [[{"file": entry.file, **self.crack_row(crack, entry.mm_per_px)} for crack in entry.cracks]
                      for entry in self.images]
         crack_rows = [row for rows in per_image for row in rows]
-        image_rows = [{"file": entry.file, **image_row(entry.cracks, entry.shape, self.mm_per_px),
-                       "type": image_type(entry.cracks, self.axis_deg, self.mm_per_px),
-                       **(class_totals(self.standard, rows) if self.standard else {}), "overlay": entry.overlay}
+        scaled = self.mm_per_px or next(iter(self.scales.values()), None)
+        located = sorted({key for entry in self.images for key in entry.metadata})
+        image_rows = [{"file": entry.file, **image_row(entry.cracks, entry.shape, entry.mm_per_px),
+                       "type": image_type(entry.cracks, self.axis_deg, entry.mm_per_px),
+                       **(class_totals(self.standard, rows) if self.standard else {}),
+                       **({"mm_per_px": entry.mm_per_px} if self.scales else {}),
+                       **{key: entry.metadata.get(key, "") for key in located}, "overlay": entry.overlay}
                       for entry, rows in zip(self.images, per_image)]
         paths = [self.out_dir / "cracks.csv", self.out_dir / "images.csv", self.out_dir / "cracks.json"]
-        crack_fields = ["file"] + list(self.crack_row(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0))))
+        crack_fields = ["file"] + list(self.crack_row(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0)), scaled))
+        image_fields = list(dict.fromkeys(key for row in image_rows for key in row)) or ["file"]
         write_csv(paths[0], crack_fields, crack_rows, ignore_extra=True)
-        write_csv(paths[1], list(image_rows[0]) if image_rows else ["file"], image_rows, ignore_extra=True)
+        write_csv(paths[1], image_fields, image_rows, ignore_extra=True)
         standard = self.standard and {"name": self.standard.name, "title": self.standard.title,
                                       "source": self.standard.source, "classes": self.standard.limits(),
                                       "graded_widths": list(self.standard.width)}
@@ -141,6 +168,7 @@ class Measurements:
                     "join_gap_px": self.join_gap,
                     "standard": standard, "axis_deg": self.axis_deg, "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
+                                "mm_per_px": entry.mm_per_px, **entry.metadata,
                                 "cracks": [{**row, "polylines": crack.centreline, "widths_px": crack.widths}
                                            for crack, row in zip(entry.cracks, rows)]}
                                for entry, rows in zip(self.images, per_image)]}
@@ -165,22 +193,27 @@ def _number(value: Any, digits: int = 1) -> str:
 def write_report(measurements: Measurements, settings: Dict[str, Any], path: Path) -> Path:
     """One self-contained HTML page: totals, the model and thresholds, then one section per image, most severe
     first (largest crack width), with its numbered overlay and its cracks."""
-    unit = "mm" if measurements.mm_per_px else "px"
-    scale = measurements.mm_per_px or 1.0
-    entries = sorted(measurements.images, key=lambda e: -max((c.max_width_px for c in e.cracks), default=0.0))
-    cracks = [crack for entry in entries for crack in entry.cracks]
+    in_mm = bool(measurements.images) and all(entry.mm_per_px for entry in measurements.images)
+    unit = "mm" if in_mm else "px"  # mm only when every image has a scale (each its own, with --scale-csv)
+
+    def size(entry: ImageMeasurement) -> float:
+        return entry.mm_per_px if in_mm else 1.0
+
+    entries = sorted(measurements.images, key=lambda e: -max((c.max_width_px * size(e) for c in e.cracks),
+                                                              default=0.0))
+    scaled = [(crack, size(entry), entry) for entry in entries for crack in entry.cracks]
     totals = {"images": len(entries), "images with cracks": sum(bool(e.cracks) for e in entries),
-              "cracks": len(cracks), f"total length ({unit})": sum(c.length_px for c in cracks) * scale,
-              f"largest width ({unit})": max((c.max_width_px for c in cracks), default=0.0) * scale}
+              "cracks": len(scaled), f"total length ({unit})": sum(c.length_px * k for c, k, _ in scaled),
+              f"largest width ({unit})": max((c.max_width_px * k for c, k, _ in scaled), default=0.0)}
     rule = measurements.standard
     if rule:
         totals[f"standard: {rule.title}"] = f"{rule.limits()} ({rule.source})"
-        graded = [measurements.crack_row(crack) for crack in cracks]
+        graded = [measurements.crack_row(crack, entry.mm_per_px) for crack, _, entry in scaled]
         totals.update({f"length in class {key.rsplit('_', 1)[1]} (mm, by {rule.width[0]} width)": value
                        for key, value in class_totals(rule, graded).items()})
     rows, sections = [], []
     for rank, entry in enumerate(entries, start=1):
-        row = image_row(entry.cracks, entry.shape, None)
+        row, scale = image_row(entry.cracks, entry.shape, None), size(entry)
         anchor = f"image-{rank}"
         rows.append(
             f'<tr class="image-row"><td>{rank}</td><td><a href="#{anchor}">{html.escape(entry.file)}</a></td>'
