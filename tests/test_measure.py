@@ -245,3 +245,23 @@ def test_measure_joins_at_join_gap_in_px_or_mm(tmp_path):
         with open(out / "images.csv", newline="") as handle:
             counts[" ".join(flags)] = int(next(csv.DictReader(handle))["cracks"])
     assert list(counts.values()) == [1, 9, 9, 1]  # 1 mm at 0.5 mm/px is 2 px: less than the 3 px gaps
+
+
+def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
+    from skimage.measure import approximate_polygon
+
+    from crackseg.measure import _polyline_length
+
+    rng = np.random.default_rng(2)
+    steps = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    checked = 0
+    while checked < 500:  # random self-avoiding pixel paths, as skeleton branches are
+        path = [(0, 0)]
+        for _ in range(int(rng.integers(3, 25))):
+            dy, dx = steps[rng.integers(8)]
+            path.append((path[-1][0] + dy, path[-1][1] + dx))
+        if len(set(path)) < len(path):
+            continue
+        checked += 1
+        simple = approximate_polygon(np.asarray(path, float), tolerance=1.0)
+        assert _polyline_length(path)[0] == pytest.approx(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum())

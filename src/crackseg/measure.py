@@ -28,6 +28,7 @@ MIN_AREA = 10  # px: smaller components are specks, not cracks
 JOIN_GAP_PX = 5.0  # pieces of a crack cut by gaps up to this wide (a threshold's breaks, dirt) are one crack
 JOIN_ANGLE_DEG = 35.0  # ... when each piece's end points at the other within this angle
 JOIN_DIRECTION_PX = 6.0  # an end's direction: from the skeleton pixels of its piece within this distance
+JOIN_MIN_SKELETON_PX = 4  # px of skeleton a piece needs to join: a direction to point in
 JOIN_HALF_WIDTH_PX = 10  # px: half widths at the ends are looked up to this far (wider cracks join as if this wide)
 MIN_CELL_PX = 25  # px: smaller holes enclosed by a crack are not cells of a network
 # mm figures are written to 0.01 mm: finer than any pixel of a photo of a surface, and a measured width is
@@ -150,8 +151,27 @@ def _polyline_length(path: Sequence[Tuple[int, int]]) -> Tuple[float, np.ndarray
     if len(coords) <= 3:  # the middle one of three neighbours is within SIMPLIFY_PX (1) of their chord; most
         coords = coords[[0, -1]]  # branches of a noisy mask are this short, and Douglas-Peucker costs 0.1 ms
         return float(np.linalg.norm(coords[1] - coords[0])), coords
+    if _within_chord(coords):  # Douglas-Peucker's first step, for the many short branches that end there
+        coords = coords[[0, -1]]
+        return float(np.linalg.norm(coords[1] - coords[0])), coords
     simple = approximate_polygon(coords, tolerance=SIMPLIFY_PX)
     return float(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum()), simple
+
+
+def _within_chord(coords: np.ndarray) -> bool:
+    """Whether every point lies within SIMPLIFY_PX of the segment between the first and the last, as scikit-image's
+    `approximate_polygon` measures it (perpendicular where the point projects onto the segment, else to the nearer
+    end): then it keeps the two ends only."""
+    (r0, c0), (r1, c1) = coords[0], coords[-1]
+    dr, dc = r1 - r0, c1 - c0
+    inner = coords[1:-1]
+    inside = (((inner[:, 0] - r0) * dr + (inner[:, 1] - c0) * dc > 0)
+              & (-(inner[:, 0] - r1) * dr - (inner[:, 1] - c1) * dc > 0))
+    angle = -np.arctan2(dr, dc)  # scikit-image's own arithmetic, so that points at the tolerance go the same way
+    perpendicular = np.abs(inner[:, 0] * np.cos(angle) + inner[:, 1] * np.sin(angle)
+                           - (c0 * np.sin(angle) + r0 * np.cos(angle)))
+    to_ends = np.minimum(np.hypot(inner[:, 0] - r0, inner[:, 1] - c0), np.hypot(inner[:, 0] - r1, inner[:, 1] - c1))
+    return bool(np.all(np.where(inside, perpendicular, to_ends) <= SIMPLIFY_PX))
 
 
 def _local_widths(component: np.ndarray, branches: List[List[Tuple[int, int]]],
@@ -371,17 +391,21 @@ def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, skelet
         return labels
     neighbours = ndimage.convolve(skeleton.astype(np.uint8), EIGHT.astype(np.uint8), mode="constant") - 1
     ends = np.argwhere(skeleton & (neighbours == 1))
+    # a piece needs a few skeleton pixels to have a direction: specks (and the noise of a noisy mask) never join
+    sized = np.bincount(labels[skeleton], minlength=count + 1)
+    ends = ends[sized[labels[ends[:, 0], ends[:, 1]]] >= JOIN_MIN_SKELETON_PX]
     if len(ends) < 2:
         return labels
     owner = labels[ends[:, 0], ends[:, 1]]
-    pairs = [(a, b) for a, b in cKDTree(ends).query_pairs(gap + 2 * JOIN_HALF_WIDTH_PX + 1) if owner[a] != owner[b]]
-    if not pairs:
+    pairs = cKDTree(ends).query_pairs(gap + 2 * JOIN_HALF_WIDTH_PX + 1, output_type="ndarray")
+    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
+    if not len(pairs):
         return labels
-    involved = sorted({end for pair in pairs for end in pair})
+    involved = np.unique(pairs)
     points = np.argwhere(skeleton)
     point_owner = labels[points[:, 0], points[:, 1]]
     near = cKDTree(points)
-    directions, half_width = {}, {}
+    directions, half_width = np.zeros((len(ends), 2)), np.zeros(len(ends))
     for end in involved:
         y, x = ends[end]
         around = [index for index in near.query_ball_point(ends[end], JOIN_DIRECTION_PX)
@@ -391,6 +415,13 @@ def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, skelet
         top, left = max(y - JOIN_HALF_WIDTH_PX, 0), max(x - JOIN_HALF_WIDTH_PX, 0)
         window = mask[top:y + JOIN_HALF_WIDTH_PX + 1, left:x + JOIN_HALF_WIDTH_PX + 1]
         half_width[end] = min(float(ndimage.distance_transform_edt(window)[y - top, x - left]), JOIN_HALF_WIDTH_PX)
+    first, second = pairs[:, 0], pairs[:, 1]
+    across = (ends[second] - ends[first]).astype(float)
+    distance = np.linalg.norm(across, axis=1)
+    across /= np.maximum(distance, 1e-9)[:, None]
+    facing = np.cos(np.radians(JOIN_ANGLE_DEG))
+    joins = ((distance <= gap + half_width[first] + half_width[second] + 1)
+             & ((directions[first] * across).sum(1) >= facing) & ((directions[second] * -across).sum(1) >= facing))
     parent = np.arange(count + 1)
 
     def find(index: int) -> int:
@@ -399,15 +430,8 @@ def _joined(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, skelet
             index = parent[index]
         return index
 
-    facing = np.cos(np.radians(JOIN_ANGLE_DEG))
-    for first, second in pairs:
-        across = (ends[second] - ends[first]).astype(float)
-        distance = float(np.linalg.norm(across))
-        if distance > gap + half_width[first] + half_width[second] + 1:
-            continue
-        across /= distance
-        if directions[first] @ across >= facing and directions[second] @ -across >= facing:
-            parent[find(owner[first])] = find(owner[second])
+    for a, b in pairs[joins]:
+        parent[find(owner[a])] = find(owner[b])
     roots = np.array([find(index) for index in range(count + 1)])
     return roots[labels]
 
