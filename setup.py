@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"crackseg": ["weights/*.pth"]},
+    package_data={"crackseg": ["weights/*.pth", "templates/*.j2"]},
     python_requires=">=3.9",
     install_requires=[
         "torch==2.14.1",
@@ -26,6 +26,7 @@ setup(
         "onnx>=1.16",  # crackseg export: torch's ONNX exporter writes through onnx and onnxscript
         "onnxscript>=0.2",
         "onnxruntime>=1.18",  # runs the exported graphs (and their parity test)
+        "jinja2>=3",  # report.html from a template with autoescape, not hand-escaped f-strings
     ],
     entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
     extras_require={"test": ["pytest>=7", "ruff>=0.5"]},

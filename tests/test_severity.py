@@ -102,6 +102,7 @@ def test_a_standard_without_a_scale_or_a_stray_exposure_is_refused(tmp_path, cap
 
 
 def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_path):
+    from crackseg import __version__
     from crackseg.report import Measurements, write_report
     from crackseg.severity import standard as named
 
@@ -109,9 +110,12 @@ def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_
     mask[40:80, 10:290] = True  # 6 mm at 0.15 mm/px: class 3
     measurements = Measurements(tmp_path, mm_per_px=0.15, standard=named("bre251"))
     measurements.add("wall.png", "wall", mask)
-    page = write_report(measurements, {}, tmp_path / "report.html").read_text()
+    page = write_report(measurements, {"input": "walls/<1>"}, tmp_path / "report.html").read_text()
     assert "BRE Digest 251" in page and "3: &lt;= 15 mm" in page
-    assert "length in class 3 (mm, by max width): 42" in page
+    assert "<tr><td class=\"text\">3</td><td>1</td><td>42.0</td></tr>" in page  # class 3: one crack, 42 mm
+    assert "walls/&lt;1&gt;" in page  # autoescaped
+    assert f"by crackseg {__version__}" in page and "width colours" in page and "counter-clockwise" in page
+    assert "mm, at 0.15 mm per pixel" in page
 
 
 def test_a_width_is_graded_as_it_is_written_not_with_float_error():

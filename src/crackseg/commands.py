@@ -612,12 +612,21 @@ def _write_measurements(args: argparse.Namespace, predictor: Predictor, measurem
     """cracks.csv, images.csv, cracks.json and, with --report, report.html, into the measurements' folder."""
     written = [path.name for path in measurements.write()]
     if args.report:
-        settings = {"model": ", ".join(f"{k} {v}" for k, v in summary_model(args, predictor).items()),
-                    "mask threshold": f"{predictor.mask_threshold:.2f}",
-                    "gate threshold": f"{predictor.model.threshold:.2f}",
-                    "tile / overlap (px)": f"{predictor.tile} / {predictor.overlap}",
-                    "scale": f"{args.mm_per_px} mm/px" if args.mm_per_px else "px (no --mm-per-px)",
-                    "smallest crack": f"{args.min_area} px"}
+        model = summary_model(args, predictor)
+        source = (f"the shipped model {model['shipped']}" if "shipped" in model else
+                  f"exported model {model['onnx']}" if "onnx" in model else
+                  f"checkpoints {model['segmentation']} and {model['classification']}")
+        scale = (f"{args.mm_per_px:g} mm per pixel" if args.mm_per_px else "none (lengths in pixels)")
+        if args.scale_csv:
+            scale = f"each photo's from {args.scale_csv}; the others: {scale}"
+        settings = {"inputs": ", ".join(args.inputs), "model": f"{source} (U-Net width {model['width']}, "
+                    f"{model['crop']} px tiles, {predictor.engine}{', int8 gate head' if predictor.int8_head else ''})",
+                    "tiles": f"{predictor.tile} px, overlapping by {predictor.overlap} px; a tile's mask is decoded "
+                             f"when the gate's crack probability exceeds {predictor.model.threshold:.2f}",
+                    "crack pixels": f"crack probability of at least {predictor.mask_threshold:.2f}",
+                    "a crack": f"at least {predictor.min_area} px in area and {predictor.min_length:g} px long; "
+                               f"pieces across gaps up to {predictor.join_gap:g} px joined",
+                    "scale": scale}
         written.append(write_report(measurements, settings, measurements.out_dir / "report.html").name)
     print(f"measured {sum(len(entry.cracks) for entry in measurements.images)} cracks: {', '.join(written)} in "
           f"{measurements.out_dir}")

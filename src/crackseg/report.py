@@ -5,17 +5,20 @@
 (thumbnails embedded as data URIs, no scripts or styles from the network) that opens offline in any browser.
 """
 import base64
-import html
 import io
 import json
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+from urllib.parse import quote
 
 import numpy as np
+from jinja2 import Environment, FileSystemLoader
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
+from crackseg import __version__
 from crackseg.config import ConfigError
 from crackseg.data import IMAGE_EXTENSIONS, DatasetError, photo_metadata
 from crackseg.cracktypes import crack_type, image_type
@@ -23,7 +26,11 @@ from crackseg.measure import JOIN_GAP_PX, MIN_AREA, Crack, image_row, measure_ma
 from crackseg.severity import Standard, class_totals, crack_grades
 from crackseg.tables import write_csv
 
-THUMBNAIL_PX = 360  # longest side of the report's thumbnails
+PHOTO_PX = 1000  # longest side of each photo in the report
+CROP_PX = 400  # ... of each crop around a crack (full resolution up to this)
+CROP_MARGIN_PX = 16
+CROPS_PER_IMAGE = 12  # the widest cracks of a photo get a crop each
+TEMPLATES = Path(__file__).parent / "templates"
 WIDTH_COLOURS = colormaps["plasma"]
 
 
@@ -176,84 +183,105 @@ class Measurements:
         return paths
 
 
-def _thumbnail(path: Path) -> str:
-    """A JPEG data URI of an image file, its longest side THUMBNAIL_PX."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
+def _jpeg(image: Image.Image, side: int, quality: int = 85) -> str:
+    """A JPEG data URI of an image, its longest side at most `side` px (embedded: the page opens offline)."""
+    image = image.convert("RGB")
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _number(value: Any, digits: int = 1) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
+def _legend() -> str:
+    """The width colours, thin to wide, as a PNG data URI."""
+    ramp = (np.asarray(WIDTH_COLOURS(np.linspace(0, 1, 256)))[None, :, :3] * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.repeat(ramp, 8, axis=0)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _crops(overlay: Image.Image, cracks: Sequence[Crack]) -> List[Dict[str, Any]]:
+    """Full-resolution crops of the numbered overlay around the widest cracks (CROPS_PER_IMAGE at most), so that
+    thin cracks and their numbers can be seen whatever the photo's size."""
+    crops = []
+    for crack in sorted(cracks, key=lambda c: -c.max_width_px)[:CROPS_PER_IMAGE]:
+        x, y, w, h = crack.bbox
+        box = (max(x - CROP_MARGIN_PX, 0), max(y - CROP_MARGIN_PX, 0), min(x + w + CROP_MARGIN_PX, overlay.width),
+               min(y + h + CROP_MARGIN_PX, overlay.height))
+        crops.append({"id": crack.id, "src": _jpeg(overlay.crop(box), CROP_PX, quality=90)})
+    return sorted(crops, key=lambda crop: crop["id"])
+
+
+def _fixed(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
 
 
 def write_report(measurements: Measurements, settings: Dict[str, Any], path: Path) -> Path:
-    """One self-contained HTML page: totals, the model and thresholds, then one section per image, most severe
-    first (largest crack width), with its numbered overlay and its cracks."""
+    """One self-contained HTML page (a jinja2 template, autoescaped): when and by what it was made, the settings
+    in plain words, units, the direction convention and the width colours; totals, the standard's classes and the
+    length per class; then the images, those with cracks to review first, then by largest crack width, each with
+    its numbered overlay, full-resolution crops of its widest cracks, its cracks' table and a link to its mask."""
     in_mm = bool(measurements.images) and all(entry.mm_per_px for entry in measurements.images)
     unit = "mm" if in_mm else "px"  # mm only when every image has a scale (each its own, with --scale-csv)
+    digits = 2 if in_mm else 1  # widths to 0.01 mm (lengths to 0.1): finer than a pixel of any photo here
 
     def size(entry: ImageMeasurement) -> float:
         return entry.mm_per_px if in_mm else 1.0
 
-    entries = sorted(measurements.images, key=lambda e: -max((c.max_width_px * size(e) for c in e.cracks),
-                                                              default=0.0))
-    scaled = [(crack, size(entry), entry) for entry in entries for crack in entry.cracks]
-    totals = {"images": len(entries), "images with cracks": sum(bool(e.cracks) for e in entries),
-              "cracks": len(scaled), f"total length ({unit})": sum(c.length_px * k for c, k, _ in scaled),
-              f"largest width ({unit})": max((c.max_width_px * k for c, k, _ in scaled), default=0.0)}
     rule = measurements.standard
+    images, graded = [], []
+    for entry in measurements.images:
+        rows = [measurements.crack_row(crack, entry.mm_per_px) for crack in entry.cracks]
+        graded += rows
+        scale = size(entry)
+        overlay = Image.open(measurements.out_dir / entry.overlay) if entry.overlay else None
+        widest = max((c.max_width_px for c in entry.cracks), default=0.0) * scale
+        gps = entry.metadata.get("gps_lat"), entry.metadata.get("gps_lon")
+        images.append({
+            "file": entry.file, "mask": quote(str(entry.extra["mask"])) if entry.extra.get("mask") else None,
+            "picture": _jpeg(overlay, PHOTO_PX) if overlay else None,
+            "crops": _crops(overlay, entry.cracks) if overlay else [],
+            "review": sum(bool(c.review_reasons) for c in entry.cracks), "widest": widest,
+            "width": _fixed(widest, digits), "length": _fixed(sum(c.length_px for c in entry.cracks) * scale, 1),
+            "area": _fixed(100 * sum(c.area_px for c in entry.cracks) / float(entry.shape[0] * entry.shape[1]), 2),
+            "captured": entry.metadata.get("captured"),
+            "gps": f"{gps[0]:.6f}, {gps[1]:.6f}" if None not in gps else None,
+            "cracks": [{"id": c.id, "type": row["type"], "length": _fixed(c.length_px * scale, 1),
+                        "mean_width": _fixed(c.mean_width_px * scale, digits),
+                        "max_width": _fixed(c.max_width_px * scale, digits),
+                        "area": _fixed(c.area_px * scale ** 2, 1), "direction": f"{c.orientation_deg:.0f}",
+                        "grade": (f"{row[f'class_{rule.width[0]}']} ({row[f'class_{rule.width[0]}_range']})"
+                                  if rule and f"class_{rule.width[0]}" in row else ""),
+                        "confidence": "" if c.confidence is None else f"{c.confidence:.2f}",
+                        "review": "; ".join(c.review_reasons)} for c, row in zip(entry.cracks, rows)]})
+        if overlay:
+            overlay.close()
+    images.sort(key=lambda image: (-image["review"], -image["widest"]))
+    for rank, image in enumerate(images, start=1):
+        image["rank"] = rank
+    cracks = [crack for image in images for crack in image["cracks"]]
+    totals = {"images": len(images), "images with cracks": sum(bool(image["cracks"]) for image in images),
+              "cracks": len(cracks), "cracks to review": sum(bool(crack["review"]) for crack in cracks),
+              f"total length ({unit})": _fixed(sum(float(image["length"]) for image in images), 1),
+              f"largest width ({unit})": _fixed(max((image["widest"] for image in images), default=0.0), digits)}
+    standard = None
     if rule:
-        totals[f"standard: {rule.title}"] = f"{rule.limits()} ({rule.source})"
-        graded = [measurements.crack_row(crack, entry.mm_per_px) for crack, _, entry in scaled]
-        totals.update({f"length in class {key.rsplit('_', 1)[1]} (mm, by {rule.width[0]} width)": value
-                       for key, value in class_totals(rule, graded).items()})
-    rows, sections = [], []
-    for rank, entry in enumerate(entries, start=1):
-        row, scale = image_row(entry.cracks, entry.shape, None), size(entry)
-        anchor = f"image-{rank}"
-        rows.append(
-            f'<tr class="image-row"><td>{rank}</td><td><a href="#{anchor}">{html.escape(entry.file)}</a></td>'
-            f'<td>{row["cracks"]}</td><td>{_number(row["total_length_px"] * scale)}</td>'
-            f'<td>{_number(row["max_width_px"] * scale, 2)}</td><td>{100 * row["cracked_area_share"]:.2f}</td>'
-            + "".join(f"<td>{_number(entry.extra.get(key, ''), 3)}</td>" for key in ("tiles_decoded", "tiles_total"))
-            + "</tr>")
-        crack_rows = "".join(
-            f"<tr><td>{c.id}</td><td>{_number(c.length_px * scale)}</td><td>{_number(c.mean_width_px * scale, 2)}"
-            f"</td><td>{_number(c.max_width_px * scale, 2)}</td><td>{_number(c.area_px * scale ** 2)}</td>"
-            f"<td>{c.orientation_deg:.0f}</td></tr>" for c in entry.cracks)
-        picture = (f'<img src="{_thumbnail(measurements.out_dir / entry.overlay)}" alt="{html.escape(entry.name)}">'
-                   if entry.overlay else "")
-        sections.append(
-            f'<section id="{anchor}"><h3>{rank}. {html.escape(entry.file)}</h3>{picture}'
-            + (f"<table><tr><th>crack</th><th>length ({unit})</th><th>mean width ({unit})</th>"
-               f"<th>max width ({unit})</th><th>area ({unit}²)</th><th>direction (°)</th></tr>{crack_rows}</table>"
-               if entry.cracks else "<p>no crack</p>") + "</section>")
-    setting_items = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in settings.items())
-    total_items = "".join(f"<li>{html.escape(k)}: {_number(v)}</li>" for k, v in totals.items())
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>crackseg inspection report</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }}
-td:nth-child(2) {{ text-align: left; }}
-img {{ max-width: {THUMBNAIL_PX}px; display: block; margin: 0.5em 0; }}
-section {{ border-top: 1px solid #ddd; padding-top: 0.5em; }}
-</style></head><body>
-<h1>Crack inspection report</h1>
-<h2>Totals</h2><ul id="totals">{total_items}</ul>
-<h2>Model and settings</h2><ul>{setting_items}</ul>
-<h2>Images, largest crack width first</h2>
-<table id="images"><tr><th>#</th><th>file</th><th>cracks</th><th>total length ({unit})</th>
-<th>max width ({unit})</th><th>cracked area (%)</th><th>tiles decoded</th><th>tiles</th></tr>
-{"".join(rows)}</table>
-<h2>Each image</h2>
-{"".join(sections)}
-</body></html>
-"""
+        key = f"class_{rule.width[0]}"
+        lengths = class_totals(rule, graded)
+        standard = {"title": rule.title, "source": rule.source, "limits": rule.limits(),
+                    "widths": " and ".join({"max": "largest", "typical": "typical (median)", "mean": "mean"}[w]
+                                           for w in rule.width) + " width" + ("s" if len(rule.width) > 1 else ""),
+                    "rows": [{"name": name, "cracks": sum(str(row[key]) == name for row in graded),
+                              "length": _fixed(lengths[f"length_mm_class_{name}"], 1)}
+                             for name, _, _ in rule.classes]}
+    scales = sorted({entry.mm_per_px for entry in measurements.images if entry.mm_per_px})
+    unit_words = (f"mm, at {scales[0]:g} mm per pixel" if in_mm and len(scales) == 1 else
+                  "mm, each photo at its own scale (images.csv)" if in_mm else
+                  "pixels (no scale given: --mm-per-px or --scale-csv)")
+    environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
+    page = environment.get_template("report.html.j2").render(
+        made=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__, settings=settings,
+        unit=unit, unit_words=unit_words, axis=f"{measurements.axis_deg:g}", legend=_legend(), totals=totals,
+        standard=standard, images=images)
     path.write_text(page, encoding="utf-8")
     return path
