@@ -265,3 +265,21 @@ def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
         checked += 1
         simple = approximate_polygon(np.asarray(path, float), tolerance=1.0)
         assert _polyline_length(path)[0] == pytest.approx(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum())
+
+
+def test_crack_numbers_do_not_overlap_where_cracks_crowd():
+    from PIL import ImageDraw, ImageFont
+
+    from crackseg.report import label_boxes
+
+    mask = np.zeros((120, 200), bool)
+    for row in range(10):
+        mask[10 + row * 10:12 + row * 10, 20:60] = True  # ten short cracks 8 px apart, all starting at x = 20
+    cracks = measure_mask(mask, join_gap=0)
+    canvas = Image.new("RGB", (200, 120))
+    placed = label_boxes(ImageDraw.Draw(canvas), ImageFont.load_default(size=11), cracks, canvas.size)
+    assert len(placed) == 10
+    for index, box in enumerate(placed):
+        assert 0 <= box[0] and box[2] <= 200 and 0 <= box[1] and box[3] <= 120
+        for other in placed[:index]:
+            assert box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]

@@ -10,13 +10,13 @@ import json
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader
 from matplotlib import colormaps
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from crackseg import __version__
 from crackseg.config import ConfigError
@@ -57,12 +57,48 @@ def draw_measurements(image: np.ndarray, cracks: Sequence[Crack], width_scale: f
             for (x0, y0), (x1, y1), width in zip(points, points[1:], widths):
                 colour = tuple(int(255 * c) for c in WIDTH_COLOURS(min(width / width_scale, 1.0))[:3])
                 draw.line([(x0, y0), (x1, y1)], fill=colour, width=line)
-        x, y = crack.centreline[0][0] if crack.centreline and crack.centreline[0] else crack.bbox[:2]
-        label = str(crack.id)
-        box = draw.textbbox((x + 3, y + 3), label)
-        draw.rectangle(box, fill=(255, 255, 255))
-        draw.text((x + 3, y + 3), label, fill=(0, 0, 0))
+    font = ImageFont.load_default(size=max(11, round(max(canvas.size) / 90)))
+    for crack, box in zip(cracks, label_boxes(draw, font, cracks, canvas.size)):
+        left, top, _, _ = draw.textbbox((0, 0), str(crack.id), font=font)  # the glyphs' offset from their origin
+        draw.rectangle(box, fill=(255, 255, 255), outline=(0, 0, 0))
+        draw.text((box[0] + 2 - left, box[1] + 1 - top), str(crack.id), fill=(0, 0, 0), font=font)
     return canvas
+
+
+def label_boxes(draw: ImageDraw.ImageDraw, font: Any, cracks: Sequence[Crack], size: Tuple[int, int]
+                ) -> List[Tuple[float, float, float, float]]:
+    """Where each crack's number goes: beside its centreline, clear of the numbers placed before it."""
+    placed: List[Tuple[float, float, float, float]] = []
+    for crack in cracks:
+        placed.append(_free_place(draw, font, str(crack.id), _label_anchors(crack), placed, size))
+    return placed
+
+
+def _label_anchors(crack: Crack) -> List[Tuple[float, float]]:
+    """Where a crack's number may go: beside points along its centreline, its start first."""
+    points = [point for line in crack.centreline for point in line] or [crack.bbox[:2]]
+    step = max(1, len(points) // 8)
+    return points[::step] + [points[-1]]
+
+
+def _free_place(draw: ImageDraw.ImageDraw, font: Any, label: str, anchors: Sequence[Tuple[float, float]],
+                placed: Sequence[Tuple[float, float, float, float]], size: Tuple[int, int]
+                ) -> Tuple[float, float, float, float]:
+    """The label's box at the first anchor and offset where it overlaps no label already placed and stays inside
+    the image; the first candidate when there is none."""
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    width, height = right - left + 4, bottom - top + 2
+    candidates = []
+    for x, y in anchors:
+        for dx, dy in ((4, 4), (4, -height - 4), (-width - 4, 4), (-width - 4, -height - 4)):
+            x0 = min(max(x + dx, 0), size[0] - width)
+            y0 = min(max(y + dy, 0), size[1] - height)
+            candidates.append((x0, y0, x0 + width, y0 + height))
+    for box in candidates:
+        if all(box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
+               for other in placed):
+            return box
+    return candidates[0]
 
 
 class Measurements:
