@@ -64,11 +64,19 @@ def image_type(cracks: Sequence[Crack], axis_deg: float = 90.0, mm_per_px: Optio
     return max(lengths, key=lengths.get)
 
 
+def _photo_name(stem: str) -> str:
+    """The photo a mask belongs to: its own stem, or that of `crackseg predict`'s NAME.jpg_mask.png."""
+    if stem.endswith("_mask"):
+        return Path(stem[:-len("_mask")]).stem
+    return stem
+
+
 def type_accuracy(labels_csv: Path, mask_folders: Sequence[Path], axis_deg: float = 90.0) -> Dict[str, object]:
-    """Image types of the masks in `mask_folders` against a labels CSV (columns name, type), per labelled type:
+    """Image types of the masks in `mask_folders` (labelled masks, or predict's NAME_mask.png) against a labels CSV
+    (columns name, type), per labelled type:
     how many, how many typed right, and what they were typed as. Names not found and types other than
     longitudinal, transverse and alligator (e.g. 'mixed') are left out."""
-    masks = {stem: path for folder in mask_folders for stem, path in list_images(Path(folder)).items()}
+    masks = {_photo_name(stem): path for folder in mask_folders for stem, path in list_images(Path(folder)).items()}
     results: Dict[str, Dict[str, object]] = {}
     with open(labels_csv, newline="") as handle:
         for row in csv.DictReader(handle):
