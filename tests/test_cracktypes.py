@@ -76,3 +76,17 @@ def test_type_accuracy_against_image_labels(tmp_path):
     assert result["transverse"] == {"images": 2, "right": 1, "typed_as": {"transverse": 1, "longitudinal": 1},
                                     "accuracy": 0.5}
     assert result["alligator"]["accuracy"] == 1.0 and "longitudinal" not in result  # d has no mask
+
+
+def test_images_csv_gives_the_length_per_type_with_a_standard(tmp_path):
+    mask = np.zeros((200, 200), np.uint8)
+    mask[30:33, 20:180] = 255  # transverse, 160 px
+    mask[60:190, 100:103] = 255  # longitudinal, 130 px
+    Image.fromarray(mask).save(tmp_path / "road.png")
+    out = tmp_path / "out"
+    assert main(["measure", str(tmp_path / "road.png"), "--out", str(out), "--mm-per-px", "2",
+                 "--standard", "astm-d6433"]) == 0
+    (image,) = csv.DictReader(open(out / "images.csv"))
+    assert float(image["length_mm_transverse"]) == pytest.approx(320, rel=0.02)
+    assert float(image["length_mm_longitudinal"]) == pytest.approx(260, rel=0.02)
+    assert float(image["length_mm_alligator"]) == 0.0

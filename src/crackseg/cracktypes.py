@@ -71,6 +71,16 @@ def _photo_name(stem: str) -> str:
     return stem
 
 
+def type_totals(rows: Sequence[Dict[str, object]], mm_per_px: Optional[float] = None) -> Dict[str, float]:
+    """Length per crack type over crack rows of cracks.csv (AASHTO R85's extent: length by type), in mm with a
+    scale, else px."""
+    unit = "mm" if mm_per_px else "px"
+    totals = {kind: 0.0 for kind in TYPES}
+    for row in rows:
+        totals[str(row["type"])] += float(row[f"length_{unit}"])
+    return {f"length_{unit}_{kind}": round(total, 2) for kind, total in totals.items()}
+
+
 def type_accuracy(labels_csv: Path, mask_folders: Sequence[Path], axis_deg: float = 90.0) -> Dict[str, object]:
     """Image types of the masks in `mask_folders` (labelled masks, or predict's NAME_mask.png) against a labels CSV
     (columns name, type), per labelled type:

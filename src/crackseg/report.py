@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from crackseg import __version__
 from crackseg.config import ConfigError
 from crackseg.data import IMAGE_EXTENSIONS, DatasetError, photo_metadata
-from crackseg.cracktypes import crack_type, image_type
+from crackseg.cracktypes import crack_type, image_type, type_totals
 from crackseg.measure import JOIN_GAP_PX, MIN_AREA, Crack, image_row, measure_mask
 from crackseg.severity import Standard, class_totals, crack_grades
 from crackseg.tables import write_csv
@@ -196,6 +196,7 @@ class Measurements:
         image_rows = [{"file": entry.file, **image_row(entry.cracks, entry.shape, entry.mm_per_px),
                        "type": image_type(entry.cracks, self.axis_deg, entry.mm_per_px),
                        **(class_totals(self.standard, rows) if self.standard else {}),
+                       **(type_totals(rows, entry.mm_per_px) if self.standard else {}),
                        **({"mm_per_px": entry.mm_per_px} if self.scales else {}),
                        **{key: entry.metadata.get(key, "") for key in located}, "overlay": entry.overlay}
                       for entry, rows in zip(self.images, per_image)]
