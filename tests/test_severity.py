@@ -181,3 +181,22 @@ def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, m
     assert main(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(tmp_path / "o"),
                  "--measure", "--standard", "ec2", "--scale-csv", str(tmp_path / "scales.csv")]) == 2
     assert "1 are not in --scale-csv (" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, exposure, width_px, scale, expected", [
+    ("bre251", None, 40, 0.15, "3"), ("bre251", None, 2, 0.05, "1"),
+    ("aci224r", "humid", 3, 0.1, "within"), ("aci224r", "humid", 4, 0.1, "exceeds"),
+    ("ec2", "prestressed", 2, 0.1, "within"), ("ec2", "XC1", 5, 0.1, "exceeds"),
+    ("astm-d6433", None, 40, 0.2, "low"), ("astm-d6433", None, 40, 0.5, "medium")])
+def test_a_drawn_crack_of_known_width_gets_its_class_under_each_standard(tmp_path, name, exposure, width_px, scale,
+                                                                        expected):
+    from crackseg.report import Measurements
+
+    mask = np.zeros((200, 400), bool)
+    mask[100:100 + width_px, 20:380] = True
+    measurements = Measurements(tmp_path, mm_per_px=scale, standard=standard(name, exposure))
+    measurements.add("m.png", "m", mask)
+    (crack,) = measurements.images[0].cracks
+    row = measurements.crack_row(crack, scale)
+    graded = row["class_mean"] if name == "astm-d6433" else row["class_typical"]
+    assert graded == expected, row
