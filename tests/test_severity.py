@@ -90,6 +90,7 @@ def test_measure_writes_classes_ranges_and_totals_per_class(tmp_path):
     assert image["length_mm_class_0"] == "0.0"
     document = json.loads((out / "cracks.json").read_text())
     assert document["standard"]["name"] == "bre251" and "BRE Digest 251" in document["standard"]["source"]
+    assert document["length_per_class_mm"]["length_mm_class_3"] == pytest.approx(42, abs=0.5)  # over all images
 
 
 def test_a_standard_without_a_scale_or_a_stray_exposure_is_refused(tmp_path, capsys):
@@ -115,7 +116,7 @@ def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_
     assert "<tr><td class=\"text\">3</td><td>1</td><td>42.0</td></tr>" in page  # class 3: one crack, 42 mm
     assert "walls/&lt;1&gt;" in page  # autoescaped
     assert f"by crackseg {__version__}" in page and "width colours" in page and "counter-clockwise" in page
-    assert "mm, at 0.15 mm per pixel" in page
+    assert "mm, at 0.15 mm per pixel; every length and width is uncertain by at least one pixel (+-0.15 mm)" in page
 
 
 def test_a_width_is_graded_as_it_is_written_not_with_float_error():

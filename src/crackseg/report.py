@@ -208,9 +208,10 @@ class Measurements:
         standard = self.standard and {"name": self.standard.name, "title": self.standard.title,
                                       "source": self.standard.source, "classes": self.standard.limits(),
                                       "graded_widths": list(self.standard.width)}
+        overall = class_totals(self.standard, crack_rows) if self.standard else None
         document = {"mm_per_px": self.mm_per_px, "min_area_px": self.min_area, "min_length_px": self.min_length,
-                    "join_gap_px": self.join_gap,
-                    "standard": standard, "axis_deg": self.axis_deg, "coordinates": "x, y in px",
+                    "join_gap_px": self.join_gap, "standard": standard, "length_per_class_mm": overall,
+                    "axis_deg": self.axis_deg, "coordinates": "x, y in px",
                     "images": [{"file": entry.file, "height": entry.shape[0], "width": entry.shape[1],
                                 "mm_per_px": entry.mm_per_px, **entry.metadata,
                                 "cracks": [{**row, "polylines": crack.centreline, "widths_px": crack.widths}
@@ -312,9 +313,11 @@ def write_report(measurements: Measurements, settings: Dict[str, Any], path: Pat
                               "length": _fixed(lengths[f"length_mm_class_{name}"], 1)}
                              for name, _, _ in rule.classes]}
     scales = sorted({entry.mm_per_px for entry in measurements.images if entry.mm_per_px})
-    unit_words = (f"mm, at {scales[0]:g} mm per pixel" if in_mm and len(scales) == 1 else
-                  "mm, each photo at its own scale (images.csv)" if in_mm else
-                  "pixels (no scale given: --mm-per-px or --scale-csv)")
+    unit_words = (f"mm, at {scales[0]:g} mm per pixel; every length and width is uncertain by at least one pixel "
+                  f"(+-{scales[0]:g} mm)" if in_mm and len(scales) == 1 else
+                  "mm, each photo at its own scale (images.csv); every length and width is uncertain by at least one "
+                  "pixel of its photo (uncertainty_mm in cracks.csv)" if in_mm else
+                  "pixels (no scale given: --mm-per-px or --scale-csv); every figure +-1 px at least")
     environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
     page = environment.get_template("report.html.j2").render(
         made=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__, settings=settings,
