@@ -132,7 +132,7 @@ def _measure_arguments(group: Any) -> None:
                             "columns image (file name, path as given or output name) and mm_per_px; photos not "
                             "in it take --mm-per-px")
     group.add_argument("--standard", choices=STANDARDS, default=None,
-                       help="grade each crack's widths under a named standard (needs --mm-per-px): bre251 "
+                       help="grade each crack's widths under a named standard (needs a scale): bre251 "
                             "(buildings, BRE Digest 251 classes 0-5), aci224r (reinforced concrete, ACI 224R "
                             "tolerable widths), ec2 (Eurocode 2 wmax), astm-d6433 (pavement, low/medium/high by "
                             "mean width); class columns in cracks.csv, length per class in images.csv [none: "
