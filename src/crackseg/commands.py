@@ -79,8 +79,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                             "int8 where the CPU runs in fp32, else as trained]")
     group.add_argument("--engine", default="torch", choices=ENGINES,
                        help="run the model in torch or in onnxruntime (exported once into a cache, or --onnx); "
-                            "torch's fast path ran 1.9x as fast with bf16, and within 10%% of onnxruntime in fp32 "
-                            "(docs/PERFORMANCE.md) [torch]")
+                            "which is faster depends on the CPU: docs/PERFORMANCE.md [torch]")
     group.add_argument("--onnx", default=None, metavar="DIR",
                        help="a folder written by `crackseg export`: run it in onnxruntime instead of checkpoints")
 
