@@ -521,12 +521,15 @@ def run_predict(args: argparse.Namespace) -> int:
                                        ("--mm-per-px", args.mm_per_px and not scale_used)) if value and not measuring]
     if unused:
         raise ConfigError(f"{', '.join(unused)} only apply to measured cracks: add --measure or --report")
-    Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
-                 grading(args) if measuring else None, args.axis, join_gap_px(args), read_scales(args.scale_csv))
+    # the measurement settings, read and checked once: each folder of results (images, each video) gets its own
+    measuring_settings = dict(mm_per_px=args.mm_per_px, min_area=args.min_area,
+                              min_length=min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH),
+                              standard=grading(args) if measuring else None, axis_deg=args.axis,
+                              join_gap=join_gap_px(args), scales=read_scales(args.scale_csv))
+    checked = Measurements(out, **measuring_settings)
     names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
-    scales = read_scales(args.scale_csv)
-    unscaled = [path for path, name in names.items() if not {name, str(path), path.name} & set(scales)]
-    if measuring and args.standard and not args.mm_per_px and unscaled:
+    unscaled = [path for path, name in names.items() if not checked.scale_of(str(path), name)]
+    if checked.standard and unscaled:
         raise ConfigError(f"--standard {args.standard} needs the scale of every photo: {len(unscaled)} are not in "
                           f"--scale-csv ({', '.join(map(str, unscaled[:3]))}{', ...' if len(unscaled) > 3 else ''});"
                           " add them or give --mm-per-px for the rest")
@@ -545,10 +548,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     def measurements_in(folder: Path) -> Optional[Measurements]:
         """The measurements of the images, or of one video, written into their own folder."""
-        return (Measurements(folder, args.mm_per_px, args.min_area,
-                             min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), grading(args),
-                             args.axis, join_gap_px(args), read_scales(args.scale_csv))
-                if args.measure or args.report else None)
+        return Measurements(folder, **measuring_settings) if measuring else None
 
     def fail(problem: str) -> None:
         problems.append(problem)
