@@ -70,11 +70,16 @@ def _units(rng: np.random.Generator, size: int, length: float, height: float, jo
     pitch_u = unit_length + joint
     shifted = u + offset
     column = np.floor(shifted / pitch_u)
-    local_u = shifted - column * pitch_u
-    local_v = v - row * pitch_v
-    mortar = (local_u >= unit_length) | (local_v >= height)
-    return {"id": row * 100003 + column, "mortar": mortar, "du": local_u, "dv": local_v,
-            "length": unit_length, "height": np.full_like(u, height)}
+    return _laid(v, row, column, shifted - column * pitch_u, unit_length, height, joint)
+
+
+def _laid(v: np.ndarray, row: np.ndarray, column: np.ndarray, local_u: np.ndarray, unit_length: np.ndarray,
+          height: float, joint: float) -> Dict[str, np.ndarray]:
+    """The per-pixel description of laid units, from each pixel's course (`row`), unit along it (`column`) and
+    position in it (`local_u`): unit id, mortar or not, distances to the unit's left and top edge, unit size."""
+    local_v = v - row * (height + joint)
+    return {"id": row * 100003 + column, "mortar": (local_u >= unit_length) | (local_v >= height), "du": local_u,
+            "dv": local_v, "length": unit_length, "height": np.full_like(v, height)}
 
 
 def _flemish(u: np.ndarray, v: np.ndarray, row: np.ndarray, length: float, height: float, joint: float
@@ -87,12 +92,8 @@ def _flemish(u: np.ndarray, v: np.ndarray, row: np.ndarray, length: float, heigh
     pair = np.floor(shifted / period)
     within = shifted - pair * period
     is_header = within >= length + joint
-    local_u = np.where(is_header, within - length - joint, within)
-    unit_length = np.where(is_header, header, length)
-    local_v = v - row * (height + joint)
-    mortar = (local_u >= unit_length) | (local_v >= height)
-    return {"id": row * 100003 + 2 * pair + is_header, "mortar": mortar, "du": local_u, "dv": local_v,
-            "length": unit_length, "height": np.full_like(u, height)}
+    return _laid(v, row, 2 * pair + is_header, np.where(is_header, within - length - joint, within),
+                 np.where(is_header, header, length), height, joint)
 
 
 def _joint_shading(rng: np.random.Generator, units: Dict[str, np.ndarray], joint: float) -> np.ndarray:
