@@ -43,7 +43,8 @@ def folder_media(folder: Path) -> Tuple[List[Path], List[str]]:
 
     seen = set()  # (device, inode) of the folders walked: a link back up (ln -s . loop) is walked once
     for root, folders, files in os.walk(folder, onerror=unlisted, followlinks=True):
-        identity = (os.stat(root).st_dev, os.stat(root).st_ino)
+        status = os.stat(root)
+        identity = (status.st_dev, status.st_ino)
         if identity in seen:
             folders.clear()
             log.info(f"note: {printable(root)}: a link to a folder already searched: skipped")
