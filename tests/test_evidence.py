@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from crackseg.commands import min_length_px
+from crackseg.commands import length_px
 from crackseg.config import ConfigError
 from crackseg.inference import Predictor, TiledResult
 from crackseg.measure import has_crack, measure_mask
@@ -130,14 +130,14 @@ def test_measurements_drop_cracks_shorter_than_min_length(tmp_path):
 @pytest.mark.parametrize("text, scale, expected", [(None, None, 20.0), ("30", None, 30.0), ("30px", 2.0, 30.0),
                                                    ("2.5mm", 0.5, 5.0), ("0", None, 0.0)])
 def test_min_length_in_px_or_mm(text, scale, expected):
-    assert min_length_px(text, scale, 20.0) == expected
+    assert length_px(text, scale, 20.0) == expected
 
 
 @pytest.mark.parametrize("text, message", [("2.5mm", "give --mm-per-px"), ("long", "expected a length"),
                                            ("-3", "must be a finite length of 0 or more")])
 def test_min_length_errors_say_what_is_wrong(text, message):
     with pytest.raises(ConfigError, match=message):
-        min_length_px(text, None, 20.0)
+        length_px(text, None, 20.0)
 
 
 def test_a_gently_curved_long_crack_is_not_called_joint_like():

@@ -114,10 +114,6 @@ def length_px(text: Optional[str], mm_per_px: Any, default: float, flag: str = "
     return number
 
 
-def min_length_px(text: Optional[str], mm_per_px: Any, default: float) -> float:
-    return length_px(text, mm_per_px, default)
-
-
 def _measure_arguments(group: Any) -> None:
     group.add_argument("--mm-per-px", type=float, default=None,
                        help="ground size of a pixel in mm: adds lengths and widths in mm and areas in mm^2")
@@ -403,7 +399,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _predictor(args: argparse.Namespace) -> Predictor:
     device = resolve_device(args.device)
-    min_length = min_length_px(args.min_length, getattr(args, "mm_per_px", False), DEFAULT_MIN_LENGTH)
+    min_length = length_px(args.min_length, getattr(args, "mm_per_px", False), DEFAULT_MIN_LENGTH)
     join_gap = join_gap_px(args)  # both checked before the model loads
     if args.onnx:
         if args.segmentation_checkpoint or args.classification_checkpoint:
@@ -523,7 +519,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(unused)} only apply to measured cracks: add --measure or --report")
     # the measurement settings, read and checked once: each folder of results (images, each video) gets its own
     measuring_settings = dict(mm_per_px=args.mm_per_px, min_area=args.min_area,
-                              min_length=min_length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH),
+                              min_length=length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH),
                               standard=grading(args) if measuring else None, axis_deg=args.axis,
                               join_gap=join_gap_px(args), scales=read_scales(args.scale_csv))
     checked = Measurements(out, **measuring_settings)
@@ -648,7 +644,7 @@ def run_measure(args: argparse.Namespace) -> int:
     if not names:
         print("error: no masks to measure", file=sys.stderr)
         return 1
-    measurements = Measurements(out, args.mm_per_px, args.min_area, min_length_px(args.min_length, args.mm_per_px, 0),
+    measurements = Measurements(out, args.mm_per_px, args.min_area, length_px(args.min_length, args.mm_per_px, 0),
                                 grading(args), args.axis, join_gap_px(args), read_scales(args.scale_csv))
     failed = 0
     try:
