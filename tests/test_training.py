@@ -69,6 +69,24 @@ def test_classification_freezes_the_stage_one_encoder_and_combines(stage_one):
     torch.testing.assert_close(masks, torch.sigmoid(unet_logits))  # threshold 0: every image decoded
 
 
+def test_freeze_encoder_trains_the_decoder_alone_and_keeps_the_head_valid(stage_one, capsys):
+    seg_path = stage_one / "seg" / "checkpoints" / "best.pth"
+    argv = TINY + ["--data-root", str(stage_one / "data"), "--log-dir", str(stage_one / "frozen"),
+                   "--init", str(seg_path), "--freeze-encoder"]
+    assert run("segmentation", argv) == 0
+    before = load_checkpoint(seg_path, stage="segmentation")["state"]
+    after = load_checkpoint(stage_one / "frozen" / "checkpoints" / "last.pth", stage="segmentation")["state"]
+    encoder = [key for key in before if key.startswith("encoder.")]
+    assert any("running_mean" in key for key in encoder)
+    for key in encoder:  # weights and BatchNorm statistics as they were: a head trained on them still fits
+        assert torch.equal(before[key], after[key]), key
+    assert any(not torch.equal(before[key], after[key]) for key in before if key.startswith("decoder."))
+    capsys.readouterr()
+    assert run("segmentation", TINY + ["--data-root", str(stage_one / "data"), "--freeze-encoder",
+                                       "--log-dir", str(stage_one / "nothing")]) == 2
+    assert "--freeze-encoder needs --init" in capsys.readouterr().err
+
+
 def test_classification_without_stage_one_fails_clearly(tmp_path, capsys):
     code = run("classification", ["--segmentation-checkpoint", str(tmp_path / "missing.pth")])
     assert code == 2

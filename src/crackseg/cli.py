@@ -19,8 +19,8 @@ from crackseg.transforms import SAMPLINGS
 SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
 MAX_SHOWN = 20  # warnings and notes printed before training
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
-         "sampling", "markings", "joints", "seed", "workers", "amp", "data_root", "data_weights", "negatives",
-         "log_dir")
+         "freeze_encoder", "sampling", "markings", "joints", "seed", "workers", "amp", "data_root", "data_weights",
+         "negatives", "log_dir")
 DEFAULT_ROOT = "dataset"
 # stage 2 takes these from stage 1 unless given
 INHERITED = ("data_root", "data_weights", "negatives", "sampling", "markings", "joints")
@@ -35,6 +35,10 @@ def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default=None, metavar="WEIGHTS",
                         help="start from these weights instead of random ones: 'pretrained' (the model shipped "
                              "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
+    parser.add_argument("--freeze-encoder", action="store_true", default=None,
+                        help="with --init: train the decoder alone. The encoder stays as it was, so a stage-2 "
+                             "head trained on it (the shipped model's too) still gates the new decoder, and each "
+                             "step costs about a third less")
 
 
 def _segmentation_start(args: Dict[str, Any]) -> Dict[str, Any]:

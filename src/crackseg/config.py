@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = THESIS["seed"]
     skip_dropout: float = THESIS["skip_dropout"]
     init: Optional[str] = None  # stage 1: start from "pretrained" (the shipped model) or a stage-1 checkpoint
+    freeze_encoder: bool = False  # stage 1 with init: train the decoder alone (stage-2 heads stay valid)
     sampling: str = THESIS["sampling"]  # "five": FiveCrop of the whole image; "window": of a random 2x-crop window
     markings: float = THESIS["markings"]  # share of training images painted with a synthetic road marking
     joints: float = THESIS["joints"]  # share of training images cut by a synthetic joint
@@ -134,6 +135,8 @@ def check_config(config: TrainConfig) -> None:
         (not config.data_weights or len(config.data_weights) == len(config.data_root),
          f"--data-weights: {len(config.data_weights)} weight(s) for {len(config.data_root)} data root(s); give one "
          "per --data-root"),
+        (not config.freeze_encoder or config.init,
+         "--freeze-encoder needs --init: a frozen random encoder cannot learn"),
         (all(weight >= 1 for weight in config.data_weights),
          "--data-weights: every weight must be a whole number >= 1"),
     ]

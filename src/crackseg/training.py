@@ -213,6 +213,8 @@ class SegmentationRunner(CrackRunner):
             except RuntimeError as error:
                 raise CheckpointError(f"--init {config.init}: its weights do not fit a width-{config.width} U-Net "
                                       f"({str(error).splitlines()[0]})") from None
+        if config.freeze_encoder:
+            unet.freeze_encoder()
         return unet
 
     def compute_loss(self, logits, batch):

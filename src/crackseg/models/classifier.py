@@ -4,6 +4,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from crackseg.models.parts import freeze
 from crackseg.models.unet import DEPTH, VGGEncoder
 
 
@@ -52,9 +53,7 @@ class VGGEncoderClassifier(nn.Module):
 
     def freeze_encoder(self) -> None:
         """Stop gradients into the encoder and keep its BatchNorm layers in eval mode."""
-        for parameter in self.encoder.parameters():
-            parameter.requires_grad_(False)
-        self.encoder.eval()
+        freeze(self.encoder)
 
     def train(self, mode: bool = True) -> "VGGEncoderClassifier":
         super().train(mode)

@@ -2,6 +2,14 @@
 from torch import nn
 
 
+def freeze(module: nn.Module) -> None:
+    """Stop gradients into `module` and put its BatchNorm layers in eval mode (the caller's `train()` must keep
+    them there: a frozen encoder keeps the running statistics it was trained with)."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    module.eval()
+
+
 class VGGBlock(nn.Sequential):
     """[Conv3x3 (no bias) -> BatchNorm -> ReLU] x 2: (N, C_in, H, W) -> (N, C_out, H, W)."""
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from crackseg.checkpoints import CheckpointError
-from crackseg.models.parts import VGGBlock
+from crackseg.models.parts import VGGBlock, freeze
 
 DEPTH = 4  # pooling steps; input sides must be multiples of 2**DEPTH
 CRACK_PRIOR_LOGIT = -4.0  # sigmoid(-4) = 0.018
@@ -96,6 +96,9 @@ class UNet(nn.Module):
 
     `skip_dropout` > 0 (training only) zeroes whole skip maps at random, so the decoder cannot segment from the
     shallow skips alone and the bottleneck must carry crack evidence, which the stage-2 gate relies on.
+
+    `freeze_encoder()` trains the decoder alone: the encoder, and with it every stage-2 head trained on it, stays
+    as it was (and its backward pass is not computed).
     """
 
     def __init__(self, width: int = 32, skip_dropout: float = 0.0):
@@ -104,6 +107,17 @@ class UNet(nn.Module):
         self.skip_dropout = skip_dropout
         self.encoder = VGGEncoder(width)
         self.decoder = Decoder(width)
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        freeze(self.encoder)
+        self.encoder_frozen = True
+
+    def train(self, mode: bool = True) -> "UNet":
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
 
     def settings(self) -> Dict[str, Any]:
         """The constructor's arguments (and the fixed depth), as checkpoints store them."""
