@@ -1,7 +1,7 @@
 """Stage 1: train the crack segmentation U-Net. See `python segmentation.py --help`."""
 import sys
 
-from crackseg.cli import run
+from crackseg.cli.train import run
 
 if __name__ == "__main__":
     sys.exit(run("segmentation"))

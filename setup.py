@@ -8,8 +8,8 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"crackseg": ["weights/*.pth", "templates/*.j2"]},
-    python_requires=">=3.9",
+    package_data={"crackseg": ["weights/*.pth", "outputs/templates/*.j2"]},
+    python_requires=">=3.10",
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",
@@ -28,6 +28,6 @@ setup(
         "onnxruntime>=1.18",  # runs the exported graphs (and their parity test)
         "jinja2>=3",  # report.html from a template with autoescape, not hand-escaped f-strings
     ],
-    entry_points={"console_scripts": ["crackseg=crackseg.commands:main"]},
+    entry_points={"console_scripts": ["crackseg=crackseg.cli:main"]},
     extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
 )

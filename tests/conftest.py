@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from crackseg.synthetic import generate
+from crackseg.data.synthetic import generate
 
 
 @pytest.fixture(autouse=True)

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from crackseg import acceleration
-from crackseg.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision, use_int8_head
-from crackseg.config import ConfigError
-from crackseg.benchmark import ISA_FLAGS, agreement, drive_gate, flops, onnx_gated
-from crackseg.commands import main
-from crackseg.data import load_image
-from crackseg.inference import Predictor
+from crackseg.cli import main
+from crackseg.files.images import load_image
+from crackseg.inference import acceleration
+from crackseg.inference.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision, use_int8_head
+from crackseg.inference.benchmark import ISA_FLAGS, agreement, drive_gate, flops, onnx_gated
+from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
+from crackseg.training.config import ConfigError
 
 
 def tiny_model(seed=0):

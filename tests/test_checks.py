@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.checks import check_split
-from crackseg.cli import run
-from crackseg.commands import main
+from crackseg.cli import main
+from crackseg.cli.train import run
+from crackseg.data.checks import check_split
 
 
 def save(path, array, mode=None):

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from crackseg.checkpoints import load_checkpoint, save_checkpoint
-from crackseg.commands import _predictor, build_parser, main
-from crackseg.data import read_pair
-from crackseg.inference import DEFAULT_MIN_LENGTH, Predictor
-from crackseg.measure import MIN_AREA, has_crack
-from crackseg.metrics import binary_counts, segmentation_scores
+from crackseg.analysis.measure import MIN_AREA, has_crack
+from crackseg.analysis.metrics import binary_counts, segmentation_scores
+from crackseg.cli import _predictor, build_parser, main
+from crackseg.data.datasets import read_pair
+from crackseg.files.checkpoints import load_checkpoint, save_checkpoint
+from crackseg.inference.predictor import DEFAULT_MIN_LENGTH, Predictor
 from crackseg.models import UNet, VGGEncoderClassifier
 
 CROP = 32

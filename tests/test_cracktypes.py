@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.commands import main
-from crackseg.cracktypes import angle_to_axis, crack_type, image_type, type_accuracy
-from crackseg.measure import measure_mask
+from crackseg.analysis.cracktypes import angle_to_axis, crack_type, image_type, type_accuracy
+from crackseg.analysis.measure import measure_mask
+from crackseg.cli import main
 
 
 def horizontal_and_vertical():

@@ -3,10 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from crackseg.data import (CracksDataset, DatasetError, collate_crops, crack_labels, load_image, load_mask,
-                           pair_files)
-from crackseg.synthetic import ensure_dataset, generate
-from crackseg.transforms import train_transform, valid_transform
+from crackseg.data.datasets import CracksDataset, collate_crops, crack_labels
+from crackseg.data.synthetic import ensure_dataset, generate
+from crackseg.data.transforms import train_transform, valid_transform
+from crackseg.files.images import DatasetError, load_image, load_mask, pair_files
 
 
 def test_crack_label_boundary_at_a_tenth_of_a_percent():

@@ -4,11 +4,11 @@ import socket
 import pytest
 import torch
 
-from crackseg.checkpoints import load_checkpoint
-from crackseg.cli import run
-from crackseg.config import build_config
-from crackseg.synthetic import generate
-from crackseg.training import validate
+from crackseg.cli.train import run
+from crackseg.data.synthetic import generate
+from crackseg.files.checkpoints import load_checkpoint
+from crackseg.training.config import build_config
+from crackseg.training.runner import validate
 
 EXACT = {"segmentation": ("dice", "iou", "precision", "recall"),
          "classification": ("precision_0", "recall_0", "f1_0", "precision_1", "recall_1", "f1_1")}

@@ -2,10 +2,19 @@
 import pytest
 import torch
 
-from crackseg.evaluation import (THRESHOLDS, GateScores, SourceScores, f1_from_counts, floor_probs, ods, ois,
-                                 pick_examples, threshold_counts)
-from crackseg.inference import TiledResult
-from crackseg.tiling import TileGrid
+from crackseg.inference.predictor import TiledResult
+from crackseg.inference.tiling import TileGrid
+from crackseg.pipelines.evaluation import (
+    THRESHOLDS,
+    GateScores,
+    SourceScores,
+    f1_from_counts,
+    floor_probs,
+    ods,
+    ois,
+    pick_examples,
+    threshold_counts,
+)
 
 
 def test_threshold_counts_match_a_brute_force_sweep():

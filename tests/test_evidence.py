@@ -6,14 +6,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from crackseg.commands import length_px
-from crackseg.config import ConfigError
-from crackseg.inference import Predictor, TiledResult
-from crackseg.measure import has_crack, measure_mask
+from crackseg.analysis.measure import has_crack, measure_mask
+from crackseg.cli import length_px
+from crackseg.data.synthetic import crack
+from crackseg.inference.predictor import Predictor, TiledResult
+from crackseg.inference.tiling import TileGrid
 from crackseg.models import UNetClassifier
-from crackseg.report import Measurements
-from crackseg.synthetic import crack
-from crackseg.tiling import TileGrid
+from crackseg.outputs.report import Measurements
+from crackseg.training.config import ConfigError
 
 
 def _result(probs, decoded=True, min_length=20.0):
@@ -151,7 +151,7 @@ def test_a_gently_curved_long_crack_is_not_called_joint_like():
 
 
 def test_flags_that_cannot_apply_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     monkeypatch.setattr(commands, "load_model", lambda args: pytest.fail("the model was loaded"))
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")

@@ -6,18 +6,17 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-
-from crackseg import export
-from crackseg.checkpoints import CheckpointError
-from crackseg.commands import main
-from crackseg.data import load_image
-from crackseg.export import export_onnx
-from crackseg.inference import Predictor
-from crackseg.models import UNetClassifier
-from crackseg.pretrained import sha256
-from crackseg.runtime import OnnxGatedModel
-
 from test_commands import read_csv, write_checkpoints
+
+from crackseg.cli import main
+from crackseg.files.checkpoints import CheckpointError
+from crackseg.files.images import load_image
+from crackseg.files.pretrained import sha256
+from crackseg.inference import export
+from crackseg.inference.export import export_onnx
+from crackseg.inference.onnx import OnnxGatedModel
+from crackseg.inference.predictor import Predictor
+from crackseg.models import UNetClassifier
 
 
 def run(path, feeds):

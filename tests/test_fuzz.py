@@ -5,19 +5,17 @@ import io
 import os
 import struct
 import zlib
-
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from crackseg.commands import main
-from crackseg.data import load_image
-from crackseg.tables import append_rows, read_rows
-
 from test_commands import write_checkpoints
 from test_inputs import save_with_orientation, upright_photo
+
+from crackseg.cli import main
+from crackseg.files.images import load_image
+from crackseg.outputs.tables import append_rows, read_rows
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -134,7 +132,7 @@ def test_check_data_names_every_broken_file_and_keeps_every_good_pair(tmp_path, 
 
 @pytest.mark.parametrize("count", [1, 3, 4])
 def test_shards_cover_every_input_exactly_once_and_merge(tmp_path, count):
-    from crackseg.prediction import read_summary
+    from crackseg.pipelines.photos import read_summary
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -176,7 +174,7 @@ def red_photos(tmp_path, count):
 
 
 def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeypatch, capsys):
-    from crackseg import prediction
+    from crackseg.pipelines import photos as prediction
 
     folder, flags = red_photos(tmp_path, 5)
     out = tmp_path / "out"
@@ -285,7 +283,7 @@ def test_inputs_that_would_share_output_names_are_refused_by_name(tmp_path, caps
 
 @pytest.mark.parametrize("command", ["predict", "measure"])
 def test_an_out_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys, command):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     monkeypatch.setattr(commands, "_predictor", lambda args: pytest.fail("the model loaded"))
     Image.new("L", (40, 40)).save(tmp_path / "m.png")
@@ -305,7 +303,7 @@ def test_an_out_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_pa
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_images_done(tmp_path, monkeypatch, capsys):
-    from crackseg import prediction
+    from crackseg.pipelines import photos as prediction
 
     folder, flags = red_photos(tmp_path, 3)
     real, calls = prediction.save_png, []
@@ -356,7 +354,7 @@ def test_measure_names_every_failure_and_measures_every_good_mask_once_into_its_
 
 
 def test_ctrl_c_in_measure_is_one_line_and_keeps_the_masks_measured(tmp_path, monkeypatch, capsys):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     make_mask_folder(tmp_path / "masks")
     real, calls = commands.load_mask, []

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg import hardnegatives
-from crackseg.commands import main
-from crackseg.data import load_mask, pair_files
+from crackseg.cli import main
+from crackseg.data import hardnegatives
+from crackseg.files.images import load_mask, pair_files
 
 
 def _pair(index, size=96):
@@ -69,7 +69,7 @@ def test_synthesize_writes_a_data_root_and_never_into_a_full_folder(tmp_path, ca
 
 
 def test_the_specificity_video_has_a_crack_in_frames_10_to_19_only(tmp_path):
-    from crackseg.video import read_frames
+    from crackseg.pipelines.video import read_frames
 
     assert main(["synthesize", str(tmp_path / "v"), "--kind", "video"]) == 0
     frames = list(read_frames(tmp_path / "v" / "specificity.mp4"))

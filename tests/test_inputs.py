@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.checks import check_split
-from crackseg.cli import show_messages
-from crackseg.data import DatasetError, load_image, load_mask, read_pair
-from crackseg.prediction import expand_inputs
+from crackseg.cli.train import show_messages
+from crackseg.data.checks import check_split
+from crackseg.data.datasets import read_pair
+from crackseg.files.images import DatasetError, load_image, load_mask
+from crackseg.pipelines.photos import expand_inputs
 
 # what Pillow's exif_transpose applies for each orientation tag, and so how a camera stores an upright scene
 STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -194,7 +195,7 @@ def test_folders_name_what_they_skip_and_why(tmp_path, capsys, monkeypatch):
 
 
 def test_a_link_back_up_a_folder_is_searched_once(tmp_path, capsys):
-    from crackseg.prediction import expand_inputs
+    from crackseg.pipelines.photos import expand_inputs
 
     show_messages()
     folder = tmp_path / "in"

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from crackseg.losses import BCEDiceLoss, soft_dice
-from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.analysis.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.training.losses import BCEDiceLoss, soft_dice
 
 
 def test_soft_dice_by_hand():

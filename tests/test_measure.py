@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from skimage import draw
-
-from crackseg.commands import main
-from crackseg.measure import _merge_through, has_crack, measure_mask
-
 from test_commands import write_checkpoints
+
+from crackseg.analysis.measure import _merge_through, has_crack, measure_mask
+from crackseg.cli import main
 
 
 def bar(width, length, angle, size=None, centre=None):
@@ -250,7 +249,7 @@ def test_measure_joins_at_join_gap_in_px_or_mm(tmp_path):
 def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
     from skimage.measure import approximate_polygon
 
-    from crackseg.measure import _polyline_length
+    from crackseg.analysis.measure import _polyline_length
 
     rng = np.random.default_rng(2)
     steps = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
@@ -270,7 +269,7 @@ def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
 def test_crack_numbers_do_not_overlap_where_cracks_crowd():
     from PIL import ImageDraw, ImageFont
 
-    from crackseg.report import label_boxes
+    from crackseg.outputs.report import label_boxes
 
     mask = np.zeros((120, 200), bool)
     for row in range(10):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.data import DatasetError, pair_files
-from crackseg.inference import Predictor
+from crackseg.files.images import DatasetError, pair_files
+from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
-from crackseg.negatives import scan, scan_all
+from crackseg.pipelines.negatives import scan, scan_all
 
 
 class DarkIsCrack(UNetClassifier):
@@ -80,7 +80,7 @@ def test_mining_writes_the_false_positives_as_a_data_root(tmp_path, predictor):
 
 
 def test_negatives_command_prints_json(tmp_path, capsys, monkeypatch):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     folder = tmp_path / "no_crack"
     photo(folder / "a.png", [(10, 5, 40)])

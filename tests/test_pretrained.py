@@ -2,14 +2,15 @@
 import pytest
 import torch
 
-from crackseg import UNetClassifier, pretrained
-from crackseg.checkpoints import CheckpointError, save_checkpoint
-from crackseg.commands import build_parser, load_model, main
-from crackseg.data import load_image, load_mask
-from crackseg.inference import Predictor
-from crackseg.metrics import binary_counts, segmentation_scores
+from crackseg import UNetClassifier
+from crackseg.analysis.metrics import binary_counts, segmentation_scores
+from crackseg.cli import build_parser, load_model, main
+from crackseg.data.synthetic import generate
+from crackseg.files import pretrained
+from crackseg.files.checkpoints import CheckpointError, save_checkpoint
+from crackseg.files.images import load_image, load_mask
+from crackseg.inference.predictor import Predictor
 from crackseg.models import UNet, VGGEncoderClassifier
-from crackseg.synthetic import generate
 
 
 def tiny_checkpoints(folder):
@@ -44,7 +45,8 @@ def test_the_shipped_file_matches_its_recorded_checksum_and_size_limit():
 
 
 def test_pack_reads_each_checkpoint_once(tmp_path, monkeypatch):
-    from crackseg import commands, models
+    import crackseg.cli as commands
+    from crackseg import models
 
     reads = []
     real = commands.load_checkpoint
@@ -106,7 +108,7 @@ def test_explicit_checkpoints_win_over_the_shipped_model(tiny_shipped, tmp_path)
 
 
 def test_a_gate_threshold_of_0_is_kept_with_checkpoints_and_export_records_it(tmp_path, monkeypatch):
-    from crackseg import export
+    from crackseg.inference import export
 
     flags = tiny_checkpoints(tmp_path)
     parse = lambda *extra: build_parser().parse_args(["predict", "x", "--out", "o", *extra])  # noqa: E731

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from crackseg import UNetClassifier
-from crackseg.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from crackseg.cli import build_parser, run
-from crackseg.commands import main
+from crackseg.cli import main
+from crackseg.cli.train import build_parser, run
+from crackseg.data.synthetic import generate
+from crackseg.files.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from crackseg.models import UNet, VGGEncoderClassifier
-from crackseg.synthetic import generate
 
 TINY = "--width 4 --crop 32 --epochs 2 --milestones 1 --batch-size 4 --lr 0.01 --device cpu --seed 5".split()
 
@@ -73,7 +73,8 @@ def test_crackseg_train_is_the_stage_scripts_with_the_same_flags(data, reference
 def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data, reference, tmp_path):
     # Every batch of the child takes at least 0.25 s (the numbers are untouched), so epoch 2 (7 batches) cannot
     # finish in the 0.5 s between the end of epoch 1 and the kill, however fast the machine.
-    code = ("import sys, time; from crackseg import training; from crackseg.cli import run; "
+    code = ("import sys, time; from crackseg.training import runner as training; "
+            "from crackseg.cli.train import run; "
             "collate = training.collate_crops; "
             "training.collate_crops = lambda batch: (time.sleep(0.25), collate(batch))[1]; "
             "sys.exit(run('segmentation', sys.argv[1:]))")
@@ -218,7 +219,7 @@ def test_bad_flags_stop_before_any_work(data, tmp_path, capsys, flags, message):
 
 
 def test_a_loss_that_becomes_nan_stops_the_run_naming_epoch_and_step(data, tmp_path, monkeypatch, capsys):
-    from crackseg import training
+    from crackseg.training import runner as training
 
     real = training.SegmentationRunner.compute_loss
     calls = []
@@ -248,7 +249,8 @@ def test_resume_may_reschedule_the_rest_of_a_run(data, tmp_path):
 
 
 def test_each_checkpoint_is_read_once_per_run(data, tmp_path, monkeypatch):
-    from crackseg import cli, training
+    from crackseg.cli import train as cli
+    from crackseg.training import runner as training
 
     reads = []
     for module in (cli, training):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.commands import main
-from crackseg.config import ConfigError
-from crackseg.severity import STANDARDS, Grade, class_totals, crack_grades, grade, standard
+from crackseg.analysis.severity import STANDARDS, Grade, class_totals, crack_grades, grade, standard
+from crackseg.cli import main
+from crackseg.training.config import ConfigError
 
 
 @pytest.mark.parametrize("width, expected", [(0.0, "0"), (0.099, "0"), (0.1, "1"), (1.0, "1"), (1.01, "2"),
@@ -104,8 +104,8 @@ def test_a_standard_without_a_scale_or_a_stray_exposure_is_refused(tmp_path, cap
 
 def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_path):
     from crackseg import __version__
-    from crackseg.report import Measurements, write_report
-    from crackseg.severity import standard as named
+    from crackseg.analysis.severity import standard as named
+    from crackseg.outputs.report import Measurements, write_report
 
     mask = np.zeros((120, 300), bool)
     mask[40:80, 10:290] = True  # 6 mm at 0.15 mm/px: class 3
@@ -152,7 +152,7 @@ def test_each_photo_takes_its_own_scale_from_scale_csv(tmp_path, capsys):
 
 
 def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
-    from crackseg.data import photo_metadata
+    from crackseg.files.images import photo_metadata
 
     photo = Image.new("RGB", (64, 64), (150, 150, 150))
     exif = Image.Exif()
@@ -162,7 +162,7 @@ def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
     assert photo_metadata(tmp_path / "site.jpg") == {"captured": "2026-05-01 10:22:13", "gps_lat": 51.5,
                                                      "gps_lon": -0.125}
     assert photo_metadata(tmp_path / "nothing.jpg") == {}
-    from crackseg.report import Measurements
+    from crackseg.outputs.report import Measurements
 
     measurements = Measurements(tmp_path / "out")
     (tmp_path / "out").mkdir()
@@ -173,7 +173,7 @@ def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
 
 
 def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     monkeypatch.setattr(commands, "load_model", lambda args: pytest.fail("the model was loaded"))
     for name in ("a.png", "b.png"):
@@ -191,7 +191,7 @@ def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, m
     ("astm-d6433", None, 40, 0.2, "low"), ("astm-d6433", None, 40, 0.5, "medium")])
 def test_a_drawn_crack_of_known_width_gets_its_class_under_each_standard(tmp_path, name, exposure, width_px, scale,
                                                                         expected):
-    from crackseg.report import Measurements
+    from crackseg.outputs.report import Measurements
 
     mask = np.zeros((200, 400), bool)
     mask[100:100 + width_px, 20:380] = True

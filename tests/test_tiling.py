@@ -2,7 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from crackseg.tiling import TileGrid, extract_tiles, owned_ranges, pad_to, pad_to_multiple, stitch, tile_starts
+from crackseg.inference.tiling import (
+    TileGrid,
+    extract_tiles,
+    owned_ranges,
+    pad_to,
+    pad_to_multiple,
+    stitch,
+    tile_starts,
+)
 
 
 def test_tile_starts_cover_the_image_with_a_regular_stride_and_a_flush_last_tile():
@@ -62,7 +70,7 @@ def test_padding_mirrors_and_falls_back_to_edge_repetition_for_tiny_images():
 
 
 def test_stitching_tiles_as_they_arrive_in_any_order_gives_the_same_map():
-    from crackseg.tiling import Stitcher
+    from crackseg.inference.tiling import Stitcher
 
     grid = TileGrid.of(70, 90, tile=32, overlap=8)
     torch.manual_seed(3)

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from crackseg import UNetClassifier
-from crackseg.checkpoints import load_checkpoint
-from crackseg import cli, training
-from crackseg.cli import run
-from crackseg.config import build_config
+from crackseg.cli import train as cli
+from crackseg.cli.train import run
+from crackseg.files.checkpoints import load_checkpoint
 from crackseg.models import UNet
-from crackseg.training import mixed_precision
+from crackseg.training import runner as training
+from crackseg.training.config import build_config
+from crackseg.training.runner import mixed_precision
 
 TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
 
@@ -143,8 +144,8 @@ def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypat
 def test_several_data_roots_and_negatives_in_one_run(tmp_path):
     from PIL import Image
 
-    from crackseg.synthetic import generate
-    from crackseg.training import config_sources, make_loaders
+    from crackseg.data.synthetic import generate
+    from crackseg.training.runner import config_sources, make_loaders
 
     first = generate(tmp_path / "first", seed=1, image_size=64, counts={"train": 4, "valid": 2})
     second = generate(tmp_path / "second", seed=2, image_size=64, counts={"train": 3, "valid": 2})
@@ -182,8 +183,8 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
 
 
 def test_metrics_per_source_come_from_that_source_only():
-    from crackseg.metrics import segmentation_scores
-    from crackseg.training import SplitTotals
+    from crackseg.analysis.metrics import segmentation_scores
+    from crackseg.training.runner import SplitTotals
 
     totals = SplitTotals((), ("a", "b"))
     totals.add([0.5], 10, torch.tensor([[8, 2, 0, 90], [1, 0, 3, 96]]))
@@ -201,7 +202,7 @@ def test_a_mistyped_data_root_is_an_error_and_nothing_is_generated(tmp_path, cap
 
 
 def test_a_head_is_never_combined_with_the_decoder_of_another_stage_one_run(stage_one, tmp_path):
-    from crackseg.checkpoints import CheckpointError
+    from crackseg.files.checkpoints import CheckpointError
 
     seg_path = stage_one / "seg" / "checkpoints" / "best.pth"
     argv = ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--data-root", str(stage_one / "data"),

@@ -1,10 +1,18 @@
 import pytest
 import torch
-
 from torchvision.transforms.v2 import RandomHorizontalFlip, RandomVerticalFlip
 
-from crackseg.transforms import (Compose, FiveCrop, RandomJoint, RandomMarking, RandomRotate90, RandomWindow,
-                                 five_crop_boxes, train_transform, valid_transform)
+from crackseg.data.transforms import (
+    Compose,
+    FiveCrop,
+    RandomJoint,
+    RandomMarking,
+    RandomRotate90,
+    RandomWindow,
+    five_crop_boxes,
+    train_transform,
+    valid_transform,
+)
 
 
 def asymmetric_pair(height=80, width=96):

@@ -7,10 +7,10 @@ import av
 import numpy as np
 import pytest
 
-from crackseg import video
-from crackseg.commands import main
-from crackseg.inference import Predictor
+from crackseg.cli import main
+from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
+from crackseg.pipelines import video
 
 FPS = 10
 CRACKED = set(range(10, 15)) | set(range(22, 25))  # frames 1.0-1.4 s and 2.2-2.4 s
@@ -171,7 +171,6 @@ def test_a_folder_of_numbered_frames_is_read_as_a_video(tmp_path, predictor):
 
 def test_predict_command_reads_frame_folders_with_frames_flag(tmp_path):
     from PIL import Image
-
     from test_commands import write_checkpoints
 
     folder = tmp_path / "clip"
@@ -201,7 +200,7 @@ def read_table(path):
 
 
 def test_measured_videos_keep_their_tables_overlays_and_report_in_their_own_folders(tmp_path, monkeypatch):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     monkeypatch.setattr(commands, "_predictor", seeing_predictor)
     (tmp_path / "in").mkdir()
@@ -219,7 +218,7 @@ def test_measured_videos_keep_their_tables_overlays_and_report_in_their_own_fold
 
 
 def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_path, monkeypatch, capsys):
-    from crackseg import commands
+    import crackseg.cli as commands
 
     monkeypatch.setattr(commands, "_predictor", seeing_predictor)
     path = write_video(tmp_path / "clip.mkv")
@@ -248,7 +247,6 @@ def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_pat
 
 def test_a_broken_frame_costs_that_frame_only(tmp_path, capsys):
     from PIL import Image
-
     from test_commands import write_checkpoints
 
     folder = tmp_path / "clip"

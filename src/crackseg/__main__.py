@@ -1,7 +1,7 @@
 """`python -m crackseg` is the `crackseg` command."""
 import sys
 
-from crackseg.commands import main
+from crackseg.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

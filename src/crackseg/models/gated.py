@@ -4,8 +4,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from crackseg.checkpoints import CheckpointError, PathLike, fingerprint, load_checkpoint, submodule_state
-from crackseg.pretrained import load_pretrained
+from crackseg.files.checkpoints import CheckpointError, PathLike, fingerprint, load_checkpoint, submodule_state
+from crackseg.files.pretrained import load_pretrained
 from crackseg.models.classifier import ClassifierHead
 from crackseg.models.unet import DEPTH, Decoder, VGGEncoder, check_depth
 
@@ -35,7 +35,7 @@ class UNetClassifier(nn.Module):
         >>> masks.shape, crack_probs.shape
         (torch.Size([4, 1, 128, 128]), torch.Size([4, 1]))
 
-    For photos of any size, `crackseg.inference.Predictor` tiles, gates and stitches.
+    For photos of any size, `crackseg.inference.predictor.Predictor` tiles, gates and stitches.
     """
 
     def __init__(self, width: int = 32, crop_size: int = 224, threshold: float = 0.5, mask_threshold: float = 0.5):

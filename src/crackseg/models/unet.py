@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from crackseg.checkpoints import CheckpointError
+from crackseg.files.checkpoints import CheckpointError
 from crackseg.models.parts import VGGBlock, freeze
 
 DEPTH = 4  # pooling steps; input sides must be multiples of 2**DEPTH

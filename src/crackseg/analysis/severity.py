@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from crackseg.config import ConfigError
-from crackseg.measure import MM_DIGITS
+from crackseg.analysis.measure import MM_DIGITS
+from crackseg.training.config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crackseg.config import ConfigError
-from crackseg.data import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DatasetError, load_image
-from crackseg.inference import Predictor, prefetch
-from crackseg.plots import crack_overlay
-from crackseg.report import Measurements
-from crackseg.tables import append_rows, printable, read_rows, write_csv
+from crackseg.files.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DatasetError, load_image
+from crackseg.inference.predictor import Predictor, prefetch
+from crackseg.outputs.plots import crack_overlay
+from crackseg.outputs.report import Measurements
+from crackseg.outputs.tables import append_rows, printable, read_rows, write_csv
+from crackseg.training.config import ConfigError
 
 SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "tiles_decoded", "tiles_total",
                   "width", "height", "mask", "overlay", "cracks", "total_length_px", "max_width_px")

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy.ndimage import uniform_filter1d
 from scipy.spatial import cKDTree
 
-from crackseg.synthetic import aggregate, background, crack, lighting, noise
+from crackseg.data.synthetic import aggregate, background, crack, lighting, noise
 
 CRACK_SHARE = 0.3  # share of photos with a labelled crack drawn across the scene
 

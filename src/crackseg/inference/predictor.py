@@ -10,11 +10,11 @@ from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tup
 
 import torch
 
-from crackseg.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
-from crackseg.checkpoints import PathLike
-from crackseg.measure import JOIN_GAP_PX, MIN_AREA, has_crack
+from crackseg.analysis.measure import JOIN_GAP_PX, MIN_AREA, has_crack
+from crackseg.files.checkpoints import PathLike
+from crackseg.inference.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
+from crackseg.inference.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 from crackseg.models import UNetClassifier
-from crackseg.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 
 ENGINES = ("torch", "onnxruntime")
 DEFAULT_MIN_LENGTH = 20.0  # px of centreline: see TiledResult.cracked and docs/MODEL.md, "The image-level call"
@@ -102,7 +102,7 @@ class Predictor:
         self.dtype = reduced_precision(self.device, precision) if self.fast else None
         self.int8_head = self.fast and use_int8_head(self.device, self.dtype, head)
         if engine == "onnxruntime":
-            from crackseg.runtime import OnnxGatedModel
+            from crackseg.inference.onnx import OnnxGatedModel
 
             self.model = model if isinstance(model, OnnxGatedModel) else OnnxGatedModel.exported(model,
                                                                                               device=self.device)

@@ -18,17 +18,25 @@ from catalyst import dl
 from torch import nn
 from torch.utils.data import DataLoader
 
-from crackseg.acceleration import cpu_has_native_bf16, training_layout
-from crackseg.checkpoints import (CheckpointError, fingerprint, get_rng_state, load_checkpoint, save_checkpoint,
-                                  set_rng_state, submodule_state)
-from crackseg.config import TrainConfig
-from crackseg.data import CracksDataset, DatasetError, Source, collate_crops, find_sources, source_samples
-from crackseg.losses import BCEDiceLoss
-from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.analysis.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.data.datasets import CracksDataset, Source, collate_crops, find_sources, source_samples
+from crackseg.data.transforms import train_transform, valid_transform
+from crackseg.files.checkpoints import (
+    CheckpointError,
+    fingerprint,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    submodule_state,
+)
+from crackseg.files.images import DatasetError
+from crackseg.files.pretrained import load_pretrained
+from crackseg.inference.acceleration import cpu_has_native_bf16, training_layout
 from crackseg.models import UNet, VGGEncoderClassifier
-from crackseg.plots import plot_training_curves
-from crackseg.pretrained import load_pretrained
-from crackseg.transforms import train_transform, valid_transform
+from crackseg.outputs.plots import plot_training_curves
+from crackseg.training.config import TrainConfig
+from crackseg.training.losses import BCEDiceLoss
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from crackseg.checkpoints import CheckpointError, PathLike, fingerprint
+from crackseg.files.checkpoints import CheckpointError, PathLike, fingerprint
+from crackseg.files.pretrained import sha256
 from crackseg.models.gated import gate_decisions
-from crackseg.pretrained import sha256
 
 FILES = ("gate.onnx", "decoder.onnx")
 
@@ -87,7 +87,7 @@ class OnnxGatedModel:
         """A `UNetClassifier` exported once into the cache (`cache_dir()`, keyed by its weights and thresholds)
         and loaded; later calls with the same model load the cached graphs. Without a writable cache, the
         graphs go to a temporary folder kept while this object lives."""
-        from crackseg.export import export_onnx  # torch.onnx's exporter loads only when asked
+        from crackseg.inference.export import export_onnx  # torch.onnx's exporter loads only when asked
 
         key = hashlib.sha256(f"{fingerprint(model.state_dict())} {model.width} {model.crop_size} {model.threshold} "
                              f"{model.mask_threshold}".encode()).hexdigest()[:16]

@@ -13,8 +13,8 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
+from crackseg.files.pretrained import sha256
 from crackseg.models import UNetClassifier
-from crackseg.pretrained import sha256
 
 
 class GateGraph(nn.Module):

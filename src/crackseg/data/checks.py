@@ -9,9 +9,20 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from crackseg.data import (HIGH_BIT_MODES, IMAGE_EXTENSIONS, UNREAD, DatasetError, exif_orientation, mask_values,
-                           open_image, orientation_mismatch, photo_problem, split_negatives, value_range)
-from crackseg.tables import printable
+from crackseg.data.datasets import split_negatives
+from crackseg.files.images import (
+    HIGH_BIT_MODES,
+    IMAGE_EXTENSIONS,
+    UNREAD,
+    DatasetError,
+    exif_orientation,
+    mask_values,
+    open_image,
+    orientation_mismatch,
+    photo_problem,
+    value_range,
+)
+from crackseg.outputs.tables import printable
 
 SPLITS = ("train", "valid")
 INVERTED_SHARE = 0.5  # a mask with more crack than background is likely inverted

@@ -16,14 +16,19 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from crackseg.acceleration import (autocast, cpu_has_native_bf16, int8_head_supported, reduced_precision,
-                                   training_layout)
-from crackseg.data import CracksDataset, collate_crops
-from crackseg.inference import Predictor
-from crackseg.losses import BCEDiceLoss
+from crackseg.data.datasets import CracksDataset, collate_crops
+from crackseg.data.synthetic import generate
+from crackseg.data.transforms import train_transform
+from crackseg.inference.acceleration import (
+    autocast,
+    cpu_has_native_bf16,
+    int8_head_supported,
+    reduced_precision,
+    training_layout,
+)
+from crackseg.inference.predictor import Predictor
 from crackseg.models import UNet, UNetClassifier
-from crackseg.synthetic import generate
-from crackseg.transforms import train_transform
+from crackseg.training.losses import BCEDiceLoss
 
 GATED_SHARES = (0.0, 0.1, 0.5, 1.0)
 
@@ -253,7 +258,7 @@ def video_stream(width: int, crop: int, rounds: int, device: torch.device, preci
                  frames: int = 40, size: Tuple[int, int] = (360, 640), share: float = 0.1) -> Dict[str, Any]:
     """Frames per second of a video stream: the decoder alone (PyAV), and the fast-path model on decoded frames,
     gated with `share` of the tiles cracked and always decoding."""
-    from crackseg.video import read_frames
+    from crackseg.pipelines.video import read_frames
 
     model = UNetClassifier(width, crop)
     predictor = Predictor(model, device, precision=precision)

@@ -12,28 +12,39 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from tqdm import tqdm
 
-from crackseg import benchmark, pretrained
-from crackseg.acceleration import HEADS, PRECISIONS
-from crackseg.checks import SPLITS, check_data, errors, summary
-from crackseg.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
-from crackseg.cli import STAGES, add_training_arguments, parser_texts, show_messages, train_stage
-from crackseg.config import ConfigError, best_checkpoint, build_config, resolve_device
-from crackseg.data import (DEFAULT_MAX_PIXELS, MIN_CRACK_FRACTION, VIDEO_EXTENSIONS, DatasetError, load_image,
-                           load_mask, pair_files, read_pair)
-from crackseg.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
-from crackseg.inference import DEFAULT_MIN_LENGTH, ENGINES, Predictor
-from crackseg.measure import JOIN_GAP_PX, MIN_AREA
-from crackseg.negatives import scan_all
-from crackseg.severity import ACI224R_EXPOSURES, DEFAULT_EXPOSURE, EC2_EXPOSURES, STANDARDS, Standard, standard
+from crackseg.analysis.measure import JOIN_GAP_PX, MIN_AREA
+from crackseg.analysis.severity import ACI224R_EXPOSURES, DEFAULT_EXPOSURE, EC2_EXPOSURES, STANDARDS, Standard, standard
+from crackseg.cli.train import STAGES, add_training_arguments, parser_texts, show_messages, train_stage
+from crackseg.data.checks import SPLITS, check_data, errors, summary
+from crackseg.data.datasets import MIN_CRACK_FRACTION, read_pair
+from crackseg.data.hardnegatives import VIDEO_CRACKED, write_test_video
+from crackseg.data.hardnegatives import make_pair as hard_negative
+from crackseg.data.synthetic import generate
+from crackseg.data.synthetic import make_pair as synthetic_crack
+from crackseg.files import pretrained
+from crackseg.files.checkpoints import CheckpointError, load_checkpoint, update_checkpoint
+from crackseg.files.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS, DatasetError, load_image, load_mask, pair_files
+from crackseg.inference import benchmark
+from crackseg.inference.acceleration import HEADS, PRECISIONS
+from crackseg.inference.predictor import DEFAULT_MIN_LENGTH, ENGINES, Predictor
 from crackseg.models import UNetClassifier
-from crackseg.hardnegatives import VIDEO_CRACKED, write_test_video
-from crackseg.hardnegatives import make_pair as hard_negative
-from crackseg.report import Measurements, write_report
-from crackseg.synthetic import generate, make_pair as synthetic_crack
-from crackseg.video import predict_video
-from crackseg.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
-from crackseg.prediction import (DISK_FULL, expand_inputs, merge_summaries, output_folder, predict_files,
-                                 read_summary, shard, summary_name, unwritable)
+from crackseg.outputs.plots import plot_f1_threshold, plot_precision_recall, plot_prediction_grid, plot_training_curves
+from crackseg.outputs.report import Measurements, write_report
+from crackseg.pipelines.evaluation import evaluate_split, floor_probs, pick_examples, write_json, write_rows
+from crackseg.pipelines.negatives import scan_all
+from crackseg.pipelines.photos import (
+    DISK_FULL,
+    expand_inputs,
+    merge_summaries,
+    output_folder,
+    predict_files,
+    read_summary,
+    shard,
+    summary_name,
+    unwritable,
+)
+from crackseg.pipelines.video import predict_video
+from crackseg.training.config import ConfigError, best_checkpoint, build_config, resolve_device
 
 GENERATORS = {"cracks": synthetic_crack, "hard-negatives": hard_negative}
 SHIPPED = "the ready-made model shipped with crackseg (docs/MODEL.md)"
@@ -330,8 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pack", help="write two checkpoints as one weights file in the shipped format (float16)",
         description="Combine a stage-1 and a stage-2 checkpoint into one weights file like the one shipped with "
                     "crackseg (float16 where the values fit, with the model's settings and its training "
-                    "configuration); prints its SHA-256, which crackseg.pretrained.SHA256 must record for a shipped "
-                    "file.")
+                    "configuration); prints its SHA-256, which crackseg.files.pretrained.SHA256 must record for a "
+                    "shipped file.")
     pack.add_argument("--segmentation-checkpoint", required=True, help="stage 1's checkpoint (decoder)")
     pack.add_argument("--classification-checkpoint", required=True, help="stage 2's checkpoint (encoder, head)")
     pack.add_argument("--gate-threshold", type=float, default=0.5, help="the gate threshold to ship [0.5]")
@@ -404,7 +415,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     if args.onnx:
         if args.segmentation_checkpoint or args.classification_checkpoint:
             raise ConfigError("--onnx runs an exported model: give it or the checkpoints, not both")
-        from crackseg.runtime import OnnxGatedModel
+        from crackseg.inference.onnx import OnnxGatedModel
 
         model: Any = OnnxGatedModel(args.onnx, threshold=args.gate_threshold, device=device)
     else:
@@ -740,7 +751,7 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from crackseg.export import export_onnx  # imports onnx machinery only when asked
+    from crackseg.inference.export import export_onnx  # imports onnx machinery only when asked
 
     sidecar = export_onnx(load_model(args), Path(args.out))
     print(f"wrote gate.onnx, decoder.onnx and model.json to {args.out} (tiles of {sidecar['crop']} px, gate "

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from crackseg.data import DatasetError
+from crackseg.files.images import DatasetError
 
 log = logging.getLogger(__name__)
 

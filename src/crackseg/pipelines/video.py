@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from crackseg.data import IMAGE_EXTENSIONS, DatasetError, load_image
-from crackseg.inference import Predictor
-from crackseg.plots import crack_overlay
-from crackseg.prediction import MEASURED, save_png
-from crackseg.tables import append_rows, read_rows, write_csv
-from crackseg.report import Measurements
+from crackseg.files.images import IMAGE_EXTENSIONS, DatasetError, load_image
+from crackseg.inference.predictor import Predictor
+from crackseg.outputs.plots import crack_overlay
+from crackseg.outputs.report import Measurements
+from crackseg.outputs.tables import append_rows, read_rows, write_csv
+from crackseg.pipelines.photos import MEASURED, save_png
 
 FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "tiles_total", "max_tile_prob",
                 "mask", "overlay") + MEASURED

@@ -20,8 +20,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from crackseg.data import list_images, load_mask
-from crackseg.measure import Crack, measure_mask
+from crackseg.analysis.measure import Crack, measure_mask
+from crackseg.files.images import list_images, load_mask
 
 TOLERANCE_DEG = 20.0
 NETWORK_CELLS = 3
@@ -105,10 +105,10 @@ def type_accuracy(labels_csv: Path, mask_folders: Sequence[Path], axis_deg: floa
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m crackseg.cracktypes LABELS.csv MASKS_DIR...`: type accuracy as JSON."""
+    """`python -m crackseg.analysis.cracktypes LABELS.csv MASKS_DIR...`: type accuracy as JSON."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        print("usage: python -m crackseg.cracktypes LABELS.csv MASKS_DIR [MASKS_DIR ...]", file=sys.stderr)
+        print("usage: python -m crackseg.analysis.cracktypes LABELS.csv MASKS_DIR [MASKS_DIR ...]", file=sys.stderr)
         return 2
     print(json.dumps(type_accuracy(Path(args[0]), [Path(folder) for folder in args[1:]]), indent=1))
     return 0

@@ -12,10 +12,10 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from crackseg.checkpoints import CheckpointError, PathLike
+from crackseg.files.checkpoints import CheckpointError, PathLike
 
 FORMAT = "crackseg-pretrained"
-WEIGHTS = Path(__file__).parent / "weights" / "crackseg-v2.pth"
+WEIGHTS = Path(__file__).parents[1] / "weights" / "crackseg-v2.pth"
 SHA256 = "3de8dc3855199b790832385cc84cd78280f0ba6e353886f998c85f8c657bd266"  # of WEIGHTS
 
 

@@ -8,11 +8,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from crackseg.data import crack_labels, read_pair
-from crackseg.inference import Predictor, TiledResult, prefetch
-from crackseg.metrics import binary_counts, classification_scores, segmentation_scores
-from crackseg.tables import write_csv
-from crackseg.tiling import extract_tiles
+from crackseg.analysis.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.data.datasets import crack_labels, read_pair
+from crackseg.inference.predictor import Predictor, TiledResult, prefetch
+from crackseg.inference.tiling import extract_tiles
+from crackseg.outputs.tables import write_csv
 
 THRESHOLDS = torch.arange(1, 100, dtype=torch.float32) / 100  # 0.01 .. 0.99
 ProbabilitySource = Callable[[torch.Tensor], torch.Tensor]

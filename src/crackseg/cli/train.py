@@ -3,18 +3,27 @@ wrappers) and `crackseg train segmentation|classification` take the same flags."
 import argparse
 import logging
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from crackseg.checks import check_data, check_negatives, errors, summary
-from crackseg.checkpoints import CheckpointError, load_checkpoint
-from crackseg.config import (CPU, CPU_STAGES, THESIS, ConfigError, TrainConfig, best_checkpoint, build_config,
-                             default_log_dir)
-from crackseg.data import DatasetError, Source, source_names
-from crackseg.pretrained import load_pretrained
-from crackseg.synthetic import ensure_dataset
-from crackseg.transforms import SAMPLINGS
+from crackseg.data.checks import check_data, check_negatives, errors, summary
+from crackseg.data.datasets import Source, source_names
+from crackseg.data.synthetic import ensure_dataset
+from crackseg.data.transforms import SAMPLINGS
+from crackseg.files.checkpoints import CheckpointError, load_checkpoint
+from crackseg.files.images import DatasetError
+from crackseg.files.pretrained import load_pretrained
+from crackseg.training.config import (
+    CPU,
+    CPU_STAGES,
+    THESIS,
+    ConfigError,
+    TrainConfig,
+    best_checkpoint,
+    build_config,
+    default_log_dir,
+)
 
 SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
 MAX_SHOWN = 20  # warnings and notes printed before training
@@ -267,7 +276,7 @@ def run(stage: str, argv: Optional[List[str]] = None) -> int:
 
 def train_stage(stage: str, args: Dict[str, Any]) -> int:
     """Resolve parsed flags, make sure there is data, train, print the best validation metrics; the exit code."""
-    from crackseg.training import TrainingDiverged, train  # imports Catalyst (slow): only after the flags parse
+    from crackseg.training.runner import TrainingDiverged, train  # imports Catalyst (slow): only after the flags parse
 
     show_messages()
     try:

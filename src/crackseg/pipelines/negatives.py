@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from crackseg.data import DatasetError, list_images, load_image, open_image, pair_files, read_pair, split_negatives
-from crackseg.inference import Predictor, TiledResult, prefetch
-from crackseg.measure import has_crack
+from crackseg.analysis.measure import has_crack
+from crackseg.data.datasets import read_pair, split_negatives
+from crackseg.files.images import DatasetError, list_images, load_image, open_image, pair_files
+from crackseg.inference.predictor import Predictor, TiledResult, prefetch
 
 MARGIN = 8  # px around labelled cracks that are not counted as crack-free
 MINED_EVERY = 5  # of the mined windows, every 5th goes to valid

@@ -7,8 +7,8 @@
 import base64
 import io
 import json
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
@@ -19,12 +19,12 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 from crackseg import __version__
-from crackseg.config import ConfigError
-from crackseg.data import IMAGE_EXTENSIONS, DatasetError, photo_metadata
-from crackseg.cracktypes import crack_type, image_type, type_totals
-from crackseg.measure import JOIN_GAP_PX, MIN_AREA, Crack, image_row, measure_mask
-from crackseg.severity import Standard, class_totals, crack_grades
-from crackseg.tables import write_csv
+from crackseg.analysis.cracktypes import crack_type, image_type, type_totals
+from crackseg.analysis.measure import JOIN_GAP_PX, MIN_AREA, Crack, image_row, measure_mask
+from crackseg.analysis.severity import Standard, class_totals, crack_grades
+from crackseg.files.images import IMAGE_EXTENSIONS, DatasetError, photo_metadata
+from crackseg.outputs.tables import write_csv
+from crackseg.training.config import ConfigError
 
 PHOTO_PX = 1000  # longest side of each photo in the report
 CROP_PX = 400  # ... of each crop around a crack (full resolution up to this)

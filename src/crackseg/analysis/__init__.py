@@ -1,0 +1,1 @@
+"""What masks say: crack measurements, severity classes, crack types, pixel metrics."""

@@ -1,0 +1,1 @@
+"""Training data: data roots and datasets, transforms, checks, synthetic generators."""

@@ -1,0 +1,1 @@
+"""Files crackseg reads and writes: images, checkpoints, the shipped weights."""

@@ -1,0 +1,1 @@
+"""Running a trained model: tiling, the predictor, acceleration, ONNX export and runtime."""

@@ -1,0 +1,1 @@
+"""What users read: tables, plots, the inspection report."""

@@ -1,0 +1,1 @@
+"""Work over many inputs: photos, videos, evaluation, crack-free material."""

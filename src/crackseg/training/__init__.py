@@ -1,0 +1,1 @@
+"""Training a stage with Catalyst: configuration, runners, losses."""
