@@ -5,14 +5,16 @@ import json
 import pytest
 import torch
 
+from crackseg.bench.media import agreement
+from crackseg.bench.throughput import onnx_gated
+from crackseg.bench.timing import ISA_FLAGS, drive_gate, flops
 from crackseg.cli import main
+from crackseg.errors import ConfigError
 from crackseg.files.images import load_image
 from crackseg.inference import acceleration
 from crackseg.inference.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision, use_int8_head
-from crackseg.inference.benchmark import ISA_FLAGS, agreement, drive_gate, flops, onnx_gated
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
-from crackseg.training.config import ConfigError
 
 
 def tiny_model(seed=0):

@@ -9,7 +9,8 @@ from PIL import Image
 
 from crackseg.analysis.measure import MIN_AREA, has_crack
 from crackseg.analysis.metrics import binary_counts, segmentation_scores
-from crackseg.cli import _predictor, build_parser, main
+from crackseg.cli import build_parser, main
+from crackseg.cli.common import predictor_from_args
 from crackseg.data.datasets import read_pair
 from crackseg.files.checkpoints import load_checkpoint, save_checkpoint
 from crackseg.inference.predictor import DEFAULT_MIN_LENGTH, Predictor
@@ -29,7 +30,7 @@ def write_checkpoints(folder, gate_bias):
     save_checkpoint(folder / "cls.pth", "classification", classifier.state_dict(), classifier.settings(), config,
                     epoch=1)
     return ["--segmentation-checkpoint", str(folder / "seg.pth"), "--classification-checkpoint",
-            str(folder / "cls.pth"), "--device", "cpu", "--batch-size", "5"]
+            str(folder / "cls.pth"), "--device", "cpu", "--tile-batch", "5"]
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def test_curves_plots_a_catalyst_csv_log(tmp_path, capsys):
 def test_precision_and_head_flags_reach_the_predictor(gate_open, tmp_path, precision, head, dtype, weights):
     args = build_parser().parse_args(["predict", str(tmp_path), "--out", str(tmp_path / "out"),
                                       "--precision", precision, "--head", head, "--engine", "torch"] + gate_open)
-    predictor = _predictor(args)
+    predictor = predictor_from_args(args)
     assert predictor.dtype == dtype and predictor.batch_size == 5
     first = predictor.model.head.layers[2]
     assert (first.weight() if callable(first.weight) else first.weight).dtype == weights

@@ -6,7 +6,8 @@ from PIL import Image
 from crackseg.data.datasets import CracksDataset, collate_crops, crack_labels
 from crackseg.data.synthetic import ensure_dataset, generate
 from crackseg.data.transforms import train_transform, valid_transform
-from crackseg.files.images import DatasetError, load_image, load_mask, pair_files
+from crackseg.errors import DatasetError
+from crackseg.files.images import load_image, load_mask, pair_files
 
 
 def test_crack_label_boundary_at_a_tenth_of_a_percent():

@@ -8,7 +8,7 @@ from crackseg.cli.train import run
 from crackseg.data.synthetic import generate
 from crackseg.files.checkpoints import load_checkpoint
 from crackseg.training.config import build_config
-from crackseg.training.runner import validate
+from crackseg.training.loop import validate
 
 EXACT = {"segmentation": ("dice", "iou", "precision", "recall"),
          "classification": ("precision_0", "recall_0", "f1_0", "precision_1", "recall_1", "f1_1")}

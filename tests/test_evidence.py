@@ -7,13 +7,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from crackseg.analysis.measure import has_crack, measure_mask
-from crackseg.cli import length_px
+from crackseg.analysis.units import length_px
 from crackseg.data.synthetic import crack
+from crackseg.errors import ConfigError
 from crackseg.inference.predictor import Predictor, TiledResult
 from crackseg.inference.tiling import TileGrid
 from crackseg.models import UNetClassifier
-from crackseg.outputs.report import Measurements
-from crackseg.training.config import ConfigError
+from crackseg.outputs.measurements import Measurements
 
 
 def _result(probs, decoded=True, min_length=20.0):
@@ -152,8 +152,9 @@ def test_a_gently_curved_long_crack_is_not_called_joint_like():
 
 def test_flags_that_cannot_apply_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
     import crackseg.cli as commands
+    from crackseg.cli import common
 
-    monkeypatch.setattr(commands, "load_model", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(common, "load_model", lambda args: pytest.fail("the model was loaded"))
     Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
     for flags, message in ((["--standard", "bre251", "--mm-per-px", "0.5"], "--standard, --mm-per-px only apply"),
                            (["--mm-per-px", "0.5"], "--mm-per-px only apply to measured cracks"),

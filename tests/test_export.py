@@ -9,7 +9,7 @@ import torch
 from test_commands import read_csv, write_checkpoints
 
 from crackseg.cli import main
-from crackseg.files.checkpoints import CheckpointError
+from crackseg.errors import CheckpointError
 from crackseg.files.images import load_image
 from crackseg.files.pretrained import sha256
 from crackseg.inference import export

@@ -174,11 +174,11 @@ def red_photos(tmp_path, count):
 
 
 def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeypatch, capsys):
-    from crackseg.pipelines import photos as prediction
+    from crackseg.pipelines import photos, results
 
     folder, flags = red_photos(tmp_path, 5)
     out = tmp_path / "out"
-    real = prediction.crack_overlay
+    real = results.crack_overlay
     calls = []
 
     def dies_on_the_fourth(image, binary):
@@ -187,16 +187,16 @@ def test_skip_existing_resumes_without_redoing_finished_images(tmp_path, monkeyp
             raise KeyboardInterrupt  # Ctrl-C in the middle of the run
         return real(image, binary)
 
-    monkeypatch.setattr(prediction, "crack_overlay", dies_on_the_fourth)
+    monkeypatch.setattr(results, "crack_overlay", dies_on_the_fourth)
     assert main(["predict", str(folder), "--out", str(out), *flags]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == "interrupted after 3 of 5 inputs; --skip-existing resumes"
-    assert len(prediction.read_summary(out / "summary.csv")) == 3  # the finished images are recorded
+    assert len(photos.read_summary(out / "summary.csv")) == 3  # the finished images are recorded
     assert not list(out.glob("*.tmp"))
     calls.clear()
-    monkeypatch.setattr(prediction, "crack_overlay", lambda image, binary: calls.append(1) or real(image, binary))
+    monkeypatch.setattr(results, "crack_overlay", lambda image, binary: calls.append(1) or real(image, binary))
     assert main(["predict", str(folder), "--out", str(out), "--skip-existing", *flags]) == 0
     assert len(calls) == 2  # only the two unfinished images ran
-    rows = prediction.read_summary(out / "summary.csv")
+    rows = photos.read_summary(out / "summary.csv")
     assert [row["file"] for row in rows] == [str(folder / f"{index}.png") for index in range(5)]
 
 
@@ -283,9 +283,9 @@ def test_inputs_that_would_share_output_names_are_refused_by_name(tmp_path, caps
 
 @pytest.mark.parametrize("command", ["predict", "measure"])
 def test_an_out_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys, command):
-    import crackseg.cli as commands
+    from crackseg.cli import common
 
-    monkeypatch.setattr(commands, "_predictor", lambda args: pytest.fail("the model loaded"))
+    monkeypatch.setattr(common, "load_model", lambda args: pytest.fail("the model loaded"))
     Image.new("L", (40, 40)).save(tmp_path / "m.png")
     (tmp_path / "file").write_text("a file")
     for out, problem in ((tmp_path / "file", "a file, not a folder"),
@@ -303,10 +303,10 @@ def test_an_out_that_cannot_be_written_is_one_line_before_the_model_loads(tmp_pa
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_images_done(tmp_path, monkeypatch, capsys):
-    from crackseg.pipelines import photos as prediction
+    from crackseg.pipelines import photos, results
 
     folder, flags = red_photos(tmp_path, 3)
-    real, calls = prediction.save_png, []
+    real, calls = results.save_png, []
 
     def fills_up(array, path):
         calls.append(path)
@@ -314,11 +314,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_images_done(tmp_path, monkeypatch
             raise OSError(errno.ENOSPC, "No space left on device")
         real(array, path)
 
-    monkeypatch.setattr(prediction, "save_png", fills_up)
+    monkeypatch.setattr(results, "save_png", fills_up)
     assert main(["predict", str(folder), "--out", str(tmp_path / "out"), *flags]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: disk full (No space left on device)")
-    rows = prediction.read_summary(tmp_path / "out" / "summary.csv")
+    rows = photos.read_summary(tmp_path / "out" / "summary.csv")
     assert [(Path(row["file"]).name, row["status"]) for row in rows] == [("0.png", "ok")]
 
 
@@ -354,10 +354,10 @@ def test_measure_names_every_failure_and_measures_every_good_mask_once_into_its_
 
 
 def test_ctrl_c_in_measure_is_one_line_and_keeps_the_masks_measured(tmp_path, monkeypatch, capsys):
-    import crackseg.cli as commands
+    from crackseg.cli import measure
 
     make_mask_folder(tmp_path / "masks")
-    real, calls = commands.load_mask, []
+    real, calls = measure.load_mask, []
 
     def interrupted(path, **options):
         calls.append(path)
@@ -365,7 +365,7 @@ def test_ctrl_c_in_measure_is_one_line_and_keeps_the_masks_measured(tmp_path, mo
             raise KeyboardInterrupt
         return real(path, **options)
 
-    monkeypatch.setattr(commands, "load_mask", interrupted)
+    monkeypatch.setattr(measure, "load_mask", interrupted)
     names = [str(tmp_path / "masks" / name) for name in ("coll.png", "coll.tif", "coll_2.png")]
     assert main(["measure", *names, "--out", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == ("interrupted after 2 of 3 masks; cracks.csv, images.csv, "

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from crackseg.cli import main
-from crackseg.data import hardnegatives
+from crackseg.data import hardnegatives, scenes
 from crackseg.files.images import load_mask, pair_files
 
 
@@ -13,7 +13,7 @@ def _pair(index, size=96):
 
 
 def test_every_scene_draws_a_textured_photo_with_structure():
-    for name, scene in hardnegatives.SCENES.items():
+    for name, scene in scenes.SCENES.items():
         for seed in range(3):
             image, surface = scene(np.random.default_rng([seed]), 80)
             assert image.shape[:2] == (80, 80) and surface.shape == (80, 80), name
@@ -81,7 +81,7 @@ def test_the_specificity_video_has_a_crack_in_frames_10_to_19_only(tmp_path):
 
 def test_flemish_bond_alternates_stretchers_and_headers_centred_over_each_other():
     v, u = np.mgrid[0:62, 0:400].astype(np.float32)
-    units = hardnegatives._flemish(u, v, np.floor(v / 31), 80.0, 26.0, 5.0)
+    units = scenes._flemish(u, v, np.floor(v / 31), 80.0, 26.0, 5.0)
 
     def bricks(line):  # (length, centre) of each whole brick along one row of pixels
         edges = np.flatnonzero(np.diff(np.r_[0, (~line).astype(int), 0]))
@@ -98,7 +98,7 @@ def test_flemish_bond_alternates_stretchers_and_headers_centred_over_each_other(
 
 
 def test_stone_masonry_spreads_its_stones_over_the_whole_photo():
-    image, _ = hardnegatives.stone_masonry(np.random.default_rng(5), 240)
+    image, _ = scenes.stone_masonry(np.random.default_rng(5), 240)
     grey = image.mean(-1)
     thirds = [grey[i * 80:(i + 1) * 80] for i in range(3)]
     # every third holds mortar lines: stones were squeezed into the top before (seeds scaled, not the pixels)

@@ -9,7 +9,8 @@ from PIL import Image
 from crackseg.cli.train import show_messages
 from crackseg.data.checks import check_split
 from crackseg.data.datasets import read_pair
-from crackseg.files.images import DatasetError, load_image, load_mask
+from crackseg.errors import DatasetError
+from crackseg.files.images import load_image, load_mask
 from crackseg.pipelines.photos import expand_inputs
 
 # what Pillow's exif_transpose applies for each orientation tag, and so how a camera stores an upright scene

@@ -12,7 +12,8 @@ from PIL import Image
 from skimage import draw
 from test_commands import write_checkpoints
 
-from crackseg.analysis.measure import _merge_through, has_crack, measure_mask
+from crackseg.analysis.measure import has_crack, measure_mask
+from crackseg.analysis.skeleton import merge_through
 from crackseg.cli import main
 
 
@@ -92,16 +93,16 @@ def chain(count):
 
 def test_branches_meeting_only_each_other_merge_in_linear_time():
     started = time.perf_counter()
-    merged = _merge_through(chain(20_000)[::-1])
+    merged = merge_through(chain(20_000)[::-1])
     assert time.perf_counter() - started < 2  # one pair at a time, looking again after each: minutes
     assert len(merged) == 1 and sorted(merged[0]) == [(0, x) for x in range(40_001)]
     # a loop closed by the joins: its ends no longer count at the point it closed, where two others then join
     loop = [[(5, 5), (4, 6), (3, 5)], [(3, 5), (4, 4), (5, 5)]]
     arms = [[(5, 5), (6, 5), (7, 5)], [(5, 5), (5, 6), (5, 7), (5, 8)]]
-    merged = _merge_through(loop + arms)
+    merged = merge_through(loop + arms)
     assert sorted(len(path) for path in merged) == [5, 6]
     assert [(5, 8), (7, 5)] in [sorted([path[0], path[-1]]) for path in merged]
-    merged = _merge_through(chain(3) + [[(0, 2), (1, 2)]])  # where three meet, nothing joins
+    merged = merge_through(chain(3) + [[(0, 2), (1, 2)]])  # where three meet, nothing joins
     assert sorted(merged) == [[(0, 0), (0, 1), (0, 2)], [(0, 2), (0, 3), (0, 4), (0, 5), (0, 6)], [(0, 2), (1, 2)]]
 
 
@@ -249,7 +250,7 @@ def test_measure_joins_at_join_gap_in_px_or_mm(tmp_path):
 def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
     from skimage.measure import approximate_polygon
 
-    from crackseg.analysis.measure import _polyline_length
+    from crackseg.analysis.skeleton import polyline_length
 
     rng = np.random.default_rng(2)
     steps = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
@@ -263,13 +264,13 @@ def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
             continue
         checked += 1
         simple = approximate_polygon(np.asarray(path, float), tolerance=1.0)
-        assert _polyline_length(path)[0] == pytest.approx(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum())
+        assert polyline_length(path)[0] == pytest.approx(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum())
 
 
 def test_crack_numbers_do_not_overlap_where_cracks_crowd():
     from PIL import ImageDraw, ImageFont
 
-    from crackseg.outputs.report import label_boxes
+    from crackseg.outputs.measurements import label_boxes
 
     mask = np.zeros((120, 200), bool)
     for row in range(10):

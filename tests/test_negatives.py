@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crackseg.files.images import DatasetError, pair_files
+from crackseg.errors import DatasetError
+from crackseg.files.images import pair_files
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
 from crackseg.pipelines.negatives import scan, scan_all
@@ -81,10 +82,11 @@ def test_mining_writes_the_false_positives_as_a_data_root(tmp_path, predictor):
 
 def test_negatives_command_prints_json(tmp_path, capsys, monkeypatch):
     import crackseg.cli as commands
+    from crackseg.cli import common
 
     folder = tmp_path / "no_crack"
     photo(folder / "a.png", [(10, 5, 40)])
-    monkeypatch.setattr(commands, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
+    monkeypatch.setattr(common, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
     assert commands.main(["negatives", str(folder), "--split", "all", "--json", str(tmp_path / "fp.json"),
                           "--precision", "fp32"]) == 0
     (written,) = json.loads((tmp_path / "fp.json").read_text())

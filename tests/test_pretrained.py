@@ -4,10 +4,12 @@ import torch
 
 from crackseg import UNetClassifier
 from crackseg.analysis.metrics import binary_counts, segmentation_scores
-from crackseg.cli import build_parser, load_model, main
+from crackseg.cli import build_parser, main
+from crackseg.cli.common import load_model
 from crackseg.data.synthetic import generate
+from crackseg.errors import CheckpointError
 from crackseg.files import pretrained
-from crackseg.files.checkpoints import CheckpointError, save_checkpoint
+from crackseg.files.checkpoints import save_checkpoint
 from crackseg.files.images import load_image, load_mask
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNet, VGGEncoderClassifier
@@ -45,14 +47,14 @@ def test_the_shipped_file_matches_its_recorded_checksum_and_size_limit():
 
 
 def test_pack_reads_each_checkpoint_once(tmp_path, monkeypatch):
-    import crackseg.cli as commands
-    from crackseg import models
+    from crackseg.cli import pack
+    from crackseg.models import gated
 
     reads = []
-    real = commands.load_checkpoint
+    real = pack.load_checkpoint
     counted = lambda path, *a, **k: reads.append(path) or real(path, *a, **k)  # noqa: E731
-    monkeypatch.setattr(commands, "load_checkpoint", counted)
-    monkeypatch.setattr(models.gated, "load_checkpoint", counted)
+    monkeypatch.setattr(pack, "load_checkpoint", counted)
+    monkeypatch.setattr(gated, "load_checkpoint", counted)
     flags = tiny_checkpoints(tmp_path)
     assert main(["pack", *flags, "--out", str(tmp_path / "weights.pth")]) == 0
     assert sorted(reads) == sorted([flags[1], flags[3]])

@@ -13,7 +13,8 @@ from crackseg import UNetClassifier
 from crackseg.cli import main
 from crackseg.cli.train import build_parser, run
 from crackseg.data.synthetic import generate
-from crackseg.files.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from crackseg.errors import CheckpointError
+from crackseg.files.checkpoints import load_checkpoint, save_checkpoint
 from crackseg.models import UNet, VGGEncoderClassifier
 
 TINY = "--width 4 --crop 32 --epochs 2 --milestones 1 --batch-size 4 --lr 0.01 --device cpu --seed 5".split()
@@ -57,6 +58,12 @@ def test_same_seed_same_data_same_metrics_and_weights(data, reference, tmp_path)
     assert_same(outcome(tmp_path), reference)
 
 
+def test_each_epoch_line_shows_the_learning_rate_it_trained_with(data, tmp_path, capsys):
+    assert run("segmentation", train_args(data, tmp_path)) == 0  # x0.1 after epoch 1
+    epochs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("* Epoch")]
+    assert [re.search(r"lr: ([0-9.e-]+)", line).group(1) for line in epochs] == ["0.01", "0.001"], epochs
+
+
 def test_crackseg_train_is_the_stage_scripts_with_the_same_flags(data, reference, tmp_path, capsys):
     assert main(["train", "segmentation", *train_args(data, tmp_path)]) == 0
     assert_same(outcome(tmp_path), reference)  # the same run as `python segmentation.py` with these flags
@@ -73,7 +80,7 @@ def test_crackseg_train_is_the_stage_scripts_with_the_same_flags(data, reference
 def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(data, reference, tmp_path):
     # Every batch of the child takes at least 0.25 s (the numbers are untouched), so epoch 2 (7 batches) cannot
     # finish in the 0.5 s between the end of epoch 1 and the kill, however fast the machine.
-    code = ("import sys, time; from crackseg.training import runner as training; "
+    code = ("import sys, time; from crackseg.training import loop as training; "
             "from crackseg.cli.train import run; "
             "collate = training.collate_crops; "
             "training.collate_crops = lambda batch: (time.sleep(0.25), collate(batch))[1]; "
@@ -249,11 +256,10 @@ def test_resume_may_reschedule_the_rest_of_a_run(data, tmp_path):
 
 
 def test_each_checkpoint_is_read_once_per_run(data, tmp_path, monkeypatch):
-    from crackseg.cli import train as cli
-    from crackseg.training import runner as training
+    from crackseg.training import launch, loop, runner, stages
 
     reads = []
-    for module in (cli, training):
+    for module in (launch, stages, loop, runner):  # every module that reads checkpoints while training
         real = module.load_checkpoint
         monkeypatch.setattr(module, "load_checkpoint", lambda path, *a, real=real, **k: reads.append(
             Path(path).relative_to(tmp_path).as_posix()) or real(path, *a, **k))

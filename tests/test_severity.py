@@ -9,7 +9,7 @@ from PIL import Image
 
 from crackseg.analysis.severity import STANDARDS, Grade, class_totals, crack_grades, grade, standard
 from crackseg.cli import main
-from crackseg.training.config import ConfigError
+from crackseg.errors import ConfigError
 
 
 @pytest.mark.parametrize("width, expected", [(0.0, "0"), (0.099, "0"), (0.1, "1"), (1.0, "1"), (1.01, "2"),
@@ -105,7 +105,8 @@ def test_a_standard_without_a_scale_or_a_stray_exposure_is_refused(tmp_path, cap
 def test_the_report_names_the_standard_its_classes_and_the_length_per_class(tmp_path):
     from crackseg import __version__
     from crackseg.analysis.severity import standard as named
-    from crackseg.outputs.report import Measurements, write_report
+    from crackseg.outputs.measurements import Measurements
+    from crackseg.outputs.report import write_report
 
     mask = np.zeros((120, 300), bool)
     mask[40:80, 10:290] = True  # 6 mm at 0.15 mm/px: class 3
@@ -162,7 +163,7 @@ def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
     assert photo_metadata(tmp_path / "site.jpg") == {"captured": "2026-05-01 10:22:13", "gps_lat": 51.5,
                                                      "gps_lon": -0.125}
     assert photo_metadata(tmp_path / "nothing.jpg") == {}
-    from crackseg.outputs.report import Measurements
+    from crackseg.outputs.measurements import Measurements
 
     measurements = Measurements(tmp_path / "out")
     (tmp_path / "out").mkdir()
@@ -173,9 +174,9 @@ def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
 
 
 def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    import crackseg.cli as commands
+    from crackseg.cli import common
 
-    monkeypatch.setattr(commands, "load_model", lambda args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(common, "load_model", lambda args: pytest.fail("the model was loaded"))
     for name in ("a.png", "b.png"):
         Image.new("RGB", (40, 40)).save(tmp_path / name)
     (tmp_path / "scales.csv").write_text("image,mm_per_px\na.png,0.2\n")
@@ -191,7 +192,7 @@ def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, m
     ("astm-d6433", None, 40, 0.2, "low"), ("astm-d6433", None, 40, 0.5, "medium")])
 def test_a_drawn_crack_of_known_width_gets_its_class_under_each_standard(tmp_path, name, exposure, width_px, scale,
                                                                         expected):
-    from crackseg.outputs.report import Measurements
+    from crackseg.outputs.measurements import Measurements
 
     mask = np.zeros((200, 400), bool)
     mask[100:100 + width_px, 20:380] = True

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from crackseg import UNetClassifier
-from crackseg.cli import train as cli
 from crackseg.cli.train import run
 from crackseg.files.checkpoints import load_checkpoint
 from crackseg.models import UNet
-from crackseg.training import runner as training
+from crackseg.training import launch
+from crackseg.training import loop as training
 from crackseg.training.config import build_config
-from crackseg.training.runner import mixed_precision
+from crackseg.training.loop import mixed_precision
 
 TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
 
@@ -21,7 +21,7 @@ def stage_one(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     data = root / "data"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "SYNTHETIC_COUNTS", {"train": 8, "valid": 4})  # a small embedded default
+        patch.setattr(launch, "SYNTHETIC_COUNTS", {"train": 8, "valid": 4})  # a small embedded default
         argv = TINY + ["--data-root", str(data), "--synthetic", "--log-dir", str(root / "seg")]
         assert run("segmentation", argv) == 0
     return root
@@ -145,7 +145,7 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
     from PIL import Image
 
     from crackseg.data.synthetic import generate
-    from crackseg.training.runner import config_sources, make_loaders
+    from crackseg.training.loop import config_sources, make_loaders
 
     first = generate(tmp_path / "first", seed=1, image_size=64, counts={"train": 4, "valid": 2})
     second = generate(tmp_path / "second", seed=2, image_size=64, counts={"train": 3, "valid": 2})
@@ -202,7 +202,7 @@ def test_a_mistyped_data_root_is_an_error_and_nothing_is_generated(tmp_path, cap
 
 
 def test_a_head_is_never_combined_with_the_decoder_of_another_stage_one_run(stage_one, tmp_path):
-    from crackseg.files.checkpoints import CheckpointError
+    from crackseg.errors import CheckpointError
 
     seg_path = stage_one / "seg" / "checkpoints" / "best.pth"
     argv = ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--data-root", str(stage_one / "data"),

@@ -10,7 +10,7 @@ import pytest
 from crackseg.cli import main
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
-from crackseg.pipelines import video
+from crackseg.pipelines import results, video
 
 FPS = 10
 CRACKED = set(range(10, 15)) | set(range(22, 25))  # frames 1.0-1.4 s and 2.2-2.4 s
@@ -72,7 +72,7 @@ def test_every_and_fps_sample_frames_and_mp4_reads_the_same(tmp_path, predictor)
 
 def interrupt_the_third_overlay(monkeypatch):
     """Ctrl-C while the third cracked frame's overlay is drawn; returns the real drawing function."""
-    real, calls = video.crack_overlay, []
+    real, calls = results.crack_overlay, []
 
     def interrupted(image, binary):
         calls.append(1)
@@ -80,7 +80,7 @@ def interrupt_the_third_overlay(monkeypatch):
             raise KeyboardInterrupt
         return real(image, binary)
 
-    monkeypatch.setattr(video, "crack_overlay", interrupted)
+    monkeypatch.setattr(results, "crack_overlay", interrupted)
     return real
 
 
@@ -93,7 +93,7 @@ def test_ctrl_c_keeps_the_frames_done_and_skip_existing_resumes(tmp_path, predic
     assert [int(row["frame"]) for row in done] == list(range(12))  # frames 0..11 complete, 12 was interrupted
     assert json.loads((tmp_path / "out" / "video.json").read_text())["frames_processed"] == 12
     seen = []
-    monkeypatch.setattr(video, "crack_overlay", real)
+    monkeypatch.setattr(results, "crack_overlay", real)
     monkeypatch.setattr(predictor, "crops", lambda crops, real_crops=predictor.crops: seen.append(len(crops))
                         or real_crops(crops))
     summary = video.predict_video(predictor, path, tmp_path / "out", skip_existing=True)
@@ -130,7 +130,7 @@ def test_a_stream_broken_mid_way_names_the_frame_that_broke(tmp_path, monkeypatc
         def __exit__(self, *error):
             return False
 
-    monkeypatch.setattr(video.av, "open", lambda path: Container())
+    monkeypatch.setattr(av, "open", lambda path: Container())  # video.py imports av when it reads
     frames = video.read_frames(tmp_path / "clip.mp4", every=5)
     assert [next(frames).index, next(frames).index] == [0, 5]
     with pytest.raises(video.DatasetError, match="broken at frame 7, after 7 good ones"):  # was "frame 5"
@@ -184,7 +184,7 @@ def test_predict_command_reads_frame_folders_with_frames_flag(tmp_path):
 
 def seeing_predictor(args=None):
     """A model that sees the test videos' cracks exactly: crack probability 1 on dark pixels, 0 elsewhere, and a
-    tile gated as cracked when it holds any (in place of `commands._predictor`)."""
+    tile gated as cracked when it holds any (in place of `cli.predict.predictor_from_args`)."""
     def crops(tiles):
         masks = (tiles[:, :1] < 100).float()
         return masks, masks.flatten(1).amax(1)
@@ -200,9 +200,9 @@ def read_table(path):
 
 
 def test_measured_videos_keep_their_tables_overlays_and_report_in_their_own_folders(tmp_path, monkeypatch):
-    import crackseg.cli as commands
+    from crackseg.cli import predict
 
-    monkeypatch.setattr(commands, "_predictor", seeing_predictor)
+    monkeypatch.setattr(predict, "predictor_from_args", seeing_predictor)
     (tmp_path / "in").mkdir()
     videos = [write_video(tmp_path / "in" / f"{name}.mkv") for name in "abc"]
     out = tmp_path / "out"
@@ -218,9 +218,9 @@ def test_measured_videos_keep_their_tables_overlays_and_report_in_their_own_fold
 
 
 def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_path, monkeypatch, capsys):
-    import crackseg.cli as commands
+    from crackseg.cli import predict
 
-    monkeypatch.setattr(commands, "_predictor", seeing_predictor)
+    monkeypatch.setattr(predict, "predictor_from_args", seeing_predictor)
     path = write_video(tmp_path / "clip.mkv")
     flags = ["--every", "2", "--measure"]  # cracked: frames 10, 12, 14, 22, 24
     assert main(["predict", str(path), "--out", str(tmp_path / "whole"), *flags]) == 0
@@ -230,7 +230,7 @@ def test_an_interrupted_measured_video_resumes_with_every_frame_measured(tmp_pat
     # the tables hold the two cracked frames measured before the Ctrl-C (none were written before)
     assert [row["file"].split("#")[1] for row in read_table(tmp_path / "parts" / "clip.mkv" / "images.csv")] == [
         "10", "12"]
-    monkeypatch.setattr(video, "crack_overlay", real)
+    monkeypatch.setattr(results, "crack_overlay", real)
     assert main(["predict", str(path), "--out", str(tmp_path / "parts"), "--skip-existing", *flags]) == 0
     whole, parts = tmp_path / "whole" / "clip.mkv", tmp_path / "parts" / "clip.mkv"
     assert len(read_table(parts / "frames.csv")) == 15

@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from crackseg.analysis.measure import MM_DIGITS
-from crackseg.training.config import ConfigError
+from crackseg.analysis.units import to_mm
+from crackseg.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def crack_grades(rule: Standard, row: Dict[str, float], mm_per_px: float) -> Dic
     """The class columns of one crack's row of cracks.csv (its widths in px): class_max, class_max_range, ..."""
     columns = {}
     for which in rule.width:  # the width as written in the table (0.01 mm): 3 px x 0.1 is 0.3, not 0.30000000000000004
-        graded = grade(rule, round(row[WIDTH_FIELDS[which]] * mm_per_px, MM_DIGITS), mm_per_px)
+        graded = grade(rule, to_mm(row[WIDTH_FIELDS[which]], mm_per_px), mm_per_px)
         columns[f"class_{which}"], columns[f"class_{which}_range"] = graded.name, graded.range
     return columns
 

@@ -1,109 +1,19 @@
 """Command lines of the two training stages: `python segmentation.py` / `python classification.py` (thin
 wrappers) and `crackseg train segmentation|classification` take the same flags."""
 import argparse
-import logging
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from crackseg.data.checks import check_data, check_negatives, errors, summary
-from crackseg.data.datasets import Source, source_names
-from crackseg.data.synthetic import ensure_dataset
+from crackseg.cli.common import show_messages
 from crackseg.data.transforms import SAMPLINGS
-from crackseg.files.checkpoints import CheckpointError, load_checkpoint
-from crackseg.files.images import DatasetError
-from crackseg.files.pretrained import load_pretrained
-from crackseg.training.config import (
-    CPU,
-    CPU_STAGES,
-    THESIS,
-    ConfigError,
-    TrainConfig,
-    best_checkpoint,
-    build_config,
-    default_log_dir,
-)
+from crackseg.errors import CheckpointError, ConfigError, DatasetError
+from crackseg.training.config import CPU, THESIS, default_log_dir
+from crackseg.training.launch import check_log_dir, checked_sources, prepare_data, resolve
+from crackseg.training.stages import STAGES
 
-SYNTHETIC_COUNTS = {"train": 600, "valid": 150}
-MAX_SHOWN = 20  # warnings and notes printed before training
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
          "freeze_encoder", "sampling", "markings", "joints", "seed", "workers", "amp", "data_root", "data_weights",
          "negatives", "log_dir")
-DEFAULT_ROOT = "dataset"
-# stage 2 takes these from stage 1 unless given
-INHERITED = ("data_root", "data_weights", "negatives", "sampling", "markings", "joints")
-
-
-def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--width", type=int, default=None, help="base width f of the U-Net")
-    parser.add_argument("--crop", type=int, default=None, help="crop side in px (a multiple of 32)")
-    parser.add_argument("--skip-dropout", type=float, default=None,
-                        help="probability of zeroing a skip map per crop while training, so the bottleneck keeps "
-                             "crack evidence for the gate [thesis 0, cpu 0.5]")
-    parser.add_argument("--init", default=None, metavar="WEIGHTS",
-                        help="start from these weights instead of random ones: 'pretrained' (the model shipped "
-                             "with crackseg; its width is used) or a stage-1 checkpoint, to fine-tune")
-    parser.add_argument("--freeze-encoder", action="store_true", default=None,
-                        help="with --init: train the decoder alone. The encoder stays as it was, so a stage-2 "
-                             "head trained on it (the shipped model's too) still gates the new decoder, and each "
-                             "step costs about a third less")
-
-
-def _segmentation_start(args: Dict[str, Any]) -> Dict[str, Any]:
-    """--init: the width of the weights it names; returns them as {"init": payload}."""
-    if args.get("init") == "pretrained":
-        payload = load_pretrained()
-        shipped = payload["model"]["width"]
-        if args["width"] not in (None, shipped):
-            raise CheckpointError(f"--init pretrained: the shipped model has width {shipped}, not {args['width']}")
-        args["width"] = shipped
-        return {"init": payload}
-    if args.get("init"):
-        payload = load_checkpoint(args["init"], stage="segmentation")
-        args["width"] = payload["model"]["width"] if args["width"] is None else args["width"]
-        return {"init": payload}
-    return {}
-
-
-def _classification_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--segmentation-checkpoint", default=best_checkpoint("segmentation"),
-                        help="stage 1's best checkpoint; width, crop and skip dropout are read from it "
-                             f"[{best_checkpoint('segmentation')}]")
-
-
-def _classification_start(args: Dict[str, Any]) -> Dict[str, Any]:
-    """Stage 1's network settings and crop, and its data unless given; returns its checkpoint as
-    {"stage_one": payload}."""
-    stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
-    args.update(width=stage_one["model"]["width"], skip_dropout=stage_one["model"]["skip_dropout"],
-                crop=stage_one["config"]["crop"])  # the U-Net takes any size: the crop is a training setting
-    args.update({key: stage_one["config"][key] for key in INHERITED
-                 if args.get(key) is None and key in stage_one["config"]})
-    return {"stage_one": stage_one}
-
-
-@dataclass(frozen=True)
-class Stage:
-    """What is particular to a training stage's command line: its description, its own flags, what it starts
-    from (`start` fills parsed flags in place before the preset resolves the rest, and returns the checkpoints it
-    read, so that training need not read them again) and a hint for checkpoint errors. The training side of a
-    stage is its runner (`training.RUNNERS`)."""
-
-    name: str
-    description: str
-    add_flags: Callable[[argparse.ArgumentParser], None]
-    start: Callable[[Dict[str, Any]], Dict[str, Any]]
-    checkpoint_hint: Optional[str] = None
-
-
-STAGES = {stage.name: stage for stage in (
-    Stage("segmentation", "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice)).",
-          _segmentation_flags, _segmentation_start),
-    Stage("classification", "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
-          _classification_flags, _classification_start,
-          "run `python segmentation.py` first, or pass --segmentation-checkpoint"),
-)}
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
@@ -116,9 +26,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
 def parser_texts(stage: str) -> Dict[str, str]:
     """The description and epilog of a stage's command line, wherever it is built."""
     return {"description": STAGES[stage].description,
-            "epilog": f"Presets: thesis = SPEC.md's schedule {THESIS}; cpu = {CPU} with {CPU_STAGES[stage]}. auto "
-                      "(default) picks thesis when a GPU is visible and cpu otherwise; explicit flags override it. "
-                      "Flags without a default shown take the preset's value."}
+            "epilog": f"Presets: thesis = the original system's schedule {THESIS}; cpu = {CPU} with "
+                      f"{STAGES[stage].cpu_schedule}. auto (default) picks thesis when a GPU is visible and cpu "
+                      "otherwise; explicit flags override it. Flags without a default shown take the preset's value."}
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
@@ -178,95 +88,24 @@ def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     scale.add_argument("--master-port", type=int, default=None, help="free port on machine 0 [2112]")
 
 
-def resolve(stage: str, args: Dict[str, Any]) -> Tuple[TrainConfig, Dict[str, Any]]:
-    """Parsed flags into a config, and the checkpoints read on the way (for `training.train`, so each is read
-    once): stage 2 takes width and crop from stage 1's checkpoint ("stage_one"); --resume takes the interrupted
-    run's stored settings ("last"), except the epochs, the device and the process layout if given."""
-    args = dict(args)
-    if args["resume"]:
-        log_dir = Path(args["log_dir"] or default_log_dir(stage))
-        last = load_checkpoint(log_dir / "checkpoints" / "last.pth", stage=stage)
-        stored = dict(last["config"])
-        changeable = ("epochs", "milestones", "device", "workers", "processes", "nodes", "node_rank", "master_addr",
-                      "master_port")
-        stored.update({key: args[key] for key in changeable if args.get(key) is not None})
-        return build_config(stage, {**stored, "resume": True}), {"last": last}
-    loaded = STAGES[stage].start(args)
-    return build_config(stage, args), loaded
+def add_parser(commands: Any) -> None:
+    """`crackseg train STAGE`: the flags of `python STAGE.py`."""
+    train = commands.add_parser(
+        "train", help="train a stage: segmentation (the U-Net), then classification (the gate's head)",
+        description="Train one stage, as `python segmentation.py` and `python classification.py` do, with the same "
+                    "flags: `crackseg train segmentation && crackseg train classification` runs the whole pipeline "
+                    "(on the synthetic default without --data-root).")
+    stages = train.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage in STAGES:
+        stage_parser = stages.add_parser(stage, help=STAGES[stage].description, **parser_texts(stage))
+        add_training_arguments(stage_parser, stage)
+    train.set_defaults(handler=run_parsed)
 
 
-def check_log_dir(config: TrainConfig) -> None:
-    """A fresh run never replaces another run's checkpoints and logs without being told to."""
-    log_dir = Path(config.log_dir)
-    previous = [path for path in (log_dir / "checkpoints" / "last.pth", log_dir / "checkpoints" / "best.pth",
-                                  log_dir / "csv" / "valid.csv") if path.is_file()]
-    if previous and not config.resume and not config.overwrite:
-        raise DatasetError(f"{log_dir} already holds a run ({previous[0].relative_to(log_dir)}): pass --resume to "
-                           "continue it, --overwrite to replace it, or another --log-dir")
-
-
-def prepare_data(config: TrainConfig) -> None:
-    """Generate the synthetic default where it belongs (the default root, or any root with --synthetic); any
-    other root must exist."""
-    for root in config.data_root:
-        if config.synthetic or root == DEFAULT_ROOT:
-            ensure_dataset(root, config.seed, 2 * config.crop, SYNTHETIC_COUNTS)
-        elif not Path(root).is_dir():
-            raise DatasetError(f"{root}: no such folder (--data-root); pass --synthetic to generate the synthetic "
-                               "dataset there")
-    for folder in config.negatives:
-        if not Path(folder).is_dir():
-            raise DatasetError(f"{folder}: no such folder (--negatives)")
-
-
-def checked_sources(config: TrainConfig) -> List[Source]:
-    """Check every data root and folder of negatives file by file (see `crackseg check-data`); print what was
-    found; return the sources with their good pairs. Errors stop the run, unless --skip-bad is given and every
-    data root keeps some good pairs in each split."""
-    folders = list(config.data_root) + list(config.negatives)
-    weights = list(config.data_weights) or [1] * len(config.data_root)
-    sources, problems = [], []
-    for index, (name, folder) in enumerate(zip(source_names(folders), folders)):
-        negatives = index >= len(config.data_root)
-        reports = check_negatives(Path(folder), config.crop) if negatives else check_data(Path(folder), config.crop)
-        findings = [finding for report in reports.values() for finding in report.findings]
-        found = errors(reports)
-        kind = "crack-free photos" if negatives else "data"
-        print(f"check of {kind} in {folder}:\n{summary(reports)}")
-        shown = [f for f in findings if f.level != "error"][:MAX_SHOWN]
-        for finding in shown:
-            print(f"  {finding}")
-        if len(findings) - len(found) > len(shown):
-            print(f"  ... and {len(findings) - len(found) - len(shown)} more: crackseg check-data {folder}")
-        if found and not negatives and not all(report.pairs for report in reports.values()):
-            found.append(f"{folder}: a split has no usable pair left")
-        problems += found
-        sources.append(Source(name, {split: report.pairs for split, report in reports.items()},
-                              1 if negatives else weights[index]))
-    if problems:
-        lines = "\n".join(f"  {finding}" for finding in problems)
-        if not config.skip_bad or any(isinstance(problem, str) for problem in problems):
-            raise DatasetError(f"{len(problems)} problem(s) in the data:\n{lines}\nfix them, or pass --skip-bad to "
-                               "train on the good pairs")
-        print(f"--skip-bad: skipping {len(problems)} bad file(s):\n{lines}")
-    return sources
-
-
-class _Console(logging.Handler):
-    """Prints the library's progress messages on the current standard output."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), flush=True)
-
-
-def show_messages() -> None:
-    """Let the library's progress messages (logger "crackseg", INFO and up) reach the console; the command-line
-    layers call this, library users configure logging as they like."""
-    logger = logging.getLogger("crackseg")
-    if not any(isinstance(handler, _Console) for handler in logger.handlers):
-        logger.addHandler(_Console())
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+def run_parsed(args: argparse.Namespace) -> int:
+    """`crackseg train STAGE ...`, parsed."""
+    flags = {key: value for key, value in vars(args).items() if key not in ("command", "stage", "handler")}
+    return train_stage(args.stage, flags)
 
 
 def run(stage: str, argv: Optional[List[str]] = None) -> int:
@@ -276,7 +115,8 @@ def run(stage: str, argv: Optional[List[str]] = None) -> int:
 
 def train_stage(stage: str, args: Dict[str, Any]) -> int:
     """Resolve parsed flags, make sure there is data, train, print the best validation metrics; the exit code."""
-    from crackseg.training.runner import TrainingDiverged, train  # imports Catalyst (slow): only after the flags parse
+    from crackseg.training.loop import train  # imports Catalyst (slow): only after the flags parse
+    from crackseg.training.runner import TrainingDiverged
 
     show_messages()
     try:

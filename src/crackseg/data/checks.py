@@ -10,12 +10,12 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from crackseg.data.datasets import split_negatives
+from crackseg.errors import DatasetError
 from crackseg.files.images import (
     HIGH_BIT_MODES,
-    IMAGE_EXTENSIONS,
     UNREAD,
-    DatasetError,
     exif_orientation,
+    image_files,
     mask_values,
     open_image,
     orientation_mismatch,
@@ -56,9 +56,7 @@ class SplitReport:
 
 def _files(folder: Path, report: SplitReport) -> Dict[str, Path]:
     files: Dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
+    for path in image_files(folder):
         if path.stem in files:
             report.add("error", path, f"shares its name with {files[path.stem].name}: which one is meant?")
             report.bad.append(path)

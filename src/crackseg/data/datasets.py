@@ -7,15 +7,8 @@ import torch
 from torch.utils.data import Dataset
 
 from crackseg.data.transforms import Pair
-from crackseg.files.images import (
-    IMAGE_EXTENSIONS,
-    DatasetError,
-    list_images,
-    load_image,
-    load_mask,
-    orientation_mismatch,
-    pair_files,
-)
+from crackseg.errors import DatasetError
+from crackseg.files.images import IMAGE_EXTENSIONS, list_images, load_image, load_mask, orientation_mismatch, pair_files
 
 MIN_CRACK_FRACTION = 0.001  # a crop is "cracked" when crack pixels cover at least 0.1% of it
 

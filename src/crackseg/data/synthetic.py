@@ -5,7 +5,6 @@ shadows, with crack-like distractors that are NOT cracks (stains, straight joint
 thin branching random walks of varying width and contrast. About a third of the images hold no crack, and
 many crops of cracked images hold none either, so both crop labels are well represented.
 """
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Dict, Tuple
@@ -13,7 +12,8 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from crackseg.files.images import DatasetError
+from crackseg.errors import DatasetError
+from crackseg.files.writing import write_json
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def generate(root: Path, seed: int, image_size: int, counts: Dict[str, int], mak
             image.save(root / split / "images" / f"{name}.jpg", quality=92)
             mask.save(root / split / "masks" / f"{name}.png")
     marker = {"kind": kind, "seed": seed, "image_size": image_size, "counts": counts}
-    (root / MARKER).write_text(json.dumps(marker, indent=2))
+    write_json(root / MARKER, marker)
     return root
 
 

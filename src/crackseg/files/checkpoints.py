@@ -3,18 +3,45 @@ import hashlib
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, TypedDict, Union
 
 import numpy as np
 import torch
+
+from crackseg.errors import CheckpointError
+from crackseg.files.writing import atomic
 
 FORMAT = "crackseg-checkpoint"
 STAGES = ("segmentation", "classification")
 PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or not what the caller needs."""
+class CheckpointPayload(TypedDict, total=False):
+    """What a checkpoint file holds (`save_checkpoint` writes it, `load_checkpoint` returns it).
+
+    Keys:
+        format: always FORMAT. stage: "segmentation" or "classification".
+        model: the settings that build the network (its `settings()`: width, depth, skip dropout or crop size).
+        state: the network's state dict. config: the `TrainConfig` of the run, as a dict.
+        epoch: the epoch it was written after. metrics: that epoch's validation metrics.
+        optimizer, scheduler, rng, best_loss: in last.pth, to resume.
+        mask_threshold: stored by `evaluate --save-threshold`.
+        encoder_fingerprint: stage 2: which stage-1 encoder its head was trained on.
+    """
+
+    format: str
+    stage: str
+    model: Dict[str, Any]
+    state: Dict[str, torch.Tensor]
+    config: Dict[str, Any]
+    epoch: int
+    metrics: Dict[str, float]
+    optimizer: Dict[str, Any]
+    scheduler: Dict[str, Any]
+    rng: Dict[str, Any]
+    best_loss: float
+    mask_threshold: float
+    encoder_fingerprint: str
 
 
 def save_checkpoint(path: PathLike, stage: str, state: Dict[str, torch.Tensor], model: Dict[str, Any],
@@ -33,7 +60,7 @@ def save_checkpoint(path: PathLike, stage: str, state: Dict[str, torch.Tensor], 
 
 
 def _upgrade(payload: Dict[str, Any]) -> Dict[str, Any]:
-    """A checkpoint written before checkpoints carried their network's settings (crackseg up to 2026-11-26) held
+    """A checkpoint written before checkpoints carried their network's settings (the first crackseg-v1 runs) held
     its weights under "model" and the settings only in the training configuration; read it as today's."""
     config = payload["config"]
     payload["state"] = payload.pop("model")
@@ -44,29 +71,12 @@ def _upgrade(payload: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _write(path: Path, payload: Dict[str, Any]) -> None:
-    """Write to a temporary file, flush it to the disk, rename it over `path` and flush the folder, so a crash or
-    a power loss leaves either the old file or the new one, never an empty or partial one."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
+    """Durably and atomically: a crash or a power loss leaves either the old file or the new one."""
+    with atomic(path, "wb", durable=True) as file:
         torch.save(payload, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    fsync_folder(path.parent)
 
 
-def fsync_folder(folder: Path) -> None:
-    """Flush a folder's entries (a rename) to the disk, where the platform allows it."""
-    if os.name == "nt":  # Windows cannot open a folder for fsync; its renames are journaled
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def load_checkpoint(path: PathLike, stage: Optional[str] = None, map_location: Any = "cpu") -> Dict[str, Any]:
+def load_checkpoint(path: PathLike, stage: Optional[str] = None, map_location: Any = "cpu") -> CheckpointPayload:
     """Load a checkpoint written by `save_checkpoint`, checking that it exists and (optionally) its stage."""
     path = Path(path)
     if not path.is_file():

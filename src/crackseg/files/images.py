@@ -7,14 +7,25 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from crackseg.errors import DatasetError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 
 
-class DatasetError(ValueError):
-    """The data on disk is not in the expected layout or cannot be paired."""
+def extension(path: Path) -> str:
+    """A file's extension in lower case, by which crackseg decides what it is; a file named only '.png' is a
+    PNG."""
+    return (path.suffix or path.name).lower()
+
+
+def image_files(folder: Path) -> List[Path]:
+    """The image files directly in a folder (`IMAGE_EXTENSIONS`, any case), in name order. The one rule for every
+    folder crackseg lists: hidden files count like any other, subfolders do not, and a link counts as what it
+    points to (a link to nothing is listed, so that reading it fails with its name)."""
+    return sorted(path for path in Path(folder).iterdir() if extension(path) in IMAGE_EXTENSIONS and not path.is_dir())
 
 
 def list_images(folder: Path) -> Dict[str, Path]:
@@ -22,9 +33,7 @@ def list_images(folder: Path) -> Dict[str, Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")
     files: Dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
+    for path in image_files(folder):
         if path.stem in files:
             raise DatasetError(
                 f"{folder}: two files share the name {path.stem!r}: {files[path.stem].name}, {path.name}")

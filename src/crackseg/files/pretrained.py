@@ -12,7 +12,9 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from crackseg.files.checkpoints import CheckpointError, PathLike
+from crackseg.errors import CheckpointError
+from crackseg.files.checkpoints import PathLike
+from crackseg.files.writing import atomic
 
 FORMAT = "crackseg-pretrained"
 WEIGHTS = Path(__file__).parents[1] / "weights" / "crackseg-v2.pth"
@@ -61,7 +63,8 @@ def pack(state: Dict[str, torch.Tensor], model: Dict[str, Any], training: Dict[s
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stored = {key: _compact(value.detach().cpu().contiguous()) for key, value in state.items()}
-    torch.save({"format": FORMAT, "model": dict(model), "training": dict(training), "state": stored}, out)
+    with atomic(out, "wb", durable=True) as file:
+        torch.save({"format": FORMAT, "model": dict(model), "training": dict(training), "state": stored}, file)
     return sha256(out)
 
 

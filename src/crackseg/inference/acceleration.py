@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from crackseg.training.config import ConfigError
+from crackseg.errors import ConfigError
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -51,8 +51,8 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManag
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-# Measured in interleaved runs of the width-32 U-Net on 224 px crops (2-core EPYC, bf16): batches of 2-8 crops
-# ran at 46-47 crops/s, 10 crops at 41 (same run) and 32 crops at 32 (another run), as the maps outgrew the caches.
+# Batches whose feature maps outgrow the CPU's caches run fewer crops a second; chunks of about this many bytes of
+# activations kept the fast path at its best (docs/PERFORMANCE.md, "What made the difference", 5).
 CPU_CHUNK_BYTES = 32 * 2**20
 
 
@@ -73,9 +73,8 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def training_layout(model: nn.Module, reduced: bool) -> nn.Module:
-    """The memory format for training: channels-last with reduced precision (bf16 autocast on a 2-core EPYC ran
-    11.4 crops/s with it, 9.1 without), the default NCHW in fp32, where channels-last was measured slower on
-    other CPUs."""
+    """The memory format for training: channels-last with reduced precision, where it ran faster; the default NCHW
+    in fp32, where channels-last was measured slower (docs/PERFORMANCE.md)."""
     return model.to(memory_format=torch.channels_last) if reduced else model
 
 

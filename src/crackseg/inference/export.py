@@ -5,7 +5,6 @@ The decoder runs on a data-dependent subset of the tiles, so the model is cut in
 logits), both with a dynamic batch axis. `model.json` beside them says how to feed and combine them, the
 thresholds, and the SHA-256 of both files.
 """
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from crackseg.files.pretrained import sha256
+from crackseg.files.writing import write_json
 from crackseg.models import UNetClassifier
 
 
@@ -70,5 +70,5 @@ def export_onnx(model: UNetClassifier, out_dir: Path) -> Dict[str, Any]:
         "use": "p = sigmoid(crack_logits); run decoder.onnx on the bottleneck and skip maps of the tiles with "
                "p > gate_threshold; mask = sigmoid(mask_logits) >= mask_threshold; other tiles have no crack",
         "files": {name: sha256(out_dir / name) for name in ("gate.onnx", "decoder.onnx")}}
-    (out_dir / "model.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_json(out_dir / "model.json", sidecar)
     return sidecar

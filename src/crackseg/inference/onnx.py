@@ -16,7 +16,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from crackseg.files.checkpoints import CheckpointError, PathLike, fingerprint
+from crackseg.errors import CheckpointError
+from crackseg.files.checkpoints import PathLike, fingerprint
 from crackseg.files.pretrained import sha256
 from crackseg.models.gated import gate_decisions
 

@@ -3,10 +3,9 @@
 Images are uint8 (3, H, W) tensors on the CPU; probability maps come back as float32 (H, W) on the CPU.
 """
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
+from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 
@@ -110,7 +109,7 @@ class Predictor:
             self.model = inference_copy(model, self.device, self.dtype, self.int8_head)
         else:
             self.model = model.eval().to(self.device)
-        # onnxruntime ran whole batches of 32 tiles 1.2x as fast as chunks of 16 (shipped model, 2-core EPYC)
+        # onnxruntime runs whole batches: it ran them faster than cache-sized chunks (docs/PERFORMANCE.md)
         self.chunk = chunk_size(self.device, model.width, model.crop_size, self.dtype) if self.fast else None
         self.batch_size = batch_size
         self.tile = model.crop_size
@@ -209,24 +208,3 @@ class Predictor:
             stitcher = pending.stitcher
             yield TiledResult(pending.key, stitcher.result[0], stitcher.grid, pending.tile_probs, stitcher.run,
                               self.mask_threshold, self.min_area, self.min_length, self.join_gap)
-
-
-def prefetch(function: Callable[[T], R], items: Iterable[T], ahead: int = 4) -> Iterator[Tuple[T, Any]]:
-    """Yield (item, function(item)) in order, computing up to `ahead` items in a background thread (image
-    decoding overlaps the model). An exception is yielded in place of its item's result, not raised."""
-    def guarded(item: T) -> Any:
-        try:
-            return function(item)
-        except Exception as error:  # handed to the caller, who decides per item
-            return error
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        futures: Deque[Tuple[T, Any]] = deque()
-        for item in items:
-            futures.append((item, pool.submit(guarded, item)))
-            if len(futures) > ahead:
-                done, future = futures.popleft()
-                yield done, future.result()
-        while futures:
-            done, future = futures.popleft()
-            yield done, future.result()

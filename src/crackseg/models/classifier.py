@@ -31,6 +31,7 @@ class ClassifierHead(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        """Bottleneck features (N, 16f, crop/16, crop/16) -> crack logits (N, 1)."""
         return self.layers(bottleneck)
 
 
@@ -56,11 +57,13 @@ class VGGEncoderClassifier(nn.Module):
         freeze(self.encoder)
 
     def train(self, mode: bool = True) -> "VGGEncoderClassifier":
+        """As nn.Module.train, with the frozen encoder kept in eval mode."""
         super().train(mode)
         self.encoder.eval()  # frozen: BatchNorm must keep the running statistics of stage 1
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Crops (N, 3, crop, crop) -> crack logits (N, 1); the frozen encoder runs without gradients."""
         with torch.no_grad():
             bottleneck, _ = self.encoder(x)
         return self.head(bottleneck)

@@ -4,7 +4,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from crackseg.files.checkpoints import CheckpointError, PathLike, fingerprint, load_checkpoint, submodule_state
+from crackseg.errors import CheckpointError
+from crackseg.files.checkpoints import PathLike, fingerprint, load_checkpoint, submodule_state
 from crackseg.files.pretrained import load_pretrained
 from crackseg.models.classifier import ClassifierHead
 from crackseg.models.unet import DEPTH, Decoder, VGGEncoder, check_depth
@@ -130,6 +131,8 @@ class UNetClassifier(nn.Module):
         return gate_decisions(crack_probs, self.threshold)
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Crops (N, 3, crop, crop) -> (masks (N, 1, crop, crop) of crack probabilities, zero for crops the gate
+        passes over, and crack probabilities (N, 1)); the decoder runs on the gated crops only."""
         n, _, height, width = images.shape
         if height != self.crop_size or width != self.crop_size:
             raise ValueError(f"UNetClassifier takes {self.crop_size}x{self.crop_size} crops "

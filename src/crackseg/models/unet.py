@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from crackseg.files.checkpoints import CheckpointError
+from crackseg.errors import CheckpointError
 from crackseg.models.parts import VGGBlock, freeze
 
 DEPTH = 4  # pooling steps; input sides must be multiples of 2**DEPTH
@@ -38,6 +38,8 @@ class VGGEncoder(nn.Module):
         self.out_channels = channels[-1]
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Images (N, 3, H, W) -> (bottleneck (N, 16f, H/16, W/16), skips [(N, f, H, W), (N, 2f, H/2, W/2),
+        (N, 4f, H/4, W/4), (N, 8f, H/8, W/8)])."""
         skips = []
         for block in self.blocks:
             x = block(x)
@@ -66,6 +68,7 @@ class Decoder(nn.Module):
         nn.init.constant_(self.head.bias, CRACK_PRIOR_LOGIT)
 
     def forward(self, bottleneck: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
+        """(bottleneck (N, 16f, h, w), the encoder's four skips) -> mask logits (N, 1, 16h, 16w)."""
         x = bottleneck
         for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
             x = block(torch.cat([up(x), skip], dim=1))
@@ -110,10 +113,12 @@ class UNet(nn.Module):
         self.encoder_frozen = False
 
     def freeze_encoder(self) -> None:
+        """Train the decoder alone from here on: no gradients into the encoder, its BatchNorm in eval mode."""
         freeze(self.encoder)
         self.encoder_frozen = True
 
     def train(self, mode: bool = True) -> "UNet":
+        """As nn.Module.train, with a frozen encoder kept in eval mode."""
         super().train(mode)
         if self.encoder_frozen:
             self.encoder.eval()
@@ -130,6 +135,7 @@ class UNet(nn.Module):
         return cls(settings["width"], settings.get("skip_dropout", 0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W), H and W multiples of 16 -> mask logits (N, 1, H, W)."""
         check_input_size(x.shape[-2], x.shape[-1])
         bottleneck, skips = self.encoder(x)
         if self.training and self.skip_dropout > 0:

@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from crackseg.files.writing import atomic
+
 
 def read_rows(path: Path) -> List[Dict[str, str]]:
     """The complete rows of a CSV file written by `append_rows` (a row cut short by a kill is dropped); none if
@@ -37,12 +39,10 @@ def append_rows(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]
 def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Dict[str, Any]], ignore_extra: bool = False) -> None:
     """Write a CSV file atomically: a kill leaves the old file or the new one. With `ignore_extra`, keys of a row
     that are not among `fields` are left out instead of being an error."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as handle:
+    with atomic(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore" if ignore_extra else "raise")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def printable(path: Path) -> str:

@@ -1,16 +1,15 @@
 """Honest evaluation on whole labelled images: pixel counts summed over the split, threshold sweeps (ODS/OIS),
 and the gate's decisions at tile and image level."""
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from crackseg.analysis.metrics import binary_counts, classification_scores, segmentation_scores
+from crackseg.background import prefetch
 from crackseg.data.datasets import crack_labels, read_pair
-from crackseg.inference.predictor import Predictor, TiledResult, prefetch
+from crackseg.inference.predictor import Predictor, TiledResult
 from crackseg.inference.tiling import extract_tiles
 from crackseg.outputs.tables import write_csv
 
@@ -194,13 +193,3 @@ def write_rows(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
                                     for row in rows])
 
 
-def write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.generic, torch.Tensor)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -23,9 +23,11 @@ from PIL import Image
 from scipy import ndimage
 
 from crackseg.analysis.measure import has_crack
+from crackseg.background import prefetch
 from crackseg.data.datasets import read_pair, split_negatives
-from crackseg.files.images import DatasetError, list_images, load_image, open_image, pair_files
-from crackseg.inference.predictor import Predictor, TiledResult, prefetch
+from crackseg.errors import DatasetError
+from crackseg.files.images import list_images, load_image, open_image, pair_files
+from crackseg.inference.predictor import Predictor, TiledResult
 
 MARGIN = 8  # px around labelled cracks that are not counted as crack-free
 MINED_EVERY = 5  # of the mined windows, every 5th goes to valid
@@ -63,6 +65,14 @@ class _Tally:
         self.units = self.called = self.pixels = self.crack_pixels = 0
         self.classes: Dict[int, List[int]] = {}  # grey level -> [pixels, pixels called crack]
 
+    def add_classes(self, labels: np.ndarray, truth: np.ndarray, binary: np.ndarray) -> None:
+        """Per grey level of a label map (H, W), its pixels outside labelled cracks and those called crack."""
+        for level in np.unique(labels[labels > 0]):
+            where = (labels == level) & ~truth
+            counts = self.classes.setdefault(int(level), [0, 0])
+            counts[0] += int(where.sum())
+            counts[1] += int((binary & where).sum())
+
     def summary(self) -> Dict[str, Any]:
         unit = "photos" if self.kind == "photos" else "crack-free tiles"
         result = {"source": str(self.source), "unit": unit, "count": self.units, "called_cracked": self.called,
@@ -84,6 +94,20 @@ def _crack_free_tiles(result: TiledResult, truth: np.ndarray) -> Iterator[Tuple[
             yield index, region
 
 
+def _decoded(image_path: Path, mask: Optional[Path], label_map: Optional[Path]
+             ) -> Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]:
+    """An item of a source read: image (3, H, W) uint8, labelled crack (H, W) bool or None, label map or None."""
+    image, truth = read_pair(image_path, mask) if mask is not None else (load_image(image_path), None)
+    truth = None if truth is None else truth[0].numpy() > 0
+    labels = None
+    if label_map is not None:
+        labels = np.asarray(open_image(label_map).convert("L"))
+        if labels.shape != tuple(image.shape[1:]):
+            raise DatasetError(f"{label_map}: label map of {labels.shape[1]}x{labels.shape[0]} px for an image "
+                               f"of {image.shape[2]}x{image.shape[1]} px")
+    return image, truth, labels
+
+
 def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional[Path] = None,
          progress: Any = None) -> Dict[str, Any]:
     """Run the model over one source; the shares called crack (see the module's docstring); with `out`, write
@@ -93,22 +117,10 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
     tally = _Tally(source, "tiles" if items and items[0][1] is not None else "photos")
     mined = 0
 
-    def decoded(index: int) -> Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]:
-        image_path, mask, label_map = items[index]
-        image, truth = read_pair(image_path, mask) if mask is not None else (load_image(image_path), None)
-        truth = None if truth is None else truth[0].numpy() > 0
-        labels = None
-        if label_map is not None:
-            labels = np.asarray(open_image(label_map).convert("L"))
-            if labels.shape != tuple(image.shape[1:]):
-                raise DatasetError(f"{label_map}: label map of {labels.shape[1]}x{labels.shape[0]} px for an image "
-                                   f"of {image.shape[2]}x{image.shape[1]} px")
-        return image, truth, labels
-
     loaded: Dict[int, Tuple[torch.Tensor, Optional[np.ndarray], Optional[np.ndarray]]] = {}
 
     def images() -> Iterator[Tuple[int, torch.Tensor]]:
-        for index, value in prefetch(decoded, range(len(items))):
+        for index, value in prefetch(lambda index: _decoded(*items[index]), range(len(items))):
             if isinstance(value, DatasetError):
                 raise value
             if isinstance(value, Exception):
@@ -143,11 +155,7 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
             tally.pixels += int(free.sum())
             tally.crack_pixels += int((binary & free).sum())
             if labels is not None:
-                for level in np.unique(labels[labels > 0]):
-                    where = (labels == level) & ~truth
-                    counts = tally.classes.setdefault(int(level), [0, 0])
-                    counts[0] += int(where.sum())
-                    counts[1] += int((binary & where).sum())
+                tally.add_classes(labels, truth, binary)
         if progress is not None:
             progress.update()
     summary = tally.summary()

@@ -1,5 +1,4 @@
 """`crackseg predict`: gated inference over files, folders and globs, writing masks, overlays and a summary."""
-import errno
 import functools
 import glob
 import itertools
@@ -10,22 +9,20 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
-from PIL import Image
 
-from crackseg.files.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DatasetError, load_image
-from crackseg.inference.predictor import Predictor, prefetch
-from crackseg.outputs.plots import crack_overlay
-from crackseg.outputs.report import Measurements
+from crackseg.background import prefetch
+from crackseg.errors import ConfigError, DatasetError
+from crackseg.files.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, extension, load_image
+from crackseg.files.writing import DISK_FULL
+from crackseg.inference.predictor import Predictor
+from crackseg.outputs.measurements import Measurements
 from crackseg.outputs.tables import append_rows, printable, read_rows, write_csv
-from crackseg.training.config import ConfigError
+from crackseg.pipelines.results import remeasure, result_fields, write_result
 
 SUMMARY_FIELDS = ("file", "status", "cracked", "max_tile_prob", "crack_share", "tiles_decoded", "tiles_total",
                   "width", "height", "mask", "overlay", "cracks", "total_length_px", "max_width_px")
-MEASURED = ("cracks", "total_length_px", "max_width_px")  # filled with --measure
 MEDIA_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # what folders are searched for
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # write errors that stop a run
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +50,7 @@ def folder_media(folder: Path) -> Tuple[List[Path], List[str]]:
         folders.sort()
         for name in files:
             path = Path(root) / name
-            if (path.suffix or path.name).lower() not in MEDIA_EXTENSIONS:
+            if extension(path) not in MEDIA_EXTENSIONS:
                 skipped.append(printable(path.relative_to(folder)))
             elif not path.is_file():
                 problems.append(f"{printable(path)}: a link to nothing: skipped")
@@ -191,19 +188,18 @@ def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
     return path, len(rows)
 
 
-def save_png(array: np.ndarray, path: Path) -> None:
-    """Write a PNG atomically: a kill leaves the old file or the new one, never half of one."""
-    temporary = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(temporary, format="PNG")
-    os.replace(temporary, path)
-
-
 def unwritable(error: OSError, path: Path, out_dir: Path) -> str:
     """The one-line problem of an input whose outputs cannot be written (its name too long, say); a full disk is
     raised again instead, since it stops the run: every later file would fail too."""
     if error.errno in DISK_FULL:
         raise error
     return f"{path}: cannot write its outputs in {out_dir} ({error.strerror})"
+
+
+def _done(summary_path: Path, out_dir: Path) -> Dict[str, Dict[str, Any]]:
+    """The summary rows of images an earlier run finished (status ok, mask and overlay on disk), by file."""
+    return {row["file"]: row for row in read_summary(summary_path) if row["status"] == "ok"
+            and (out_dir / row["mask"]).is_file() and (out_dir / row["overlay"]).is_file()}
 
 
 def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, progress: Any = None, *,
@@ -219,20 +215,15 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
     measured too. Returns the rows, in input order."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / summary
-    done: Dict[str, Dict[str, Any]] = {}
-    if skip_existing:
-        done = {row["file"]: row for row in read_summary(summary_path) if row["status"] == "ok"
-                and (out_dir / row["mask"]).is_file() and (out_dir / row["overlay"]).is_file()}
+    done = _done(summary_path, out_dir) if skip_existing else {}
     todo = [index for index, path in enumerate(paths) if str(path) not in done]
+    rows = {index: done[str(path)] for index, path in enumerate(paths) if str(path) in done}
     if progress is not None:
-        progress.update(len(paths) - len(todo))
-    rows: Dict[int, Dict[str, Any]] = {index: done[str(path)] for index, path in enumerate(paths)
-                                      if str(path) in done}
+        progress.update(len(rows))
     if measurements is not None:
         for index in sorted(rows):
-            mask = np.asarray(Image.open(out_dir / rows[index]["mask"])) > 0
-            measurements.add(str(paths[index]), names[index], mask, load_image(paths[index], max_pixels)
-                             .permute(1, 2, 0).numpy(), extra=rows[index])
+            remeasure(measurements, out_dir, str(paths[index]), names[index], rows[index],
+                      load_image(paths[index], max_pixels))
     images: Dict[int, torch.Tensor] = {}
     write_summary(summary_path, [rows[index] for index in sorted(rows)])
 
@@ -259,19 +250,11 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
         image = images.pop(result.key)
         binary = result.probs >= predictor.mask_threshold
         name = names[result.key]
-        row = {"file": str(paths[result.key]), "status": "ok", "cracked": int(result.cracked),
-               "max_tile_prob": round(float(result.tile_probs.max()), 6),
-               "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
-               "tiles_total": len(result.grid), "width": image.shape[2], "height": image.shape[1],
-               "mask": f"{name}_mask.png", "overlay": f"{name}_overlay.png"}
+        row = {"file": str(paths[result.key]), "status": "ok", **result_fields(result, binary),
+               "width": image.shape[2], "height": image.shape[1]}
         try:
             (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
-            save_png(crack_overlay(image, binary), out_dir / row["overlay"])
-            if measurements is not None:
-                measured = measurements.add(row["file"], name, binary.numpy(), image.permute(1, 2, 0).numpy(),
-                                            extra=row, probs=result.probs.numpy())
-                row.update({key: measured[key] for key in MEASURED})
+            write_result(out_dir, name, row["file"], image, binary, result, row, measurements)
         except OSError as error:
             fail(result.key, unwritable(error, paths[result.key], out_dir))
             continue

@@ -5,25 +5,21 @@ go through the same tiled gate as photos, so crack-free frames cost only the enc
 with `frames.csv` (a row per frame processed, appended as it is done), a mask and an overlay per cracked frame,
 `segments.csv` (cracked stretches as time ranges) and `video.json` (totals and speed).
 """
-import json
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-import av
-import numpy as np
 import torch
-from PIL import Image
 
-from crackseg.files.images import IMAGE_EXTENSIONS, DatasetError, load_image
+from crackseg.background import in_background
+from crackseg.errors import DatasetError
+from crackseg.files.images import image_files, load_image
+from crackseg.files.writing import write_json
 from crackseg.inference.predictor import Predictor
-from crackseg.outputs.plots import crack_overlay
-from crackseg.outputs.report import Measurements
+from crackseg.outputs.measurements import Measurements
 from crackseg.outputs.tables import append_rows, read_rows, write_csv
-from crackseg.pipelines.photos import MEASURED, save_png
+from crackseg.pipelines.results import MEASURED, remeasure, result_fields, write_result
 
 FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "tiles_total", "max_tile_prob",
                 "mask", "overlay") + MEASURED
@@ -42,13 +38,15 @@ FOLDER_FRAME_RATE = 25.0  # frames a second of a folder of numbered frames, for 
 
 def frame_files(folder: Path) -> List[Path]:
     """The image files of a folder of numbered frames, in name order."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return image_files(Path(folder))
 
 
 def frame_count(path: Path) -> Tuple[int, float]:
     """The number of frames a video (or a folder of numbered frames) declares (0 if unknown) and its rate."""
     if Path(path).is_dir():
         return len(frame_files(path)), FOLDER_FRAME_RATE
+    import av  # PyAV loads FFmpeg: only when a video is read
+
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
@@ -91,6 +89,8 @@ def read_frames(path: Path, every: int = 1, fps: Optional[float] = None, skip: S
                     image, error = None, str(problem)
                 yield Frame(index, round(seconds, 4), image, error)
         return
+    import av
+
     try:
         container = av.open(str(path))
         stream = container.streams.video[0]
@@ -138,41 +138,6 @@ def _taken(timed: Iterable[Tuple[Any, float]], every: int, fps: Optional[float])
             yield index, (item, seconds)
 
 
-def in_background(items: Iterable[Any], ahead: int = 8) -> Iterator[Any]:
-    """Iterate `items` in a background thread, `ahead` items in advance (decoding overlaps the model); an
-    exception of the iteration is raised here, in order."""
-    buffer: "queue.Queue[Tuple[bool, Any]]" = queue.Queue(maxsize=ahead)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                buffer.put((True, item))
-            buffer.put((False, None))
-        except Exception as error:  # handed over to the consumer
-            buffer.put((False, error))
-
-    worker = threading.Thread(target=produce, daemon=True)
-    worker.start()
-    try:
-        while True:
-            ok, item = buffer.get()
-            if not ok:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full buffer
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                worker.join(0.05)
-
-
 def segments(rows: Sequence[Dict[str, Any]], min_gap: float) -> List[Dict[str, Any]]:
     """Cracked stretches: consecutive cracked frames (in time) merged while less than `min_gap` s apart."""
     found: List[Dict[str, Any]] = []
@@ -187,6 +152,17 @@ def segments(rows: Sequence[Dict[str, Any]], min_gap: float) -> List[Dict[str, A
     return found
 
 
+def _done_frames(frames_csv: Path, out_dir: Path) -> Dict[int, Dict[str, Any]]:
+    """The rows of frames an earlier run finished (with their mask and overlay, if cracked), by frame; frames.csv
+    is rewritten without the others, which run again (or they would repeat)."""
+    done = [row for row in read_rows(frames_csv)
+            if all((out_dir / row[key]).is_file() for key in ("mask", "overlay") if row[key])]
+    rows = {int(row["frame"]): row for row in done}
+    if frames_csv.is_file():
+        write_csv(frames_csv, FRAME_FIELDS, [rows[index] for index in sorted(rows)], ignore_extra=True)
+    return rows
+
+
 def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 1, fps: Optional[float] = None,
                   min_gap: Optional[float] = None, skip_existing: bool = False,
                   measurements: Optional[Measurements] = None, progress: Any = None) -> Dict[str, Any]:
@@ -198,19 +174,13 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
     masks and overlays complete for the frames done, and the summary of those."""
     out_dir.mkdir(parents=True, exist_ok=True)
     frames_csv = out_dir / "frames.csv"
-    done = [row for row in read_rows(frames_csv) if all((out_dir / row[key]).is_file()
-                                                         for key in ("mask", "overlay") if row[key])
-            ] if skip_existing else []
-    rows = {int(row["frame"]): row for row in done}
+    rows = _done_frames(frames_csv, out_dir) if skip_existing else {}
     if not skip_existing:
         frames_csv.unlink(missing_ok=True)
-    elif frames_csv.is_file():  # rows whose mask or overlay is gone are run again: drop them, or they would repeat
-        write_csv(frames_csv, FRAME_FIELDS, [rows[index] for index in sorted(rows)], ignore_extra=True)
     if measurements is not None:
         for index, row in sorted(rows.items()):
             if row["mask"]:
-                mask = np.asarray(Image.open(out_dir / row["mask"])) > 0
-                measurements.add(f"{path}#{index}", frame_name(index), mask, extra=row, redraw=False)
+                remeasure(measurements, out_dir, f"{path}#{index}", frame_name(index), row)
     total, rate = frame_count(path)
     if progress is not None and total and not fps:
         progress.total = -(-total // every)
@@ -234,20 +204,10 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
         for result in predictor.tiled(readable()):
             frame = result.key
             binary = result.probs >= predictor.mask_threshold
-            row: Dict[str, Any] = {
-                "frame": frame.index, "time_s": frame.time, "cracked": int(result.cracked),
-                "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
-                "tiles_total": len(result.grid), "max_tile_prob": round(float(result.tile_probs.max()), 6)}
+            row: Dict[str, Any] = {"frame": frame.index, "time_s": frame.time, **result_fields(result, binary)}
             if result.cracked:
-                name = frame_name(frame.index)
-                row["mask"], row["overlay"] = f"{name}_mask.png", f"{name}_overlay.png"
-                save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
-                save_png(crack_overlay(frame.image, binary), out_dir / row["overlay"])
-                if measurements is not None:
-                    measured = measurements.add(f"{path}#{frame.index}", name, binary.numpy(),
-                                                frame.image.permute(1, 2, 0).numpy(), extra=row,
-                                                probs=result.probs.numpy())
-                    row.update({key: measured[key] for key in MEASURED})
+                write_result(out_dir, frame_name(frame.index), f"{path}#{frame.index}", frame.image, binary, result,
+                             row, measurements)
             append_rows(frames_csv, FRAME_FIELDS, [row])
             rows[frame.index] = row
             processed += 1
@@ -281,5 +241,5 @@ def write_video_summary(path: Path, out_dir: Path, rows: List[Dict[str, Any]], g
         "segments": found, "min_gap_s": round(gap, 4),
         "frames_per_second": round(processed / seconds, 3) if seconds and processed else None,
         "errors": list(errors)}
-    (out_dir / "video.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "video.json", summary)
     return summary

@@ -4,6 +4,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from crackseg.errors import ConfigError
+from crackseg.training.stages import STAGES, default_log_dir
+
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
               skip_dropout=0.0, sampling="five", markings=0.0, joints=0.0)
@@ -13,19 +16,6 @@ THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0
 # FiveCrop sampling ("five"): on CFD at 12 epochs it beat "window" (full-resolution Dice 0.663 vs 0.630, docs/MODEL.md)
 CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dropout=0.5, sampling="five",
            markings=0.0, joints=0.0)
-# Stage 1's 9 epochs (13 until 2026-11-26) keep the embedded default within 12 min on a 2-core AVX2-only CPU in fp32
-# (README, "Measured"): 0.71x the time of 13 epochs, at Dice 0.878 and gate mean F1 0.915.
-CPU_STAGES = {"segmentation": dict(epochs=9, milestones=(7,)), "classification": dict(epochs=4, milestones=(3,))}
-
-
-def default_log_dir(stage: str) -> str:
-    """Where a stage's logs and checkpoints go unless --log-dir says otherwise."""
-    return f"logs/{stage}"
-
-
-def best_checkpoint(stage: str) -> str:
-    """The checkpoint of a stage's best epoch in its default log folder."""
-    return f"{default_log_dir(stage)}/checkpoints/best.pth"
 
 
 def preset_values(preset: str, stage: str) -> Dict[str, Any]:
@@ -33,7 +23,7 @@ def preset_values(preset: str, stage: str) -> Dict[str, Any]:
     if preset == "thesis":
         return dict(THESIS)
     if preset == "cpu":
-        return {**CPU, **CPU_STAGES[stage]}
+        return {**CPU, **STAGES[stage].cpu_schedule}
     raise ValueError(f"unknown preset {preset!r}; expected thesis, cpu or auto")
 
 
@@ -104,10 +94,6 @@ def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
     config = TrainConfig(**values)
     check_config(config)
     return config
-
-
-class ConfigError(ValueError):
-    """A flag's value cannot work; said before any data is read or any epoch is trained."""
 
 
 HEAD_MULTIPLE = 32  # the head average-pools the 1/16 bottleneck by 2

@@ -27,6 +27,7 @@ class BCEDiceLoss(nn.Module):
         self.smooth = smooth
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Logits and 0/1 targets, both (N, 1, H, W) -> (loss with its graph, {"bce", "dice"} detached)."""
         bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float())
         dice = soft_dice(logits, targets, self.smooth)
         loss = self.bce_weight * bce + (1 - self.bce_weight) * (1 - dice)

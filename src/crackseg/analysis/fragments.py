@@ -1,0 +1,88 @@
+"""Crack candidates of a mask: its connected components, with the pieces of one crack (cut by a threshold's
+breaks or dirt) joined where their free ends face each other across a small gap."""
+from typing import List, Optional, Tuple
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage.morphology import skeletonize
+
+from crackseg.analysis.skeleton import EIGHT
+
+JOIN_GAP_PX = 5.0  # pieces of a crack cut by gaps up to this wide (a threshold's breaks, dirt) are one crack
+JOIN_ANGLE_DEG = 35.0  # ... when each piece's end points at the other within this angle
+JOIN_DIRECTION_PX = 6.0  # an end's direction: from the skeleton pixels of its piece within this distance
+JOIN_MIN_SKELETON_PX = 4  # px of skeleton a piece needs to join: a direction to point in
+JOIN_HALF_WIDTH_PX = 10  # px: half widths at the ends are looked up to this far (wider cracks join as if this wide)
+
+
+def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, skeleton: np.ndarray) -> np.ndarray:
+    """Relabel `labels` so that pieces of one crack share a label: components whose free ends (skeleton end
+    points) face each other across a gap of at most `gap` px, each end pointing at the other within JOIN_ANGLE_DEG
+    (the gap is measured between the pieces' edges: the skeleton stops about half a width short of them)."""
+    if gap <= 0 or count < 2:
+        return labels
+    neighbours = ndimage.convolve(skeleton.astype(np.uint8), EIGHT.astype(np.uint8), mode="constant") - 1
+    ends = np.argwhere(skeleton & (neighbours == 1))
+    # a piece needs a few skeleton pixels to have a direction: specks (and the noise of a noisy mask) never join
+    sized = np.bincount(labels[skeleton], minlength=count + 1)
+    ends = ends[sized[labels[ends[:, 0], ends[:, 1]]] >= JOIN_MIN_SKELETON_PX]
+    if len(ends) < 2:
+        return labels
+    owner = labels[ends[:, 0], ends[:, 1]]
+    pairs = cKDTree(ends).query_pairs(gap + 2 * JOIN_HALF_WIDTH_PX + 1, output_type="ndarray")
+    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
+    if not len(pairs):
+        return labels
+    involved = np.unique(pairs)
+    points = np.argwhere(skeleton)
+    point_owner = labels[points[:, 0], points[:, 1]]
+    near = cKDTree(points)
+    directions, half_width = np.zeros((len(ends), 2)), np.zeros(len(ends))
+    for end in involved:
+        y, x = ends[end]
+        around = [index for index in near.query_ball_point(ends[end], JOIN_DIRECTION_PX)
+                  if point_owner[index] == owner[end]]
+        step = ends[end] - points[around].mean(axis=0)
+        directions[end] = step / (np.linalg.norm(step) or 1.0)
+        top, left = max(y - JOIN_HALF_WIDTH_PX, 0), max(x - JOIN_HALF_WIDTH_PX, 0)
+        window = mask[top:y + JOIN_HALF_WIDTH_PX + 1, left:x + JOIN_HALF_WIDTH_PX + 1]
+        half_width[end] = min(float(ndimage.distance_transform_edt(window)[y - top, x - left]), JOIN_HALF_WIDTH_PX)
+    first, second = pairs[:, 0], pairs[:, 1]
+    across = (ends[second] - ends[first]).astype(float)
+    distance = np.linalg.norm(across, axis=1)
+    across /= np.maximum(distance, 1e-9)[:, None]
+    facing = np.cos(np.radians(JOIN_ANGLE_DEG))
+    joins = ((distance <= gap + half_width[first] + half_width[second] + 1)
+             & ((directions[first] * across).sum(1) >= facing) & ((directions[second] * -across).sum(1) >= facing))
+    parent = np.arange(count + 1)
+
+    def find(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    for a, b in pairs[joins]:
+        parent[find(owner[a])] = find(owner[b])
+    roots = np.array([find(index) for index in range(count + 1)])
+    return roots[labels]
+
+
+def crack_candidates(mask: np.ndarray, min_area: int, join_gap: float, skeleton: Optional[np.ndarray] = None
+                ) -> List[Tuple[int, Tuple[slice, slice], np.ndarray]]:
+    """(label, bounding slices, boolean window) of each crack candidate of at least `min_area` px: the connected
+    components (8-connectivity), pieces within `join_gap` px of each other joined (`join_pieces`; `skeleton`, the
+    mask's, if the caller has it), in reading order of their top-left pixel."""
+    mask = np.asarray(mask, dtype=bool)
+    labels, count = ndimage.label(mask, structure=EIGHT)
+    if join_gap > 0 and count > 1:
+        labels = join_pieces(labels, count, mask, join_gap, skeletonize(mask) if skeleton is None else skeleton)
+    found = []
+    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
+        if slices is None:
+            continue
+        component = labels[slices] == index
+        if component.sum() >= min_area:
+            found.append((index, slices, component))
+    return sorted(found, key=lambda item: (item[1][0].start, item[1][1].start))

@@ -1,0 +1,93 @@
+"""Speed and agreement on media: a video stream through the gate, and the masks of the fast paths against plain
+fp32 on real photos."""
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+import torch
+
+from crackseg.bench.timing import drive_gate, interleaved
+from crackseg.inference.acceleration import (
+    int8_head_supported,
+)
+from crackseg.inference.predictor import Predictor
+from crackseg.models import UNetClassifier
+
+
+def write_stream(path: Path, frames: int, height: int, width: int, seed: int = 0) -> Path:
+    """An H.264 video of synthetic pavement: a slowly panning textured background, as a survey camera sees it."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    texture = rng.normal(128, 30, (height, width + frames * 4)).clip(0, 255)
+    texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1)) / 3  # some grain, not pure noise
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            grey = texture[:, index * 4:index * 4 + width].astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(np.repeat(grey[..., None], 3, axis=2), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def video_stream(width: int, crop: int, rounds: int, device: torch.device, precision: str = "auto",
+                 frames: int = 40, size: Tuple[int, int] = (360, 640), share: float = 0.1) -> Dict[str, Any]:
+    """Frames per second of a video stream: the decoder alone (PyAV), and the fast-path model on decoded frames,
+    gated with `share` of the tiles cracked and always decoding."""
+    from crackseg.pipelines.video import read_frames
+
+    model = UNetClassifier(width, crop)
+    predictor = Predictor(model, device, precision=precision)
+    with tempfile.TemporaryDirectory() as temporary:
+        path = write_stream(Path(temporary) / "stream.mp4", frames, *size)
+        decoded = [frame.image for frame in read_frames(path)]
+
+        def decoder() -> int:
+            return sum(1 for _ in read_frames(path))
+
+        def model_at(level: float) -> Callable[[], int]:
+            def run() -> int:
+                handle = drive_gate(predictor.model, level, 10)
+                try:
+                    return sum(1 for _ in predictor.tiled(enumerate(decoded)))
+                finally:
+                    handle.remove()
+            return run
+
+        speeds = interleaved({"decoder": decoder, "gated": model_at(share), "always": model_at(1.0)}, rounds,
+                             device)
+    return {"frames": frames, "frame_size": list(size), "cracked_tile_share": share, "frames_per_s": speeds,
+            "gated_over_always": speeds["gated"] / speeds["always"],
+            "decoder_over_gated": speeds["decoder"] / speeds["gated"]}
+
+
+def agreement(model: UNetClassifier, device: torch.device, precision: str, images: Callable[[], Any],
+              onnx: bool = True) -> Dict[str, Any]:
+    """How the faster variants agree with the plain fp32 model on real photos: the Dice between binarised gated
+    masks (over all pixels of `images`) and the share of tiles gated alike. Variants: the fast path as it runs by
+    default, the fp32 fast path with an int8 head (where supported), and with `onnx` the onnxruntime engine."""
+    plain = Predictor(model, device, fast=False)
+    variants = {"fast": Predictor(model, device, precision=precision)}
+    if int8_head_supported(device):
+        variants["fp32_int8_head"] = Predictor(model, device, precision="fp32", head="int8")
+    if onnx:
+        variants["onnxruntime"] = Predictor(model, device, engine="onnxruntime")
+    counts = {name: torch.zeros(5) for name in variants}  # both, ours, plain's crack pixels; tiles alike, tiles
+    for results in zip(plain.tiled(images()), *(variant.tiled(images()) for variant in variants.values())):
+        reference = results[0]
+        b = reference.probs >= plain.mask_threshold
+        for name, result in zip(variants, results[1:]):
+            a = result.probs >= variants[name].mask_threshold
+            counts[name] += torch.tensor([float((a & b).sum()), float(a.sum()), float(b.sum()),
+                                          float((result.decoded == reference.decoded).sum()), len(reference.grid)])
+    report: Dict[str, Any] = {"crack_pixels_fp32": float(counts["fast"][2])}
+    for name, (both, ours, theirs, alike, tiles) in counts.items():
+        report[name] = {"mask_dice_vs_fp32": float(2 * both / (ours + theirs)) if ours + theirs else 1.0,
+                        "tiles_gated_alike": float(alike / tiles), "tiles": int(tiles)}
+    return report

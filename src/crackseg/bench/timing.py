@@ -1,0 +1,92 @@
+"""Timing in interleaved rounds (each round runs every variant once, so slow drifts of the machine hit all of them
+alike and their ratios are fair), the machine's ISA flags, FLOP counts, and a gate driven to an exact share."""
+
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from crackseg.inference.acceleration import (
+    cpu_has_native_bf16,
+)
+from crackseg.models import UNetClassifier
+
+GATED_SHARES = (0.0, 0.1, 0.5, 1.0)
+# Instruction-set extensions that decide which kernels run: AVX2/FMA (fp32 everywhere), AVX-512, VNNI (int8 dot
+# products), AVX512-BF16 and AMX (native bfloat16 / int8 matrix units).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> Dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    flags: set = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+        flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+    return {"cpu": cpu, "isa": [flag for flag in ISA_FLAGS if flag in flags], "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def flops(model: UNetClassifier, crop: int) -> Dict[str, float]:
+    """FLOPs per crop of the always-decoding U-Net and of the gate alone (encoder + head), and their ratio: the
+    ideal speedup of gating when no crop is cracked."""
+    x = torch.zeros(1, 3, crop, crop)
+    counts = {}
+    with torch.no_grad():
+        for name, run in {"unet": lambda: model.decoder(*model.encoder(x)),
+                          "gate": lambda: model.head(model.encoder(x)[0])}.items():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                run()
+            counts[name] = counter.get_total_flops()
+    return {"unet_gflop_per_crop": counts["unet"] / 1e9, "gate_gflop_per_crop": counts["gate"] / 1e9,
+            "ideal_gated_speedup_at_0": counts["unet"] / counts["gate"]}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(variants: Dict[str, Callable[[], int]], rounds: int, device: torch.device,
+                warmup: int = 1) -> Dict[str, float]:
+    """Items per second of each variant (each call returns how many items it processed), from the median round,
+    so that one round disturbed by the machine does not move the result."""
+    for run in variants.values():
+        for _ in range(warmup):
+            run()
+    rates: Dict[str, List[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            synchronize(device)
+            start = time.perf_counter()
+            items = run()
+            synchronize(device)
+            rates[name].append(items / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def drive_gate(model: UNetClassifier, share: float, period: int) -> Any:
+    """Force the head's decisions: of every `period` consecutive crops it sees (counted across forward calls,
+    so chunked batches keep the share), exactly the first round(share * period) are called cracked. Returns
+    the hook handle."""
+    cracked = round(share * period)
+    seen = [0]
+
+    def hook(module: Any, inputs: Any, logits: torch.Tensor) -> torch.Tensor:
+        position = (seen[0] + torch.arange(logits.shape[0], device=logits.device)) % period
+        seen[0] += logits.shape[0]
+        forced = torch.full_like(logits, -20.0)
+        forced[position < cracked] = 20.0
+        return forced
+
+    return model.head.register_forward_hook(hook)
