@@ -29,5 +29,9 @@ setup(
         "jinja2>=3",  # report.html from a template with autoescape, not hand-escaped f-strings
     ],
     entry_points={"console_scripts": ["crackseg=crackseg.cli:main"]},
-    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    extras_require={
+        # georeferenced rasters (GeoTIFF/COG by windows) and GIS outputs (GeoJSON, GeoPackage): GDAL's bindings
+        "gis": ["rasterio>=1.4", "fiona>=1.10"],
+        "test": ["pytest>=7", "ruff>=0.5", "rasterio>=1.4", "fiona>=1.10"],
+    },
 )

@@ -17,8 +17,10 @@ from crackseg.cli.common import (
     summary_model,
 )
 from crackseg.errors import ConfigError, DatasetError
+from crackseg.files.geo import is_georeferenced
 from crackseg.files.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS
 from crackseg.inference.predictor import DEFAULT_MIN_LENGTH, Predictor
+from crackseg.outputs.gis import write_gis
 from crackseg.outputs.measurements import Measurements
 from crackseg.outputs.report import write_report
 from crackseg.pipelines.photos import (
@@ -30,6 +32,7 @@ from crackseg.pipelines.photos import (
     summary_name,
     unwritable,
 )
+from crackseg.pipelines.raster import predict_raster
 from crackseg.pipelines.video import predict_video
 
 
@@ -42,7 +45,9 @@ def add_parser(commands: Any) -> None:
                     "--measure the cracks' sizes, with --report report.html. Each video gets a folder with "
                     "frames.csv, segments.csv, video.json and the cracked frames' masks. An unreadable file is "
                     "reported and skipped; the exit code is 1 if any input failed. Without checkpoints it runs "
-                    "the shipped model.")
+                    "the shipped model. A GeoTIFF with a coordinate system (an orthomosaic, COG or BigTIFF) is read "
+                    "by windows (the gis extra): NAME_mask.tif with its CRS and transform, and its cracks in map "
+                    "coordinates as NAME_cracks.geojson, .gpkg and .csv.")
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image or video files, folders (recursive) or globs")
     videos = predict.add_argument_group("videos (mp4, avi, mov, mkv, ...; each into its own folder in --out)")
@@ -130,6 +135,28 @@ def predict_one_video(args: argparse.Namespace, predictor: Predictor, video: Pat
             write_measurements(args, predictor, measurements)
 
 
+def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: Path, out: Path, name: str,
+                       fail: Callable[[str], None]) -> None:
+    """A georeferenced raster, window by window: NAME_mask.tif (same CRS and transform) and its cracks as
+    NAME_cracks.geojson, .gpkg and .csv in map coordinates."""
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tqdm(desc=raster.name, unit="window", disable=None) as progress:
+            result = predict_raster(predictor, raster, out / f"{name}_mask.tif", args.mm_per_px, args.min_area,
+                                    length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), progress=progress)
+        written = write_gis(out / f"{name}_cracks", result.cracks, result.outlines, result.mm_per_px, result.crs,
+                            result.transform)
+    except DatasetError as error:
+        fail(str(error))
+        return
+    except OSError as error:
+        fail(unwritable(error, raster, out))
+        return
+    print(f"{raster}: {result.pixels / 1e6:.1f} MP in {result.windows} windows ({result.skipped} nodata, not run), "
+          f"{len(result.cracks)} cracks at {result.mm_per_px:g} mm per px; {result.mask.name}, "
+          f"{', '.join(path.name for path in written)} in {out}")
+
+
 def run(args: argparse.Namespace) -> int:
     shard_spec = parse_shard(args.shard)
     if args.every < 1 or (args.fps is not None and args.fps <= 0):
@@ -146,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     paths = shard(list(names), *shard_spec) if shard_spec else list(names)
     total = len(paths)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()]
-    paths = [path for path in paths if path not in videos]
+    rasters = [path for path in paths if is_georeferenced(path)]
+    paths = [path for path in paths if path not in videos and path not in rasters]
     predictor = predictor_from_args(args)
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
@@ -162,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     finished = 0  # inputs done, for the line a Ctrl-C prints
     measurements: Optional[Measurements] = None  # those in progress, written on a Ctrl-C too
     try:
+        for raster in rasters:
+            predict_one_raster(args, predictor, raster, out, names[raster], fail)
+            finished += 1
         for video in videos:
             measurements = measurements_in(out / names[video])
             predict_one_video(args, predictor, video, out, out / names[video], measurements, fail)

@@ -1,0 +1,260 @@
+"""Georeferenced rasters (GeoTIFF, COG, BigTIFF orthomosaics) read and predicted window by window.
+
+A raster is cut into core windows of `window` px; each is read with a margin of one model tile on every side (so
+the tiles at a core's edge see the same context as anywhere else, and no crack is cut at a window border), tiled
+and gated as a photo is, and only its core is written into the mask GeoTIFF, which has the raster's CRS and
+transform. A window whose core is all nodata (the raster's mask or alpha band) is not read into the model and
+costs nothing. Memory is bounded by the window, not the raster.
+
+Cracks are measured as whole cracks across window borders: each core's crack pixels are labelled as the mask is
+written, labels that touch across a border (8-connectivity, corners too) are joined, and each joined crack is
+measured once from the finished mask, read over that crack's own bounding box. Its centreline and outline go
+to the GIS outputs in the raster's coordinates (`outputs.gis`).
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from crackseg.analysis.measure import Crack, measure_mask
+from crackseg.analysis.skeleton import EIGHT
+from crackseg.files.geo import mm_per_px_of, rasterio_module
+from crackseg.inference.predictor import Predictor
+
+WINDOW_PX = 2048  # side of a core window
+GDAL_CACHE_MB = 256  # GDAL's block cache (its default, 5% of the RAM, alone outgrows the window's memory)
+
+
+@dataclass
+class _Labels:
+    """The crack components of one core window: their labels along its four edges, and per label its bounding
+    box and one pixel, in raster coordinates."""
+
+    row: int
+    col: int
+    top: np.ndarray
+    bottom: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    boxes: Dict[int, Tuple[int, int, int, int]] = field(default_factory=dict)  # label -> (y0, x0, y1, x1)
+
+
+def _labelled(core: np.ndarray, row: int, col: int) -> _Labels:
+    labels, _ = ndimage.label(core, structure=EIGHT)
+    found = _Labels(row, col, labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
+    for label, slices in enumerate(ndimage.find_objects(labels), start=1):
+        if slices is not None:
+            found.boxes[label] = (row + slices[0].start, col + slices[1].start, row + slices[0].stop,
+                                  col + slices[1].stop)
+    return found
+
+
+class _Joined:
+    """Union-find over (window, label) pairs."""
+
+    def __init__(self) -> None:
+        self.parent: Dict[Tuple[int, int], Tuple[int, int]] = {}
+
+    def find(self, item: Tuple[int, int]) -> Tuple[int, int]:
+        self.parent.setdefault(item, item)
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: Tuple[int, int], b: Tuple[int, int]) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _touching(first: np.ndarray, second: np.ndarray) -> Iterator[Tuple[int, int]]:
+    """Label pairs of two facing edges (1D, the same length) whose pixels touch: side by side or diagonally."""
+    for shift in (-1, 0, 1):
+        a = first[max(shift, 0):len(first) + min(shift, 0)]
+        b = second[max(-shift, 0):len(second) + min(-shift, 0)]
+        both = (a > 0) & (b > 0)
+        yield from set(zip(a[both].tolist(), b[both].tolist()))
+
+
+def join_windows(windows: Dict[Tuple[int, int], _Labels], core: int) -> Dict[Tuple[int, int], List[Tuple[int, int]]]:
+    """Group the components of all windows into cracks: (window, label) pairs that touch across a border (or a
+    corner) share a crack. Returns root -> members; windows are keyed by their (row, col) offset."""
+    joined = _Joined()
+    for (row, col), here in windows.items():
+        for label in here.boxes:
+            joined.find(((row, col), label))
+        right, below = windows.get((row, col + core)), windows.get((row + core, col))
+        if right is not None:
+            for a, b in _touching(here.right, right.left):
+                joined.union(((row, col), a), ((row, col + core), b))
+        if below is not None:
+            for a, b in _touching(here.bottom, below.top):
+                joined.union(((row, col), a), ((row + core, col), b))
+        # diagonal neighbours below: this core's bottom-right pixel against the top-left of the one below right,
+        # its bottom-left against the top-right of the one below left
+        for corner, mine, theirs in (((row + core, col + core), -1, 0), ((row + core, col - core), 0, -1)):
+            other = windows.get(corner)
+            if other is not None and here.bottom[mine] and other.top[theirs]:
+                joined.union(((row, col), int(here.bottom[mine])), (corner, int(other.top[theirs])))
+    groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+    for item in list(joined.parent):
+        groups.setdefault(joined.find(item), []).append(item)
+    return groups
+
+
+def _rgb(bands: np.ndarray) -> torch.Tensor:
+    """Bands (C, h, w) of any integer or float type -> (3, h, w) uint8 RGB (one band: grey)."""
+    if bands.shape[0] < 3:
+        bands = np.repeat(bands[:1], 3, axis=0)
+    bands = bands[:3]
+    if bands.dtype != np.uint8:
+        top = np.iinfo(bands.dtype).max if np.issubdtype(bands.dtype, np.integer) else 1.0
+        top = 255.0 if top > 255 and bands.max() <= 255 else top
+        bands = np.clip(bands.astype(np.float32) / top * 255, 0, 255).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(bands))
+
+
+def _neutral(image: torch.Tensor, valid: np.ndarray) -> torch.Tensor:
+    """Nodata pixels (3, h, w) of a window painted in the median colour of its valid ones, so that the edge of an
+    orthomosaic (black or white nodata) is not seen as a dark line next to its last valid pixels."""
+    if valid.all():
+        return image
+    fill = torch.from_numpy(np.median(image.numpy()[:, valid], axis=1).astype(np.uint8))
+    image = image.clone()
+    image[:, torch.from_numpy(~valid)] = fill[:, None]
+    return image
+
+
+@dataclass
+class RasterResult:
+    """What `predict_raster` wrote and found."""
+
+    mask: Path
+    cracks: List[Crack]
+    outlines: List[Dict[str, Any]]  # per crack, its outline as a GeoJSON-like (Multi)Polygon in raster px
+    mm_per_px: float
+    crs: Any
+    transform: Any
+    windows: int
+    skipped: int
+    pixels: int
+
+
+def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px: Optional[float] = None,
+                   min_area: int = 10, min_length: float = 0.0, window: int = WINDOW_PX,
+                   progress: Any = None) -> RasterResult:
+    """Predict a georeferenced raster window by window into a mask GeoTIFF (0/255, tiled, deflate; a Cloud-
+    Optimised GeoTIFF where GDAL has the COG driver) with the raster's CRS and transform, and measure its cracks.
+
+    Args:
+        predictor: the gated model, tiled.
+        path: the raster (GeoTIFF, COG, BigTIFF; RGB, RGBA or grey, any integer type).
+        mask_path: the mask GeoTIFF to write.
+        mm_per_px: ground size of a pixel [from the geotransform; required for a CRS in degrees].
+        min_area, min_length: the smallest crack, in px and centreline px.
+        window: side of a core window in px (a multiple of the model's tile keeps tiles aligned).
+        progress: a tqdm-like bar, advanced by one per window.
+
+    Returns:
+        The mask's path, the cracks (pixel units, bounding boxes and centrelines in raster px), the scale, the
+        CRS and transform, and the number of windows, of those skipped as nodata, and of pixels.
+    """
+    rasterio = rasterio_module()
+    from rasterio.windows import Window
+
+    margin = predictor.tile
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as source:
+        scale = mm_per_px_of(source, mm_per_px)
+        height, width = source.height, source.width
+        profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
+                   "crs": source.crs, "transform": source.transform, "tiled": True, "blockxsize": 512,
+                   "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER", "SPARSE_OK": True}
+        staging = mask_path.with_name(mask_path.name + ".tmp.tif")
+        windows: Dict[Tuple[int, int], _Labels] = {}
+        offsets = [(row, col) for row in range(0, height, window) for col in range(0, width, window)]
+        if progress is not None:
+            progress.total = len(offsets)
+            progress.refresh()
+        skipped = 0
+        with rasterio.open(staging, "w", **profile) as target:
+            for row, col in offsets:
+                core = Window(col, row, min(window, width - col), min(window, height - row))
+                valid = source.read_masks(1, window=core) > 0
+                if not valid.any():  # all nodata: nothing to look at
+                    skipped += 1
+                else:
+                    y0, x0 = max(row - margin, 0), max(col - margin, 0)
+                    y1, x1 = min(row + core.height + margin, height), min(col + core.width + margin, width)
+                    read = Window(x0, y0, x1 - x0, y1 - y0)
+                    image = _neutral(_rgb(source.read(window=read)), source.read_masks(1, window=read) > 0)
+                    result = next(predictor.tiled([((row, col), image)]))
+                    inner = (slice(row - y0, row - y0 + core.height), slice(col - x0, col - x0 + core.width))
+                    binary = (result.probs[inner] >= predictor.mask_threshold).numpy() & valid
+                    if binary.any():
+                        target.write((binary.astype(np.uint8) * 255)[None], window=core)
+                        windows[(row, col)] = _labelled(binary, row, col)
+                if progress is not None:
+                    progress.update()
+        _finish(staging, mask_path)
+    measured = _measure(mask_path, windows, window, min_area, min_length)
+    return RasterResult(mask_path, [crack for crack, _ in measured], [outline for _, outline in measured], scale,
+                        profile["crs"], profile["transform"], len(offsets), skipped, height * width)
+
+
+def _finish(staging: Path, mask_path: Path) -> None:
+    """The staged tiled GeoTIFF becomes a COG (with overviews) where GDAL has the driver, else it stays as it is."""
+    import rasterio.shutil
+
+    try:
+        rasterio.shutil.copy(staging, mask_path, driver="COG", compress="deflate", BIGTIFF="IF_SAFER")
+        staging.unlink()
+    except Exception:  # an old GDAL without COG: the tiled GeoTIFF is a valid mask too
+        staging.replace(mask_path)
+
+
+def _measure(mask_path: Path, windows: Dict[Tuple[int, int], _Labels], core: int, min_area: int,
+             min_length: float) -> List[Tuple[Crack, Dict[str, Any]]]:
+    """Each crack (a group of window components joined across borders) measured once, from the mask over its
+    bounding box, with its outline; numbered 1.. in reading order of their top-left pixel."""
+    import rasterio
+    from rasterio.features import shapes
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
+
+    groups = join_windows(windows, core)
+    boxes = []
+    for members in groups.values():
+        y0 = min(windows[w].boxes[label][0] for w, label in members)
+        x0 = min(windows[w].boxes[label][1] for w, label in members)
+        y1 = max(windows[w].boxes[label][2] for w, label in members)
+        x1 = max(windows[w].boxes[label][3] for w, label in members)
+        boxes.append((y0, x0, y1, x1, members))
+    cracks: List[Tuple[Crack, Dict[str, Any]]] = []
+    with rasterio.open(mask_path) as mask:
+        for y0, x0, y1, x1, members in sorted(boxes, key=lambda box: (box[0], box[1])):
+            pixels = mask.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)) > 0
+            labels, _ = ndimage.label(pixels, structure=EIGHT)
+            # the group's own pixels: the components of the box that hold one of its members' pixels
+            mine = np.zeros(labels.max() + 1, bool)
+            for (row, col), label in members:
+                box = windows[(row, col)].boxes[label]
+                part = labels[box[0] - y0:box[2] - y0, box[1] - x0:box[3] - x0]
+                mine[np.unique(part[part > 0])] = True
+            component = mine[labels]
+            for crack in measure_mask(component, min_area, min_length, join_gap=0):  # a group is one component
+                rings = [geometry["coordinates"] for geometry, _ in
+                         shapes(component.astype(np.uint8), mask=component, connectivity=8,
+                                transform=Affine.translation(x0, y0))]
+                cracks.append((_shifted(crack, y0, x0, len(cracks) + 1),
+                               {"type": "MultiPolygon", "coordinates": rings}))
+    return cracks
+
+
+def _shifted(crack: Crack, dy: int, dx: int, crack_id: int) -> Crack:
+    """A crack measured in a window, in raster px."""
+    x, y, w, h = crack.bbox
+    crack.id, crack.bbox = crack_id, (x + dx, y + dy, w, h)
+    crack.centreline = [[(px + dx, py + dy) for px, py in line] for line in crack.centreline]
+    return crack

@@ -1,0 +1,104 @@
+"""Georeferenced rasters: predicted by windows into a mask GeoTIFF with the raster's CRS and transform, cracks
+measured whole across window borders, GIS outputs in map coordinates, nodata windows never run."""
+import json
+
+import fiona  # the gis extra, part of the test install
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image, ImageDraw
+from rasterio.transform import from_origin
+from test_negatives import DarkIsCrack
+
+from crackseg.cli import main
+from crackseg.inference.predictor import Predictor
+
+START, END = (10, 20), (290, 200)  # the drawn crack, (x, y) px: across window borders at 128 and 256 px
+PIXEL_M = 0.002  # 2 mm a pixel
+CRS = "EPSG:32633"
+
+
+def write_raster(path, height=300, width=384):
+    """Light grey RGB with a dark 3 px crack; the core window at (256, 0) is nodata (0 in every band)."""
+    picture = Image.new("RGB", (width, height), (180, 180, 180))
+    ImageDraw.Draw(picture).line([START, END], fill=(30, 30, 30), width=3)
+    bands = np.asarray(picture).transpose(2, 0, 1).copy()
+    bands[:, 256:, :128] = 0
+    transform = from_origin(500000.0, 5600000.0, PIXEL_M, PIXEL_M)
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8", crs=CRS,
+                       transform=transform, nodata=0) as target:
+        target.write(bands)
+    return transform
+
+
+def counting_predictor():
+    predictor = Predictor(DarkIsCrack(width=4, crop_size=32), fast=False, batch_size=8, mask_threshold=0.5)
+    calls = []
+    tiled = predictor.tiled
+    predictor.tiled = lambda items: tiled([calls.append(key) or (key, image) for key, image in items])
+    return predictor, calls
+
+
+def test_a_crack_across_window_borders_is_one_crack_in_metres_and_nodata_is_not_run(tmp_path):
+    from crackseg.pipelines.raster import predict_raster
+
+    transform = write_raster(tmp_path / "ortho.tif")
+    predictor, calls = counting_predictor()
+    result = predict_raster(predictor, tmp_path / "ortho.tif", tmp_path / "mask.tif", window=128)
+    assert result.windows == 9 and result.skipped == 1 and (256, 0) not in calls and len(calls) == 8
+    assert result.mm_per_px == pytest.approx(2.0)
+    assert len(result.cracks) == 1  # cut by three window borders, measured whole
+    truth_m = np.hypot(END[0] - START[0], END[1] - START[1]) * PIXEL_M
+    assert result.cracks[0].length_px * result.mm_per_px / 1000 == pytest.approx(truth_m, rel=0.02)
+    with rasterio.open(tmp_path / "mask.tif") as mask:
+        assert mask.crs.to_string() == CRS and mask.transform == transform and mask.shape == (300, 384)
+        assert mask.read(1)[110, 150] == 255 and mask.read(1)[10, 300] == 0  # on the crack, off it
+
+
+def test_predict_writes_georeferenced_features_on_the_crack(tmp_path, monkeypatch, capsys):
+    from crackseg.cli import common
+
+    transform = write_raster(tmp_path / "ortho.tif")
+    Image.new("RGB", (64, 64), (180, 180, 180)).save(tmp_path / "plain.tif")  # a TIFF photo: no CRS
+    monkeypatch.setattr(common, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "ortho.tif"), str(tmp_path / "plain.tif"), "--out", str(out),
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    assert (out / "plain.tif_mask.png").is_file()  # the photo went the photo way
+    assert "1 cracks at 2 mm per px" in capsys.readouterr().out
+    with rasterio.open(out / "ortho.tif_mask.tif") as mask:
+        assert mask.crs.to_string() == CRS and mask.transform == transform
+    inverse = ~transform
+    a, b = np.array(START, float), np.array(END, float)
+    for path in (out / "ortho.tif_cracks.geojson", out / "ortho.tif_cracks.gpkg"):
+        with fiona.open(path, layer="cracks" if path.suffix == ".gpkg" else None) as layer:
+            assert layer.crs.to_string() == CRS
+            features = list(layer)
+        assert len(features) == 1
+        properties = features[0]["properties"]
+        assert properties["length_m"] == pytest.approx(np.linalg.norm(b - a) * PIXEL_M, rel=0.02)
+        points = [point for line in features[0]["geometry"]["coordinates"] for point in line]
+        assert len(points) >= 2
+        for x, y in points:  # every vertex lies on the drawn crack (pixel centres: +0.5)
+            col, row = inverse @ (x, y)
+            p = np.array([col - 0.5, row - 0.5])
+            t = np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0, 1)
+            assert np.linalg.norm(p - (a + t * (b - a))) <= 2.0
+    with fiona.open(out / "ortho.tif_cracks.gpkg", layer="outlines") as outlines:
+        assert [feature["properties"]["id"] for feature in outlines] == [1]
+    rows = (out / "ortho.tif_cracks.csv").read_text().splitlines()
+    assert len(rows) == 2 and "length_mm" in rows[0]
+    assert json.loads((out / "ortho.tif_cracks.geojson").read_text())["features"][0]["properties"]["id"] == 1
+
+
+def test_a_raster_in_degrees_needs_a_scale(tmp_path):
+    from crackseg.errors import ConfigError
+    from crackseg.pipelines.raster import predict_raster
+
+    with rasterio.open(tmp_path / "wgs84.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8",
+                       crs="EPSG:4326", transform=from_origin(10.0, 50.0, 1e-6, 1e-6)) as target:
+        target.write(np.full((1, 64, 64), 180, np.uint8))
+    predictor, _ = counting_predictor()
+    with pytest.raises(ConfigError, match="in degrees: give --mm-per-px"):
+        predict_raster(predictor, tmp_path / "wgs84.tif", tmp_path / "mask.tif")
+    assert predict_raster(predictor, tmp_path / "wgs84.tif", tmp_path / "mask.tif", mm_per_px=0.1).mm_per_px == 0.1
