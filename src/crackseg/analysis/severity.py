@@ -32,6 +32,7 @@ class Standard:
     classes: Tuple[Tuple[str, float, bool], ...]
 
     def grade(self, width_mm: float) -> str:
+        """The class a width in mm falls in under this rule."""
         for name, limit, inclusive in self.classes:
             if width_mm < limit or (inclusive and width_mm == limit):
                 return name
@@ -102,6 +103,7 @@ class Grade:
 
 
 def grade(rule: Standard, width_mm: float, uncertainty_mm: float) -> Grade:
+    """A width's class under `rule`, and the classes it could be in within +- `uncertainty_mm`."""
     names = [name for name, _, _ in rule.classes]
     low, high = rule.grade(max(width_mm - uncertainty_mm, 0.0)), rule.grade(width_mm + uncertainty_mm)
     span = names[names.index(low):names.index(high) + 1]

@@ -22,6 +22,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 
 
 def machine() -> Dict[str, Any]:
+    """The CPU's name, its ISA flags that decide which kernels run, torch's threads and version, the GPU if any."""
     cpu = platform.processor() or platform.machine()
     flags: set = set()
     cpuinfo = Path("/proc/cpuinfo")
@@ -53,6 +54,7 @@ def flops(model: UNetClassifier, crop: int) -> Dict[str, float]:
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for a GPU's queued work, so that a timer measures it (nothing to wait for on CPUs)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

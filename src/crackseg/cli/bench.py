@@ -20,6 +20,7 @@ from crackseg.training.config import resolve_device
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg bench` to the subcommands."""
     bench = commands.add_parser(
         "bench", help="measure inference and training speed (JSON)",
         description="Measure, in one run with interleaved rounds: inference crops/s of the plain eager fp32 U-Net "
@@ -56,6 +57,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg bench` with its parsed flags; returns the exit code."""
     device = torch.device(resolve_device(args.device))
     report: Dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "command": "crackseg " + " ".join(sys.argv[1:]),

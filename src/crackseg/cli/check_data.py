@@ -9,6 +9,7 @@ from crackseg.training.config import build_config
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg check-data` to the subcommands."""
     check = commands.add_parser(
         "check-data", help="check a data root file by file before training",
         description="Report, file by file: unreadable or truncated images and masks, images without masks and "
@@ -25,6 +26,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg check-data` with its parsed flags; returns the exit code."""
     crop = args.crop or build_config("segmentation", {}).crop
     reports = check_data(Path(args.root), crop, args.splits)
     for report in reports.values():

@@ -16,6 +16,7 @@ from crackseg.pipelines.evaluation import evaluate_split, floor_probs, pick_exam
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg evaluate` to the subcommands."""
     evaluate = commands.add_parser(
         "evaluate", help="score the model on labelled images at full resolution",
         description="Score whole labelled images: the U-Net on the whole (padded) image and the gated, tiled "
@@ -40,6 +41,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg evaluate` with its parsed flags; returns the exit code."""
     if (args.images is None) != (args.masks is None):
         raise DatasetError("--images and --masks go together")
     if args.save_threshold and not args.classification_checkpoint:

@@ -7,6 +7,7 @@ from crackseg.cli.common import checkpoint_arguments, load_model
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg export` to the subcommands."""
     export = commands.add_parser(
         "export", help="write the gated model as two ONNX graphs (gate, decoder) and model.json",
         description="Export the shipped model (or the two checkpoints given) for ONNX runtimes: gate.onnx "
@@ -21,6 +22,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg export` with its parsed flags; returns the exit code."""
     from crackseg.inference.export import export_onnx  # imports onnx machinery only when asked
 
     sidecar = export_onnx(load_model(args), Path(args.out))

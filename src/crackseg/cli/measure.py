@@ -14,6 +14,7 @@ from crackseg.pipelines.photos import expand_inputs, output_folder, unwritable
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg measure` to the subcommands."""
     measure = commands.add_parser(
         "measure", help="measure the cracks of binary masks (length, width, area, direction)",
         description="Measure each crack (a connected component of crack pixels) of binary masks, ours or anyone's: "
@@ -28,6 +29,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg measure` with its parsed flags; returns the exit code."""
     out = output_folder(args.out)
     names, problems = expand_inputs(args.masks, out)
     for problem in problems:

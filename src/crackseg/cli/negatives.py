@@ -13,6 +13,7 @@ from crackseg.pipelines.negatives import scan_all
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg negatives` to the subcommands."""
     negatives = commands.add_parser(
         "negatives", help="how often crack-free material is called cracked; mine it for the next training run",
         description="Run the model over crack-free material: folders of crack-free photos (every photo counts; "
@@ -35,6 +36,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg negatives` with its parsed flags; returns the exit code."""
     if args.mine and Path(args.mine).exists() and any(Path(args.mine).iterdir()):
         raise DatasetError(f"{args.mine}: not empty; --mine writes only into an empty or missing folder")
     predictor = predictor_from_args(args)

@@ -11,6 +11,7 @@ from crackseg.models import UNetClassifier
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg pack` to the subcommands."""
     pack = commands.add_parser(
         "pack", help="write two checkpoints as one weights file in the shipped format (float16)",
         description="Combine a stage-1 and a stage-2 checkpoint into one weights file like the one shipped with "
@@ -30,6 +31,7 @@ PACKED = "crackseg-packed.pth"  # pack's output: a new file beside the user, nev
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg pack` with its parsed flags; returns the exit code."""
     if Path(args.out).resolve() == pretrained.WEIGHTS.resolve():
         raise ConfigError(f"--out {args.out}: the shipped weights file; every run would fail its SHA-256 check "
                           "after it changed (pack into a new file)")

@@ -37,6 +37,7 @@ from crackseg.pipelines.video import predict_video
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg predict` to the subcommands."""
     predict = commands.add_parser(
         "predict", help="find cracks in photos of any size",
         description="Gated inference: each image is cut into overlapping tiles of the training crop, the head "
@@ -158,6 +159,7 @@ def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: P
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg predict` with its parsed flags; returns the exit code."""
     shard_spec = parse_shard(args.shard)
     if args.every < 1 or (args.fps is not None and args.fps <= 0):
         raise ConfigError("--every must be at least 1 and --fps positive")

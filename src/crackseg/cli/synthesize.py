@@ -11,6 +11,7 @@ from crackseg.errors import DatasetError
 
 
 def add_parser(commands: Any) -> None:
+    """Add `crackseg synthesize` to the subcommands."""
     synthesize = commands.add_parser(
         "synthesize", help="write a synthetic data root: cracks (the embedded default) or hard negatives",
         description="Write OUT/{train,valid}/{images,masks} from a deterministic generator. cracks: the embedded "
@@ -33,6 +34,7 @@ GENERATORS = {"cracks": synthetic_crack, "hard-negatives": hard_negative}
 
 
 def run(args: argparse.Namespace) -> int:
+    """`crackseg synthesize` with its parsed flags; returns the exit code."""
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: not an empty folder; synthesize writes only into an empty or missing one")

@@ -34,6 +34,8 @@ CONVERTED_MODES = {"L": "grey", "LA": "grey with alpha", "RGBA": "RGBA (alpha dr
 
 @dataclass
 class Finding:
+    """One problem (error), doubt (warning) or conversion (note) of one file."""
+
     level: str  # error, warning or note
     path: Path
     message: str
@@ -44,6 +46,8 @@ class Finding:
 
 @dataclass
 class SplitReport:
+    """What the check found in one split: its good pairs, its findings, the files it leaves out."""
+
     split: str
     pairs: List[Tuple[Path, Path]] = field(default_factory=list)  # the good ones
     findings: List[Finding] = field(default_factory=list)
@@ -51,6 +55,7 @@ class SplitReport:
     crack_pixels: int = 0  # over the good pairs' masks
 
     def add(self, level: str, path: Path, message: str) -> None:
+        """Record a finding."""
         self.findings.append(Finding(level, path, message))
 
 
@@ -174,6 +179,7 @@ def check_split(root: Path, split: str, crop: int) -> SplitReport:
 
 
 def check_data(root: Path, crop: int, splits: Sequence[str] = SPLITS) -> Dict[str, SplitReport]:
+    """Check each split of a data root file by file (see `check_split`)."""
     return {split: check_split(Path(root), split, crop) for split in splits}
 
 
@@ -206,4 +212,5 @@ def summary(reports: Dict[str, SplitReport]) -> str:
 
 
 def errors(reports: Dict[str, SplitReport]) -> List[Finding]:
+    """The findings of the reports that stop a run."""
     return [finding for report in reports.values() for finding in report.findings if finding.level == "error"]

@@ -58,6 +58,7 @@ class TileGrid:
 
     @classmethod
     def of(cls, height: int, width: int, tile: int, overlap: int) -> "TileGrid":
+        """The grid of tiles that covers an image of height x width px, overlapping by `overlap` px."""
         return cls(height, width, tile, tile_starts(height, tile, overlap), tile_starts(width, tile, overlap))
 
     def __len__(self) -> int:
@@ -65,6 +66,7 @@ class TileGrid:
 
     @property
     def padded_size(self) -> Tuple[int, int]:
+        """(height, width) after padding an image smaller than a tile up to the tile."""
         return max(self.height, self.tile), max(self.width, self.tile)
 
     def boxes(self) -> List[Tuple[int, int]]:

@@ -24,6 +24,8 @@ WIDTH_COLOURS = colormaps["plasma"]
 
 @dataclass
 class ImageMeasurement:
+    """The cracks of one image (or video frame) and what its rows in the tables need."""
+
     file: str
     name: str
     shape: tuple

@@ -65,6 +65,7 @@ class SourceScores:
         return {**segmentation_scores(counts), "ois_f1": float(f1[best]), "ois_threshold": float(THRESHOLDS[best])}
 
     def summary(self) -> Dict[str, float]:
+        """Dice, IoU, precision and recall at the mask threshold, ODS and OIS over the thresholds."""
         scores = segmentation_scores(self.counts)
         best_f1, best_threshold = ods(self.sweeps)
         return {**scores, "f1": scores["dice"], "ods": best_f1, "ods_threshold": best_threshold,
@@ -103,6 +104,7 @@ class GateScores:
         self.total = 0
 
     def add(self, result: TiledResult, mask: torch.Tensor) -> Dict[str, Any]:
+        """Count the gate's decisions on one image's tiles and on the image against its mask (1, H, W)."""
         _, labels = crack_labels(extract_tiles(mask, result.grid), self.min_crack_fraction)
         truth = labels[:, 0] > 0
         self.tiles += binary_counts(result.decoded, truth)
@@ -115,6 +117,7 @@ class GateScores:
                 "image_called_cracked": int(result.cracked)}
 
     def summary(self) -> Dict[str, Any]:
+        """The gate's scores and confusion matrices per tile and per image, and the share of tiles decoded."""
         return {"crop": {**classification_scores(self.tiles), "confusion": confusion(self.tiles)},
                 "image": {**classification_scores(self.images), "confusion": confusion(self.images)},
                 "tiles_decoded": self.decoded, "tiles_total": self.total,

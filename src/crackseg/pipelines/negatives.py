@@ -34,6 +34,7 @@ MINED_EVERY = 5  # of the mined windows, every 5th goes to valid
 
 
 def is_data_root(path: Path, split: str) -> bool:
+    """Whether `path` holds SPLIT/images and SPLIT/masks (else it is a folder of crack-free photos)."""
     return (Path(path) / split / "images").is_dir() and (Path(path) / split / "masks").is_dir()
 
 

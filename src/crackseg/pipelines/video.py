@@ -27,6 +27,8 @@ FRAME_FIELDS = ("frame", "time_s", "cracked", "crack_share", "tiles_decoded", "t
 
 @dataclass
 class Frame:
+    """One frame read: its index, time (s) and image (3, H, W) uint8, or None and why it could not be read."""
+
     index: int  # position in the video, 0-based
     time: float  # seconds from the start
     image: Optional[torch.Tensor]  # uint8 (3, H, W); None for a frame file that cannot be read

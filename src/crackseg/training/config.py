@@ -73,6 +73,7 @@ class TrainConfig:
     master_port: int = 2112
 
     def to_dict(self) -> Dict[str, Any]:
+        """The config as plain values (tuples as lists), as checkpoints store it."""
         values = asdict(self)
         for key in ("milestones", "data_root", "data_weights", "negatives"):
             values[key] = list(values[key])

@@ -49,10 +49,12 @@ class SplitTotals:
         self.counts = torch.zeros(len(sources), 4, dtype=torch.long)
 
     def add(self, values: List[float], crops: int, counts: torch.Tensor) -> None:
+        """Add a batch: its loss parts (means over `crops` crops) and its pixel counts per source."""
         self.sums += torch.tensor([value * crops for value in values] + [crops], dtype=torch.float64)
         self.counts += counts
 
     def all_reduce(self) -> None:
+        """Sum the totals of every process (distributed training), in place."""
         totals = torch.cat([self.sums, self.counts.double().flatten()])
         torch.distributed.all_reduce(totals)
         self.sums = totals[:len(self.sums)]
