@@ -192,3 +192,20 @@ def test_agreement_compares_each_variant_with_plain_fp32(tiny_dataset):
         assert report[name]["tiles"] == tiles and 0.9 <= report[name]["tiles_gated_alike"] <= 1
         assert 0.9 <= report[name]["mask_dice_vs_fp32"] <= 1
     assert report["onnxruntime"]["mask_dice_vs_fp32"] > 0.999  # the same fp32 arithmetic
+
+
+def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset):
+    from crackseg.bench.media import photos
+
+    model = tiny_model(4)
+    paths = sorted((tiny_dataset / "valid" / "images").iterdir())
+    images = lambda: ((path, load_image(path)) for path in paths)  # noqa: E731
+    with torch.no_grad():  # a gate that decodes no tile
+        model.head.layers[-1].bias.fill_(-20.0)
+    report = photos(model, torch.device("cpu"), "fp32", images, rounds=1)
+    pixels = sum(load_image(path).shape[1] * load_image(path).shape[2] for path in paths)
+    assert report["photos"] == len(paths) and report["megapixels"] == round(pixels / 1e6, 3)
+    assert report["decoded_share"] == 0.0 and model.threshold == 0.5  # the model given is left as it was
+    assert set(report["mp_per_s"]) == {"gated", "always_decoding"} and min(report["mp_per_s"].values()) > 0
+    assert report["gated_over_always"] == pytest.approx(
+        report["photos_per_s"]["gated"] / report["photos_per_s"]["always_decoding"], rel=0.01)

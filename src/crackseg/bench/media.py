@@ -1,6 +1,6 @@
 """Speed and agreement on media: a video stream through the gate, and the masks of the fast paths against plain
 fp32 on real photos."""
-
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
@@ -91,3 +91,37 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
         report[name] = {"mask_dice_vs_fp32": float(2 * both / (ours + theirs)) if ours + theirs else 1.0,
                         "tiles_gated_alike": float(alike / tiles), "tiles": int(tiles)}
     return report
+
+
+def photos(model: UNetClassifier, device: torch.device, precision: str, images: Callable[[], Any],
+           rounds: int) -> Dict[str, Any]:
+    """Speed of `crackseg predict`'s model work on real photos: megapixels and photos a second, gated (as predict
+    runs) and always decoding (every tile), and the share of tiles the gate decoded. The photos are decoded once,
+    beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
+
+    Args:
+        model: the gated model (its gate threshold as shipped or given).
+        images: a callable returning (key, image (3, H, W) uint8) pairs.
+        rounds: interleaved timed rounds of both variants over all the photos (the median counts).
+    """
+    decoded = list(images())
+    megapixels = sum(image.shape[1] * image.shape[2] for _, image in decoded) / 1e6
+    always_model = copy.copy(model)  # the same weights; a threshold no probability is below
+    always_model.threshold = -1.0
+    predictors = {"gated": Predictor(model, device, precision=precision),
+                  "always_decoding": Predictor(always_model, device, precision=precision)}
+    tiles = decoded_tiles = 0
+    for result in predictors["gated"].tiled(iter(decoded)):
+        tiles += len(result.grid)
+        decoded_tiles += int(result.decoded.sum())
+
+    def over_all(predictor: Predictor) -> Callable[[], int]:
+        return lambda: sum(1 for _ in predictor.tiled(iter(decoded)))
+
+    rates = interleaved({name: over_all(predictor) for name, predictor in predictors.items()}, rounds, device,
+                        warmup=0)
+    return {"photos": len(decoded), "megapixels": round(megapixels, 3), "tiles": tiles,
+            "decoded_share": round(decoded_tiles / tiles, 4) if tiles else None,
+            "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
+            "mp_per_s": {name: round(rate * megapixels / len(decoded), 4) for name, rate in rates.items()},
+            "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3)}

@@ -4,7 +4,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 
@@ -50,10 +50,23 @@ def add_parser(commands: Any) -> None:
                        help="folder of photos: also report, for the fast path, the fp32 int8 head and "
                             "onnxruntime, the Dice of their binarised masks with plain fp32's and the share of "
                             "tiles gated alike, with the trained checkpoints or the shipped model")
-    checkpoint_arguments(bench.add_argument_group("model for --agreement-images"))
+    bench.add_argument("--photos", default=None, metavar="DIR",
+                       help="folder of real photos (e.g. survey footage): also report megapixels and photos a second "
+                            "of predict's model work on them, gated and always decoding, and the share of tiles "
+                            "decoded, with the trained checkpoints or the shipped model")
+    bench.add_argument("--photos-limit", type=int, default=8, help="photos of --photos used, in name order [8]")
+    checkpoint_arguments(bench.add_argument_group("model for --agreement-images and --photos"))
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
     bench.set_defaults(handler=run)
+
+
+def photo_paths(folder: str) -> List[Path]:
+    """The photos under a folder, in path order; a folder that cannot be read is an error."""
+    paths, problems = expand_inputs([folder])
+    if problems:
+        raise DatasetError("; ".join(problems))
+    return list(paths)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,14 +87,17 @@ def run(args: argparse.Namespace) -> int:
                                                 args.rounds, device, args.precision)
     if args.video:
         report["video"] = media.video_stream(args.width, args.crop, args.rounds, device, args.precision)
+    args.gate_threshold = None  # the model's own, for the measurements on photos
     if args.agreement_images:
-        paths, problems = expand_inputs([args.agreement_images])
-        if problems:
-            raise DatasetError("; ".join(problems))
-        args.gate_threshold = None
+        paths = photo_paths(args.agreement_images)
         images = lambda: ((path, load_image(path)) for path in paths)  # noqa: E731
         report["agreement"] = {"images": len(paths), **media.agreement(load_model(args), device, args.precision,
                                                                           images, onnx=not args.no_onnx)}
+    if args.photos:
+        chosen = photo_paths(args.photos)[:args.photos_limit]
+        images = lambda: ((path, load_image(path)) for path in chosen)  # noqa: E731
+        report["photos"] = {"folder": args.photos, **media.photos(load_model(args), device, args.precision, images,
+                                                                     args.rounds)}
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
