@@ -110,16 +110,17 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     always_model.threshold = -1.0
     predictors = {"gated": Predictor(model, device, precision=precision),
                   "always_decoding": Predictor(always_model, device, precision=precision)}
-    tiles = decoded_tiles = 0
-    for result in predictors["gated"].tiled(iter(decoded)):
-        tiles += len(result.grid)
-        decoded_tiles += int(result.decoded.sum())
+    counted: Dict[str, Tuple[int, int]] = {}  # variant -> (tiles, tiles decoded) of its last round
 
-    def over_all(predictor: Predictor) -> Callable[[], int]:
-        return lambda: sum(1 for _ in predictor.tiled(iter(decoded)))
+    def over_all(name: str) -> Callable[[], int]:
+        def run() -> int:
+            results = list(predictors[name].tiled(iter(decoded)))
+            counted[name] = (sum(len(r.grid) for r in results), sum(int(r.decoded.sum()) for r in results))
+            return len(results)
+        return run
 
-    rates = interleaved({name: over_all(predictor) for name, predictor in predictors.items()}, rounds, device,
-                        warmup=0)
+    rates = interleaved({name: over_all(name) for name in predictors}, rounds, device, warmup=0)
+    tiles, decoded_tiles = counted["gated"]
     return {"photos": len(decoded), "megapixels": round(megapixels, 3), "tiles": tiles,
             "decoded_share": round(decoded_tiles / tiles, 4) if tiles else None,
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},

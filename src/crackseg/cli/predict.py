@@ -143,8 +143,8 @@ def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: P
     (out / name).parent.mkdir(parents=True, exist_ok=True)
     try:
         with tqdm(desc=raster.name, unit="window", disable=None) as progress:
-            result = predict_raster(predictor, raster, out / f"{name}_mask.tif", args.mm_per_px, args.min_area,
-                                    length_px(args.min_length, args.mm_per_px, DEFAULT_MIN_LENGTH), progress=progress)
+            result = predict_raster(predictor, raster, out / f"{name}_mask.tif", args.mm_per_px, predictor.min_area,
+                                    predictor.min_length, progress=progress)  # as parsed for the predictor
         written = write_gis(out / f"{name}_cracks", result.cracks, result.outlines, result.mm_per_px, result.crs,
                             result.transform)
     except DatasetError as error:

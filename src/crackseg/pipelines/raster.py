@@ -181,16 +181,17 @@ def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px:
         with rasterio.open(staging, "w", **profile) as target:
             for row, col in offsets:
                 core = Window(col, row, min(window, width - col), min(window, height - row))
-                valid = source.read_masks(1, window=core) > 0
+                y0, x0 = max(row - margin, 0), max(col - margin, 0)
+                y1, x1 = min(row + core.height + margin, height), min(col + core.width + margin, width)
+                read = Window(x0, y0, x1 - x0, y1 - y0)
+                read_valid = source.read_masks(1, window=read) > 0  # the core's mask is a part of it: read once
+                inner = (slice(row - y0, row - y0 + core.height), slice(col - x0, col - x0 + core.width))
+                valid = read_valid[inner]
                 if not valid.any():  # all nodata: nothing to look at
                     skipped += 1
                 else:
-                    y0, x0 = max(row - margin, 0), max(col - margin, 0)
-                    y1, x1 = min(row + core.height + margin, height), min(col + core.width + margin, width)
-                    read = Window(x0, y0, x1 - x0, y1 - y0)
-                    image = _neutral(_rgb(source.read(window=read)), source.read_masks(1, window=read) > 0)
+                    image = _neutral(_rgb(source.read(window=read)), read_valid)
                     result = next(predictor.tiled([((row, col), image)]))
-                    inner = (slice(row - y0, row - y0 + core.height), slice(col - x0, col - x0 + core.width))
                     binary = (result.probs[inner] >= predictor.mask_threshold).numpy() & valid
                     if binary.any():
                         target.write((binary.astype(np.uint8) * 255)[None], window=core)
