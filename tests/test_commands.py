@@ -74,6 +74,12 @@ def test_evaluate_writes_metrics_rows_and_plots(tiny_dataset, gate_open, tmp_pat
     assert {"segmentation_dice", "gated_dice", "gated_ois_f1", "tiles_decoded", "image_gated"} <= set(rows[0])
     for name in ("pr_curve.png", "f1_threshold.png", "predictions.png"):
         assert Image.open(out / name).format == "PNG"
+    curves = json.loads((out / "curves.json").read_text())
+    for source in ("segmentation", "gated"):  # the split's F1 at every threshold: its best is the ODS
+        assert len(curves[source]["threshold"]) == len(curves[source]["f1"]) == 99
+        assert max(curves[source]["f1"]) == pytest.approx(metrics[source]["ods"])
+        best = curves[source]["f1"].index(max(curves[source]["f1"]))
+        assert curves[source]["threshold"][best] == pytest.approx(metrics[source]["ods_threshold"])
     stored = load_checkpoint(tmp_path / "cls.pth", stage="classification")["mask_threshold"]
     assert stored == pytest.approx(metrics["gated"]["ods_threshold"])
     assert Predictor.from_checkpoints(tmp_path / "seg.pth", tmp_path / "cls.pth").mask_threshold == stored

@@ -22,7 +22,8 @@ def add_parser(commands: Any) -> None:
         description="Score whole labelled images: the U-Net on the whole (padded) image and the gated, tiled "
                     "model; Dice, IoU, precision, recall at the mask threshold, ODS and OIS over thresholds "
                     "0.01..0.99, and the gate's decisions per tile and per image. Writes metrics.json, "
-                    "per_image.csv, pr_curve.png, f1_threshold.png and predictions.png to --out.")
+                    "curves.json (scores at every threshold), per_image.csv, pr_curve.png, f1_threshold.png "
+                    "and predictions.png to --out.")
     source = evaluate.add_argument_group("data (a split of a data root, or two folders)")
     source.add_argument("--data-root", default="dataset", help="folder with SPLIT/{images,masks} [dataset]")
     source.add_argument("--split", default="valid", help="split to score [valid]")
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         summary["tiling"] = {"tile": predictor.tile, "overlap": predictor.overlap,
                              "gate_threshold": predictor.model.threshold}
     write_json(out / "metrics.json", summary)
+    write_json(out / "curves.json", result["curves"])
     write_rows(out / "per_image.csv", result["rows"])
     plot_precision_recall(result["curves"], summary, out / "pr_curve.png")
     plot_f1_threshold(result["curves"], mask_threshold, out / "f1_threshold.png")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         threshold = summary["gated"]["ods_threshold"]
         update_checkpoint(args.classification_checkpoint, "classification", mask_threshold=threshold)
         print(f"saved mask threshold {threshold:.2f} (gated ODS) to {args.classification_checkpoint}")
-    print(f"wrote metrics.json, per_image.csv, pr_curve.png, f1_threshold.png, predictions.png to {out}")
+    print(f"wrote metrics.json, curves.json, per_image.csv, pr_curve.png, f1_threshold.png, predictions.png to {out}")
     return 0
 
 
