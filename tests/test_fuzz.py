@@ -372,3 +372,27 @@ def test_ctrl_c_in_measure_is_one_line_and_keeps_the_masks_measured(tmp_path, mo
                                                         "cracks.json hold the 2 measured")
     with open(tmp_path / "out" / "images.csv", newline="") as handle:
         assert [row["file"] for row in csv.DictReader(handle)] == names[:2]
+
+
+def test_a_resumed_measured_run_keeps_each_cracks_confidence(tmp_path, monkeypatch):
+    from test_video import interrupt_the_third_overlay, read_table, seeing_predictor
+
+    from crackseg.cli import predict
+    from crackseg.pipelines import results
+
+    monkeypatch.setattr(predict, "predictor_from_args", seeing_predictor)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(4):  # a dark crack in each, seen with probability 0.83
+        pixels = np.full((48, 64, 3), 160, np.uint8)
+        pixels[10 + 5 * index:13 + 5 * index, 4:60] = 40
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+    assert main(["predict", str(folder), "--out", str(tmp_path / "whole"), "--measure"]) == 0
+    real = interrupt_the_third_overlay(monkeypatch)
+    assert main(["predict", str(folder), "--out", str(tmp_path / "parts"), "--measure"]) == 130
+    monkeypatch.setattr(results, "crack_overlay", real)
+    assert main(["predict", str(folder), "--out", str(tmp_path / "parts"), "--measure", "--skip-existing"]) == 0
+    whole, parts = (read_table(tmp_path / name / "cracks.csv") for name in ("whole", "parts"))
+    assert parts == whole and len(whole) == 4
+    assert {row["confidence"] for row in parts} == {"0.831"}  # 212 / 255, resumed or not
+    assert np.asarray(Image.open(tmp_path / "parts" / "0.png_prob.png")).max() == 212

@@ -70,7 +70,8 @@ def add_parser(commands: Any) -> None:
                               f"orthomosaics on purpose, 0 for no limit [{DEFAULT_MAX_PIXELS} (~179 MP)]")
     measure_arguments(predict.add_argument_group("measurement (--measure, --report)"))
     predict.add_argument("--measure", action="store_true",
-                         help="measure every crack found: cracks.csv, images.csv, cracks.json, NAME_measure.png")
+                         help="measure every crack found: cracks.csv, images.csv, cracks.json, NAME_measure.png, and "
+                              "NAME_prob.png (crack probabilities x 255, for the confidence of a resumed run)")
     predict.add_argument("--report", action="store_true",
                          help="also write report.html, a self-contained inspection report (implies --measure)")
     model_arguments(predict)

@@ -1,5 +1,6 @@
 """What predict writes for each image or video frame: its summary fields, its mask and overlay, and its
-measurements; and the measurements of results written before (a resumed run measures their masks again)."""
+measurements; and the measurements of results written before (a resumed run measures their masks again, with
+the crack probabilities kept beside them, so their cracks get the same confidence)."""
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -13,6 +14,7 @@ from crackseg.outputs.measurements import Measurements
 from crackseg.outputs.plots import crack_overlay
 
 MEASURED = ("cracks", "total_length_px", "max_width_px")  # summary fields filled with --measure
+PROBABILITIES = "{}_prob.png"  # with --measure: the crack probabilities x 255 (8-bit), what confidence is taken on
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
@@ -30,28 +32,35 @@ def result_fields(result: TiledResult, binary: torch.Tensor) -> Dict[str, Any]:
 
 def write_result(out_dir: Path, name: str, key: str, image: torch.Tensor, binary: torch.Tensor,
                  result: TiledResult, row: Dict[str, Any], measurements: Optional[Measurements]) -> None:
-    """NAME_mask.png (0/255) and NAME_overlay.png into `out_dir`, and with `measurements` the cracks measured;
-    `row` gets the file names and the measured fields.
+    """NAME_mask.png (0/255) and NAME_overlay.png into `out_dir`, and with `measurements` the cracks measured
+    and NAME_prob.png, the probabilities their confidence is taken on (to 1/255, so that a resumed run measures
+    the same); `row` gets the file names and the measured fields.
 
     Args:
         key: what identifies the input in the tables (its path; a video's frame: path#index).
         image: (3, H, W) uint8 RGB; binary: (H, W) booleans.
     """
     row["mask"], row["overlay"] = f"{name}_mask.png", f"{name}_overlay.png"
+    if measurements is not None:  # before the mask: a result whose mask is on disk has its probabilities too
+        probs = np.round(result.probs.numpy() * 255).astype(np.uint8)
+        save_png(probs, out_dir / PROBABILITIES.format(name))
     save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
     save_png(crack_overlay(image, binary), out_dir / row["overlay"])
     if measurements is not None:
         measured = measurements.add(key, name, binary.numpy(), image.permute(1, 2, 0).numpy(), extra=row,
-                                    probs=result.probs.numpy())
+                                    probs=probs / 255.0)
         row.update({field: measured[field] for field in MEASURED})
 
 
 def remeasure(measurements: Measurements, out_dir: Path, key: str, name: str, row: Dict[str, Any],
               image: Optional[torch.Tensor] = None) -> None:
-    """Measure a result written by an earlier run again from its mask file (its probabilities are gone, so its
-    cracks have no confidence); with its `image` (3, H, W) the numbered overlay is drawn again too."""
+    """Measure a result written by an earlier run again from its mask file, its cracks' confidence from its
+    NAME_prob.png (none when that run did not measure); with its `image` (3, H, W) the numbered overlay is drawn
+    again too."""
     mask = np.asarray(Image.open(out_dir / row["mask"])) > 0
+    kept = out_dir / PROBABILITIES.format(name)
+    probs = np.asarray(Image.open(kept)) / 255.0 if kept.is_file() else None
     if image is None:
-        measurements.add(key, name, mask, extra=row, redraw=False)
+        measurements.add(key, name, mask, extra=row, probs=probs, redraw=False)
     else:
-        measurements.add(key, name, mask, image.permute(1, 2, 0).numpy(), extra=row)
+        measurements.add(key, name, mask, image.permute(1, 2, 0).numpy(), extra=row, probs=probs)
