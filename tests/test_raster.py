@@ -31,6 +31,11 @@ def write_raster(path, height=300, width=384):
     return transform
 
 
+def write_scales(path, scales):
+    path.write_text("image,mm_per_px\n" + "".join(f"{image},{scale}\n" for image, scale in scales.items()))
+    return path
+
+
 def counting_predictor():
     predictor = Predictor(DarkIsCrack(width=4, crop_size=32), fast=False, batch_size=8, mask_threshold=0.5)
     calls = []
@@ -63,7 +68,8 @@ def test_predict_writes_georeferenced_features_on_the_crack(tmp_path, monkeypatc
     monkeypatch.setattr(common, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
     out = tmp_path / "out"
     assert main(["predict", str(tmp_path / "ortho.tif"), str(tmp_path / "plain.tif"), "--out", str(out),
-                 "--device", "cpu", "--precision", "fp32"]) == 0
+                 "--device", "cpu", "--precision", "fp32", "--measure", "--standard", "bre251",
+                 "--scale-csv", str(write_scales(tmp_path / "scales.csv", {"plain.tif": 0.5}))]) == 0
     assert (out / "plain.tif_mask.png").is_file()  # the photo went the photo way
     assert "1 cracks at 2 mm per px" in capsys.readouterr().out
     with rasterio.open(out / "ortho.tif_mask.tif") as mask:
@@ -76,6 +82,14 @@ def test_predict_writes_georeferenced_features_on_the_crack(tmp_path, monkeypatc
             features = list(layer)
         assert len(features) == 1
         properties = features[0]["properties"]
+        # graded under the standard at the raster's own scale (a 3 px crack at 2 mm a px: 6 mm, BRE class 3), typed,
+        # and as confident as the probabilities kept beside the mask say
+        assert properties["class_max"] == "3" and properties["type"] == "other"  # 33 degrees off the road's axes
+        with rasterio.open(out / "ortho.tif_prob.tif") as probs:
+            assert probs.crs.to_string() == CRS and probs.transform == transform
+            kept = probs.read(1)
+        assert kept[110, 150] == 255 and kept[10, 300] == 0
+        assert properties["confidence"] == 1.0 and properties["review_reason"] == "straight (joint-like)"
         assert properties["length_m"] == pytest.approx(np.linalg.norm(b - a) * PIXEL_M, rel=0.02)
         points = [point for line in features[0]["geometry"]["coordinates"] for point in line]
         assert len(points) >= 2

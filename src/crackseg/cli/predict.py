@@ -107,10 +107,14 @@ def measurement_settings(args: argparse.Namespace) -> Dict[str, Any]:
                 scales=read_scales(args.scale_csv))
 
 
-def check_scales(args: argparse.Namespace, checked: Measurements, names: Dict[Path, str]) -> None:
-    """A standard grades widths in mm: every photo needs a scale."""
-    unscaled = [path for path, name in names.items() if not checked.scale_of(str(path), name)]
-    if checked.standard and unscaled:
+def check_scales(args: argparse.Namespace, settings: Dict[str, Any], out: Path, names: Dict[Path, str]) -> None:
+    """A standard grades widths in mm: every photo needs a scale (a georeferenced raster has its own)."""
+    if not settings["standard"]:
+        return
+    checked = Measurements(out, **{**settings, "standard": None})
+    unscaled = [path for path, name in names.items()
+                if not checked.scale_of(str(path), name) and not is_georeferenced(path)]
+    if unscaled:
         raise ConfigError(f"--standard {args.standard} needs the scale of every photo: {len(unscaled)} are not in "
                           f"--scale-csv ({', '.join(map(str, unscaled[:3]))}{', ...' if len(unscaled) > 3 else ''});"
                           " add them or give --mm-per-px for the rest")
@@ -138,16 +142,17 @@ def predict_one_video(args: argparse.Namespace, predictor: Predictor, video: Pat
 
 
 def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: Path, out: Path, name: str,
-                       fail: Callable[[str], None]) -> None:
-    """A georeferenced raster, window by window: NAME_mask.tif (same CRS and transform) and its cracks as
-    NAME_cracks.geojson, .gpkg and .csv in map coordinates."""
+                       settings: Dict[str, Any], fail: Callable[[str], None]) -> None:
+    """A georeferenced raster, window by window: NAME_mask.tif (same CRS and transform), NAME_prob.tif, and its
+    cracks as NAME_cracks.geojson, .gpkg and .csv in map coordinates (typed, and graded under the measurement
+    `settings`' standard)."""
     (out / name).parent.mkdir(parents=True, exist_ok=True)
     try:
         with tqdm(desc=raster.name, unit="window", disable=None) as progress:
             result = predict_raster(predictor, raster, out / f"{name}_mask.tif", args.mm_per_px, predictor.min_area,
                                     predictor.min_length, progress=progress)  # as parsed for the predictor
         written = write_gis(out / f"{name}_cracks", result.cracks, result.outlines, result.mm_per_px, result.crs,
-                            result.transform)
+                            result.transform, settings["standard"], settings["axis_deg"])
     except DatasetError as error:
         fail(str(error))
         return
@@ -156,6 +161,7 @@ def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: P
         return
     print(f"{raster}: {result.pixels / 1e6:.1f} MP in {result.windows} windows ({result.skipped} nodata, not run), "
           f"{len(result.cracks)} cracks at {result.mm_per_px:g} mm per px; {result.mask.name}, "
+          f"{result.probabilities.name}, "
           f"{', '.join(path.name for path in written)} in {out}")
 
 
@@ -167,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.out)  # before the model loads, as are the measurement settings
     settings = measurement_settings(args)
     names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
-    check_scales(args, Measurements(out, **settings), names)
+    check_scales(args, settings, out, names)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not names:
@@ -194,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     measurements: Optional[Measurements] = None  # those in progress, written on a Ctrl-C too
     try:
         for raster in rasters:
-            predict_one_raster(args, predictor, raster, out, names[raster], fail)
+            predict_one_raster(args, predictor, raster, out, names[raster], settings, fail)
             finished += 1
         for video in videos:
             measurements = measurements_in(out / names[video])

@@ -2,25 +2,29 @@
 loadable in QGIS or any GIS, and the crack table as CSV.
 
 Each crack is one feature: its centreline as a MultiLineString (pixel centres mapped through the raster's
-geotransform) with its measurements as attributes (lengths and widths in mm and the length in m; `review` and
-`review_reason` as in cracks.csv). The GeoPackage also holds a layer `outlines`: each crack's outline polygon.
+geotransform) with cracks.csv's fields as attributes (lengths and widths in mm and the length in m, confidence,
+`review` and `review_reason`, `type`, and the classes under `--standard`). The GeoPackage also holds a layer
+`outlines`: each crack's outline polygon.
 """
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from crackseg.analysis.measure import Crack
+from crackseg.analysis.severity import Standard
 from crackseg.files.geo import fiona_module
+from crackseg.outputs.measurements import crack_row
 from crackseg.outputs.tables import write_csv
 
 CRACK_LAYER = "cracks"
 OUTLINE_LAYER = "outlines"
 
 
-def crack_records(cracks: Sequence[Crack], mm_per_px: float) -> List[Dict[str, Any]]:
+def crack_records(cracks: Sequence[Crack], mm_per_px: float, standard: Optional[Standard] = None,
+                  axis_deg: float = 90.0) -> List[Dict[str, Any]]:
     """The attributes of each crack: cracks.csv's fields, with the length in metres too."""
     rows = []
     for crack in cracks:
-        row = crack.row(mm_per_px)
+        row = crack_row(crack, mm_per_px, standard, axis_deg)
         row["length_m"] = round(row["length_mm"] / 1000, 5)
         rows.append(row)
     return rows
@@ -40,7 +44,7 @@ def _mapped(transform: Any, points: Sequence[Tuple[float, float]], centre: bool)
 
 
 def write_gis(out_stem: Path, cracks: Sequence[Crack], outlines: Sequence[Dict[str, Any]], mm_per_px: float,
-              crs: Any, transform: Any) -> List[Path]:
+              crs: Any, transform: Any, standard: Optional[Standard] = None, axis_deg: float = 90.0) -> List[Path]:
     """OUT_STEM.geojson (centrelines), OUT_STEM.gpkg (layers cracks and outlines) and OUT_STEM.csv.
 
     Args:
@@ -48,9 +52,10 @@ def write_gis(out_stem: Path, cracks: Sequence[Crack], outlines: Sequence[Dict[s
         cracks: in raster px (`pipelines.raster.predict_raster`); outlines: their (Multi)Polygons in raster px.
         mm_per_px: the ground size of a pixel.
         crs, transform: the raster's coordinate system and geotransform.
+        standard, axis_deg: grade each crack under this standard; the road's axis for crack types.
     """
     fiona = fiona_module()
-    rows = crack_records(cracks, mm_per_px)
+    rows = crack_records(cracks, mm_per_px, standard, axis_deg)
     paths = [out_stem.with_name(out_stem.name + extension) for extension in (".geojson", ".gpkg", ".csv")]
     for path in paths[:2]:
         path.unlink(missing_ok=True)

@@ -91,6 +91,17 @@ def _free_place(draw: ImageDraw.ImageDraw, font: Any, label: str, anchors: Seque
     return candidates[0]
 
 
+def crack_row(crack: Crack, mm_per_px: Optional[float], standard: Optional[Standard] = None,
+              axis_deg: float = 90.0) -> Dict[str, Any]:
+    """A crack's row of cracks.csv: its measures, in mm at its image's scale, its type (`cracktypes`, the road's
+    axis at `axis_deg`), and its classes under the standard (with a scale)."""
+    row = crack.row(mm_per_px)
+    row["type"] = crack_type(crack, axis_deg, mm_per_px)
+    if standard and mm_per_px:
+        row.update(crack_grades(standard, row, mm_per_px))
+    return row
+
+
 class Measurements:
     """Measures masks one by one, draws their overlays into `out_dir`, and writes the tables with `write`.
 
@@ -167,13 +178,8 @@ class Measurements:
         return self.mm_per_px
 
     def crack_row(self, crack: Crack, mm_per_px: Optional[float] = None) -> Dict[str, Any]:
-        """A crack's row of cracks.csv: its measures, in mm at its image's scale, its type, and its classes under
-        the standard."""
-        row = crack.row(mm_per_px)
-        row["type"] = crack_type(crack, self.axis_deg, mm_per_px)
-        if self.standard and mm_per_px:
-            row.update(crack_grades(self.standard, row, mm_per_px))
-        return row
+        """A crack's row of cracks.csv (`crack_row` with this run's standard and axis)."""
+        return crack_row(crack, mm_per_px, self.standard, self.axis_deg)
 
     def write(self) -> List[Path]:
         """Write cracks.csv (a row per crack), images.csv (a row per image) and cracks.json (centrelines as

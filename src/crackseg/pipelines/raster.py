@@ -8,8 +8,9 @@ costs nothing. Memory is bounded by the window, not the raster.
 
 Cracks are measured as whole cracks across window borders: each core's crack pixels are labelled as the mask is
 written, labels that touch across a border (8-connectivity, corners too) are joined, and each joined crack is
-measured once from the finished mask, read over that crack's own bounding box. Its centreline and outline go
-to the GIS outputs in the raster's coordinates (`outputs.gis`).
+measured once from the finished mask, read over that crack's own bounding box, its confidence from the crack
+probabilities written beside the mask (on crack pixels only: elsewhere 0, which keeps the file small). Its
+centreline and outline go to the GIS outputs in the raster's coordinates (`outputs.gis`).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,7 @@ class RasterResult:
     """What `predict_raster` wrote and found."""
 
     mask: Path
+    probabilities: Path  # the crack pixels' probabilities x 255, 0 elsewhere
     cracks: List[Crack]
     outlines: List[Dict[str, Any]]  # per crack, its outline as a GeoJSON-like (Multi)Polygon in raster px
     mm_per_px: float
@@ -151,7 +153,8 @@ def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px:
     Args:
         predictor: the gated model, tiled.
         path: the raster (GeoTIFF, COG, BigTIFF; RGB, RGBA or grey, any integer type).
-        mask_path: the mask GeoTIFF to write.
+        mask_path: the mask GeoTIFF to write; its crack pixels' probabilities (x 255) go beside it, as
+            NAME_prob.tif for NAME_mask.tif.
         mm_per_px: ground size of a pixel [from the geotransform; required for a CRS in degrees].
         min_area, min_length: the smallest crack, in px and centreline px.
         window: side of a core window in px (a multiple of the model's tile keeps tiles aligned).
@@ -171,14 +174,16 @@ def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px:
         profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
                    "crs": source.crs, "transform": source.transform, "tiled": True, "blockxsize": 512,
                    "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER", "SPARSE_OK": True}
+        prob_path = probabilities_path(mask_path)
         staging = mask_path.with_name(mask_path.name + ".tmp.tif")
+        prob_staging = prob_path.with_name(prob_path.name + ".tmp.tif")
         windows: Dict[Tuple[int, int], _Labels] = {}
         offsets = [(row, col) for row in range(0, height, window) for col in range(0, width, window)]
         if progress is not None:
             progress.total = len(offsets)
             progress.refresh()
         skipped = 0
-        with rasterio.open(staging, "w", **profile) as target:
+        with rasterio.open(staging, "w", **profile) as target, rasterio.open(prob_staging, "w", **profile) as probs:
             for row, col in offsets:
                 core = Window(col, row, min(window, width - col), min(window, height - row))
                 y0, x0 = max(row - margin, 0), max(col - margin, 0)
@@ -195,13 +200,16 @@ def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px:
                     binary = (result.probs[inner] >= predictor.mask_threshold).numpy() & valid
                     if binary.any():
                         target.write((binary.astype(np.uint8) * 255)[None], window=core)
+                        crack_probs = np.round(result.probs[inner].numpy() * 255).astype(np.uint8) * binary
+                        probs.write(crack_probs[None], window=core)
                         windows[(row, col)] = _labelled(binary, row, col)
                 if progress is not None:
                     progress.update()
         _finish(staging, mask_path)
-    measured = _measure(mask_path, windows, window, min_area, min_length)
-    return RasterResult(mask_path, [crack for crack, _ in measured], [outline for _, outline in measured], scale,
-                        profile["crs"], profile["transform"], len(offsets), skipped, height * width)
+        _finish(prob_staging, prob_path)
+    measured = _measure(mask_path, prob_path, windows, window, min_area, min_length)
+    return RasterResult(mask_path, prob_path, [crack for crack, _ in measured], [outline for _, outline in measured],
+                        scale, profile["crs"], profile["transform"], len(offsets), skipped, height * width)
 
 
 def _finish(staging: Path, mask_path: Path) -> None:
@@ -215,10 +223,17 @@ def _finish(staging: Path, mask_path: Path) -> None:
         staging.replace(mask_path)
 
 
-def _measure(mask_path: Path, windows: Dict[Tuple[int, int], _Labels], core: int, min_area: int,
+def probabilities_path(mask_path: Path) -> Path:
+    """Where the crack probabilities of NAME_mask.tif go: NAME_prob.tif."""
+    stem = mask_path.name[:-len("_mask.tif")] if mask_path.name.endswith("_mask.tif") else mask_path.stem
+    return mask_path.with_name(f"{stem}_prob.tif")
+
+
+def _measure(mask_path: Path, prob_path: Path, windows: Dict[Tuple[int, int], _Labels], core: int, min_area: int,
              min_length: float) -> List[Tuple[Crack, Dict[str, Any]]]:
     """Each crack (a group of window components joined across borders) measured once, from the mask over its
-    bounding box, with its outline; numbered 1.. in reading order of their top-left pixel."""
+    bounding box, its confidence from the probabilities there, with its outline; numbered 1.. in reading order of
+    their top-left pixel."""
     import rasterio
     from rasterio.features import shapes
     from rasterio.transform import Affine
@@ -233,9 +248,10 @@ def _measure(mask_path: Path, windows: Dict[Tuple[int, int], _Labels], core: int
         x1 = max(windows[w].boxes[label][3] for w, label in members)
         boxes.append((y0, x0, y1, x1, members))
     cracks: List[Tuple[Crack, Dict[str, Any]]] = []
-    with rasterio.open(mask_path) as mask:
+    with rasterio.open(mask_path) as mask, rasterio.open(prob_path) as probs:
         for y0, x0, y1, x1, members in sorted(boxes, key=lambda box: (box[0], box[1])):
-            pixels = mask.read(1, window=Window(x0, y0, x1 - x0, y1 - y0)) > 0
+            box_window = Window(x0, y0, x1 - x0, y1 - y0)
+            pixels = mask.read(1, window=box_window) > 0
             labels, _ = ndimage.label(pixels, structure=EIGHT)
             # the group's own pixels: the components of the box that hold one of its members' pixels
             mine = np.zeros(labels.max() + 1, bool)
@@ -244,7 +260,8 @@ def _measure(mask_path: Path, windows: Dict[Tuple[int, int], _Labels], core: int
                 part = labels[box[0] - y0:box[2] - y0, box[1] - x0:box[3] - x0]
                 mine[np.unique(part[part > 0])] = True
             component = mine[labels]
-            for crack in measure_mask(component, min_area, min_length, join_gap=0):  # a group is one component
+            confidence = probs.read(1, window=box_window) / 255.0
+            for crack in measure_mask(component, min_area, min_length, confidence, join_gap=0):  # one component
                 rings = [geometry["coordinates"] for geometry, _ in
                          shapes(component.astype(np.uint8), mask=component, connectivity=8,
                                 transform=Affine.translation(x0, y0))]
