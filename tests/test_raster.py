@@ -116,3 +116,41 @@ def test_a_raster_in_degrees_needs_a_scale(tmp_path):
     with pytest.raises(ConfigError, match="in degrees: give --mm-per-px"):
         predict_raster(predictor, tmp_path / "wgs84.tif", tmp_path / "mask.tif")
     assert predict_raster(predictor, tmp_path / "wgs84.tif", tmp_path / "mask.tif", mm_per_px=0.1).mm_per_px == 0.1
+
+
+def test_a_raster_sharded_by_windows_merges_into_the_unsharded_result(tmp_path, monkeypatch, capsys):
+    from crackseg.cli import common
+
+    write_raster(tmp_path / "ortho.tif")
+    model = DarkIsCrack(width=4, crop_size=32)
+    monkeypatch.setattr(common, "load_model", lambda args: model)
+    flags = ["--device", "cpu", "--precision", "fp32", "--window", "128", "--measure", "--standard", "bre251"]
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(tmp_path / "whole"), *flags]) == 0
+    out = tmp_path / "parts"
+    runs = []
+    real = model.forward
+    monkeypatch.setattr(model, "forward", lambda images: runs.append(len(images)) or real(images))
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "1/2", *flags]) == 0
+    assert "join the parts with crackseg merge-summaries" in capsys.readouterr().out
+    assert main(["merge-summaries", str(out)]) == 2  # shard 0 has not run
+    assert "part(s) 0 of 2 are not done yet" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "0/2", *flags]) == 0
+    record = json.loads((out / "ortho.tif_mask.part-0-of-2.json").read_text())
+    # 9 windows of 128 px: shard 0 has 0, 2, 4, 6, 8 and shard 1 has 1, 3, 5, 7; window 6 at (256, 0) is nodata
+    assert (record["windows_total"], record["windows_run"], record["skipped"]) == (9, 4, 1)
+    assert runs  # the model ran (the counter sees it)
+    runs.clear()
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "0/2", "--skip-existing",
+                 *flags]) == 0
+    assert runs == [] and "done before" in capsys.readouterr().out  # a part with its record is not run again
+    assert main(["merge-summaries", str(out)]) == 0
+    assert "1 cracks at 2 mm per px" in capsys.readouterr().out
+    assert not list(out.glob("*.part-*"))  # the parts are gone once joined
+    for name in ("ortho.tif_mask.tif", "ortho.tif_prob.tif"):
+        with rasterio.open(tmp_path / "whole" / name) as whole, rasterio.open(out / name) as joined:
+            assert joined.crs == whole.crs and joined.transform == whole.transform
+            assert np.array_equal(joined.read(1), whole.read(1)) and whole.read(1).any()
+    assert (out / "ortho.tif_cracks.csv").read_text() == (tmp_path / "whole" / "ortho.tif_cracks.csv").read_text()
+    runs.clear()
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--skip-existing", *flags]) == 0
+    assert runs == []  # the whole raster is done (its CSV, written last, is there)

@@ -16,11 +16,11 @@ from crackseg.cli.common import (
     read_scales,
     summary_model,
 )
+from crackseg.cli.rasters import predict_one_raster
 from crackseg.errors import ConfigError, DatasetError
 from crackseg.files.geo import is_georeferenced
 from crackseg.files.images import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS
 from crackseg.inference.predictor import DEFAULT_MIN_LENGTH, Predictor
-from crackseg.outputs.gis import write_gis
 from crackseg.outputs.measurements import Measurements
 from crackseg.outputs.report import write_report
 from crackseg.pipelines.photos import (
@@ -32,7 +32,7 @@ from crackseg.pipelines.photos import (
     summary_name,
     unwritable,
 )
-from crackseg.pipelines.raster import predict_raster
+from crackseg.pipelines.raster import WINDOW_PX
 from crackseg.pipelines.video import predict_video
 
 
@@ -62,9 +62,14 @@ def add_parser(commands: Any) -> None:
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--shard", default=None, metavar="I/N",
                          help="process only shard I of N (0-based) of the sorted inputs, e.g. a Slurm array task or "
-                              "a Kubernetes indexed job; writes summary-I-of-N.csv (join with merge-summaries)")
+                              "a Kubernetes indexed job; writes summary-I-of-N.csv; a georeferenced raster is split "
+                              "by windows instead, every N-th into part files (join both with merge-summaries)")
     predict.add_argument("--skip-existing", action="store_true",
-                         help="resume: skip images whose outputs and summary row are already in --out")
+                         help="resume: skip images whose outputs and summary row are already in --out, and "
+                              "rasters (or their shard's part) already done")
+    predict.add_argument("--window", type=int, default=WINDOW_PX,
+                         help=f"side of the core windows a georeferenced raster is read in, px; memory grows with "
+                              f"its square [{WINDOW_PX}]")
     predict.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                          help="refuse larger images (decompression bombs); raise it to read huge photos such as "
                               f"orthomosaics on purpose, 0 for no limit [{DEFAULT_MAX_PIXELS} (~179 MP)]")
@@ -141,35 +146,13 @@ def predict_one_video(args: argparse.Namespace, predictor: Predictor, video: Pat
             write_measurements(args, predictor, measurements)
 
 
-def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: Path, out: Path, name: str,
-                       settings: Dict[str, Any], fail: Callable[[str], None]) -> None:
-    """A georeferenced raster, window by window: NAME_mask.tif (same CRS and transform), NAME_prob.tif, and its
-    cracks as NAME_cracks.geojson, .gpkg and .csv in map coordinates (typed, and graded under the measurement
-    `settings`' standard)."""
-    (out / name).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with tqdm(desc=raster.name, unit="window", disable=None) as progress:
-            result = predict_raster(predictor, raster, out / f"{name}_mask.tif", args.mm_per_px, predictor.min_area,
-                                    predictor.min_length, progress=progress)  # as parsed for the predictor
-        written = write_gis(out / f"{name}_cracks", result.cracks, result.outlines, result.mm_per_px, result.crs,
-                            result.transform, settings["standard"], settings["axis_deg"])
-    except DatasetError as error:
-        fail(str(error))
-        return
-    except OSError as error:
-        fail(unwritable(error, raster, out))
-        return
-    print(f"{raster}: {result.pixels / 1e6:.1f} MP in {result.windows} windows ({result.skipped} nodata, not run), "
-          f"{len(result.cracks)} cracks at {result.mm_per_px:g} mm per px; {result.mask.name}, "
-          f"{result.probabilities.name}, "
-          f"{', '.join(path.name for path in written)} in {out}")
-
-
 def run(args: argparse.Namespace) -> int:
     """`crackseg predict` with its parsed flags; returns the exit code."""
     shard_spec = parse_shard(args.shard)
     if args.every < 1 or (args.fps is not None and args.fps <= 0):
         raise ConfigError("--every must be at least 1 and --fps positive")
+    if args.window < 64:
+        raise ConfigError("--window must be at least 64 px")
     out = output_folder(args.out)  # before the model loads, as are the measurement settings
     settings = measurement_settings(args)
     names, problems = expand_inputs(args.inputs, out, frame_folders=args.frames)  # all inputs: shards agree
@@ -179,11 +162,12 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         print("error: no input images", file=sys.stderr)
         return 1
-    paths = shard(list(names), *shard_spec) if shard_spec else list(names)
-    total = len(paths)
+    rasters = [path for path in names if is_georeferenced(path)]  # every shard runs its windows of each
+    paths = [path for path in names if path not in rasters]
+    paths = shard(paths, *shard_spec) if shard_spec else paths
+    total = len(paths) + len(rasters)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()]
-    rasters = [path for path in paths if is_georeferenced(path)]
-    paths = [path for path in paths if path not in videos and path not in rasters]
+    paths = [path for path in paths if path not in videos]
     predictor = predictor_from_args(args)
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
@@ -200,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     measurements: Optional[Measurements] = None  # those in progress, written on a Ctrl-C too
     try:
         for raster in rasters:
-            predict_one_raster(args, predictor, raster, out, names[raster], settings, fail)
+            predict_one_raster(args, predictor, raster, out, names[raster], settings, shard_spec, fail)
             finished += 1
         for video in videos:
             measurements = measurements_in(out / names[video])

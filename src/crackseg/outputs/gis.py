@@ -45,7 +45,8 @@ def _mapped(transform: Any, points: Sequence[Tuple[float, float]], centre: bool)
 
 def write_gis(out_stem: Path, cracks: Sequence[Crack], outlines: Sequence[Dict[str, Any]], mm_per_px: float,
               crs: Any, transform: Any, standard: Optional[Standard] = None, axis_deg: float = 90.0) -> List[Path]:
-    """OUT_STEM.geojson (centrelines), OUT_STEM.gpkg (layers cracks and outlines) and OUT_STEM.csv.
+    """OUT_STEM.geojson (centrelines), OUT_STEM.gpkg (layers cracks and outlines) and OUT_STEM.csv, in this order
+    (the CSV last).
 
     Args:
         out_stem: path without extension, e.g. OUT/ortho_cracks.
@@ -57,10 +58,10 @@ def write_gis(out_stem: Path, cracks: Sequence[Crack], outlines: Sequence[Dict[s
     fiona = fiona_module()
     rows = crack_records(cracks, mm_per_px, standard, axis_deg)
     paths = [out_stem.with_name(out_stem.name + extension) for extension in (".geojson", ".gpkg", ".csv")]
-    for path in paths[:2]:
+    for path in paths:
         path.unlink(missing_ok=True)
-    write_csv(paths[2], list(rows[0]) if rows else ["id"], rows)
     if not rows:
+        write_csv(paths[2], ["id"], rows)
         return [paths[2]]
     lines = [{"type": "MultiLineString", "coordinates": [_mapped(transform, line, True) for line in crack.centreline]}
              for crack in cracks]
@@ -77,4 +78,5 @@ def write_gis(out_stem: Path, cracks: Sequence[Crack], outlines: Sequence[Dict[s
                     schema={"geometry": "MultiPolygon", "properties": {"id": "int"}}) as layer:
         layer.writerecords(fiona.Feature.from_dict(geometry=polygon, properties={"id": row["id"]})
                            for polygon, row in zip(polygons, rows))
+    write_csv(paths[2], list(rows[0]), rows)  # last: a raster whose CSV is there is done (--skip-existing)
     return paths

@@ -166,12 +166,17 @@ def write_summary(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
     write_csv(path, SUMMARY_FIELDS, rows)
 
 
+def summary_parts(out_dir: Path) -> List[Path]:
+    """The shards' summary-I-of-N.csv files of a folder."""
+    return sorted(out_dir.glob("summary-*-of-*.csv"))
+
+
 def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
     """Join the shards' summary-I-of-N.csv files of a folder into summary.csv (sorted by file); returns its path
     and row count. All N shards must be there, and no file may appear twice."""
-    parts = sorted(out_dir.glob("summary-*-of-*.csv"))
+    parts = summary_parts(out_dir)
     if not parts:
-        raise FileNotFoundError(f"{out_dir}: no summary-I-of-N.csv files to merge")
+        raise FileNotFoundError(f"{out_dir}: no summary-I-of-N.csv files (nor raster parts) to merge")
     counts = {part.stem.rsplit("-of-", 1)[1] for part in parts}
     if len(counts) != 1:
         raise DatasetError(f"{out_dir}: summaries of different shard counts ({', '.join(sorted(counts))})")

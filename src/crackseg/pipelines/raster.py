@@ -12,9 +12,9 @@ measured once from the finished mask, read over that crack's own bounding box, i
 probabilities written beside the mask (on crack pixels only: elsewhere 0, which keeps the file small). Its
 centreline and outline go to the GIS outputs in the raster's coordinates (`outputs.gis`).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,85 +24,10 @@ from crackseg.analysis.measure import Crack, measure_mask
 from crackseg.analysis.skeleton import EIGHT
 from crackseg.files.geo import mm_per_px_of, rasterio_module
 from crackseg.inference.predictor import Predictor
+from crackseg.pipelines.seams import WindowLabels, join_windows, labelled
 
 WINDOW_PX = 2048  # side of a core window
 GDAL_CACHE_MB = 256  # GDAL's block cache (its default, 5% of the RAM, alone outgrows the window's memory)
-
-
-@dataclass
-class _Labels:
-    """The crack components of one core window: their labels along its four edges, and per label its bounding
-    box and one pixel, in raster coordinates."""
-
-    row: int
-    col: int
-    top: np.ndarray
-    bottom: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    boxes: Dict[int, Tuple[int, int, int, int]] = field(default_factory=dict)  # label -> (y0, x0, y1, x1)
-
-
-def _labelled(core: np.ndarray, row: int, col: int) -> _Labels:
-    labels, _ = ndimage.label(core, structure=EIGHT)
-    found = _Labels(row, col, labels[0].copy(), labels[-1].copy(), labels[:, 0].copy(), labels[:, -1].copy())
-    for label, slices in enumerate(ndimage.find_objects(labels), start=1):
-        if slices is not None:
-            found.boxes[label] = (row + slices[0].start, col + slices[1].start, row + slices[0].stop,
-                                  col + slices[1].stop)
-    return found
-
-
-class _Joined:
-    """Union-find over (window, label) pairs."""
-
-    def __init__(self) -> None:
-        self.parent: Dict[Tuple[int, int], Tuple[int, int]] = {}
-
-    def find(self, item: Tuple[int, int]) -> Tuple[int, int]:
-        self.parent.setdefault(item, item)
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a: Tuple[int, int], b: Tuple[int, int]) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-
-def _touching(first: np.ndarray, second: np.ndarray) -> Iterator[Tuple[int, int]]:
-    """Label pairs of two facing edges (1D, the same length) whose pixels touch: side by side or diagonally."""
-    for shift in (-1, 0, 1):
-        a = first[max(shift, 0):len(first) + min(shift, 0)]
-        b = second[max(-shift, 0):len(second) + min(-shift, 0)]
-        both = (a > 0) & (b > 0)
-        yield from set(zip(a[both].tolist(), b[both].tolist()))
-
-
-def join_windows(windows: Dict[Tuple[int, int], _Labels], core: int) -> Dict[Tuple[int, int], List[Tuple[int, int]]]:
-    """Group the components of all windows into cracks: (window, label) pairs that touch across a border (or a
-    corner) share a crack. Returns root -> members; windows are keyed by their (row, col) offset."""
-    joined = _Joined()
-    for (row, col), here in windows.items():
-        for label in here.boxes:
-            joined.find(((row, col), label))
-        right, below = windows.get((row, col + core)), windows.get((row + core, col))
-        if right is not None:
-            for a, b in _touching(here.right, right.left):
-                joined.union(((row, col), a), ((row, col + core), b))
-        if below is not None:
-            for a, b in _touching(here.bottom, below.top):
-                joined.union(((row, col), a), ((row + core, col), b))
-        # diagonal neighbours below: this core's bottom-right pixel against the top-left of the one below right,
-        # its bottom-left against the top-right of the one below left
-        for corner, mine, theirs in (((row + core, col + core), -1, 0), ((row + core, col - core), 0, -1)):
-            other = windows.get(corner)
-            if other is not None and here.bottom[mine] and other.top[theirs]:
-                joined.union(((row, col), int(here.bottom[mine])), (corner, int(other.top[theirs])))
-    groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
-    for item in list(joined.parent):
-        groups.setdefault(joined.find(item), []).append(item)
-    return groups
 
 
 def _rgb(bands: np.ndarray) -> torch.Tensor:
@@ -144,6 +69,57 @@ class RasterResult:
     pixels: int
 
 
+def window_offsets(height: int, width: int, window: int) -> List[Tuple[int, int]]:
+    """The (row, col) top-left corners of a raster's core windows, in reading order."""
+    return [(row, col) for row in range(0, height, window) for col in range(0, width, window)]
+
+
+def raster_profile(source: Any) -> Dict[str, Any]:
+    """The profile of a one-band uint8 GeoTIFF on the raster's grid (its size, CRS and transform), tiled and
+    compressed, sparse (blocks never written take no space)."""
+    return {"driver": "GTiff", "width": source.width, "height": source.height, "count": 1, "dtype": "uint8",
+            "crs": source.crs, "transform": source.transform, "tiled": True, "blockxsize": 512, "blockysize": 512,
+            "compress": "deflate", "BIGTIFF": "IF_SAFER", "SPARSE_OK": True}
+
+
+def predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int, int]], window: int, mask: Any,
+                    probs: Any, progress: Any = None) -> Tuple[Dict[Tuple[int, int], WindowLabels], int]:
+    """Run the windows at `offsets` of an open raster, writing each core's mask (0/255) and its crack pixels'
+    probabilities (x 255) into the open GeoTIFFs `mask` and `probs`; returns the labels of the windows with crack
+    pixels, by offset, and how many windows were all nodata (not run)."""
+    from rasterio.windows import Window
+
+    margin = predictor.tile
+    height, width = source.height, source.width
+    windows: Dict[Tuple[int, int], WindowLabels] = {}
+    if progress is not None:
+        progress.total = len(offsets)
+        progress.refresh()
+    skipped = 0
+    for row, col in offsets:
+        core = Window(col, row, min(window, width - col), min(window, height - row))
+        y0, x0 = max(row - margin, 0), max(col - margin, 0)
+        y1, x1 = min(row + core.height + margin, height), min(col + core.width + margin, width)
+        read = Window(x0, y0, x1 - x0, y1 - y0)
+        read_valid = source.read_masks(1, window=read) > 0  # the core's mask is a part of it: read once
+        inner = (slice(row - y0, row - y0 + core.height), slice(col - x0, col - x0 + core.width))
+        valid = read_valid[inner]
+        if not valid.any():  # all nodata: nothing to look at
+            skipped += 1
+        else:
+            image = _neutral(_rgb(source.read(window=read)), read_valid)
+            result = next(predictor.tiled([((row, col), image)]))
+            binary = (result.probs[inner] >= predictor.mask_threshold).numpy() & valid
+            if binary.any():
+                mask.write((binary.astype(np.uint8) * 255)[None], window=core)
+                crack_probs = np.round(result.probs[inner].numpy() * 255).astype(np.uint8) * binary
+                probs.write(crack_probs[None], window=core)
+                windows[(row, col)] = labelled(binary, row, col)
+        if progress is not None:
+            progress.update()
+    return windows, skipped
+
+
 def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px: Optional[float] = None,
                    min_area: int = 10, min_length: float = 0.0, window: int = WINDOW_PX,
                    progress: Any = None) -> RasterResult:
@@ -165,55 +141,32 @@ def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px:
         CRS and transform, and the number of windows, of those skipped as nodata, and of pixels.
     """
     rasterio = rasterio_module()
-    from rasterio.windows import Window
-
-    margin = predictor.tile
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as source:
         scale = mm_per_px_of(source, mm_per_px)
-        height, width = source.height, source.width
-        profile = {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": "uint8",
-                   "crs": source.crs, "transform": source.transform, "tiled": True, "blockxsize": 512,
-                   "blockysize": 512, "compress": "deflate", "BIGTIFF": "IF_SAFER", "SPARSE_OK": True}
+        profile = raster_profile(source)
+        offsets = window_offsets(source.height, source.width, window)
         prob_path = probabilities_path(mask_path)
-        staging = mask_path.with_name(mask_path.name + ".tmp.tif")
-        prob_staging = prob_path.with_name(prob_path.name + ".tmp.tif")
-        windows: Dict[Tuple[int, int], _Labels] = {}
-        offsets = [(row, col) for row in range(0, height, window) for col in range(0, width, window)]
-        if progress is not None:
-            progress.total = len(offsets)
-            progress.refresh()
-        skipped = 0
-        with rasterio.open(staging, "w", **profile) as target, rasterio.open(prob_staging, "w", **profile) as probs:
-            for row, col in offsets:
-                core = Window(col, row, min(window, width - col), min(window, height - row))
-                y0, x0 = max(row - margin, 0), max(col - margin, 0)
-                y1, x1 = min(row + core.height + margin, height), min(col + core.width + margin, width)
-                read = Window(x0, y0, x1 - x0, y1 - y0)
-                read_valid = source.read_masks(1, window=read) > 0  # the core's mask is a part of it: read once
-                inner = (slice(row - y0, row - y0 + core.height), slice(col - x0, col - x0 + core.width))
-                valid = read_valid[inner]
-                if not valid.any():  # all nodata: nothing to look at
-                    skipped += 1
-                else:
-                    image = _neutral(_rgb(source.read(window=read)), read_valid)
-                    result = next(predictor.tiled([((row, col), image)]))
-                    binary = (result.probs[inner] >= predictor.mask_threshold).numpy() & valid
-                    if binary.any():
-                        target.write((binary.astype(np.uint8) * 255)[None], window=core)
-                        crack_probs = np.round(result.probs[inner].numpy() * 255).astype(np.uint8) * binary
-                        probs.write(crack_probs[None], window=core)
-                        windows[(row, col)] = _labelled(binary, row, col)
-                if progress is not None:
-                    progress.update()
-        _finish(staging, mask_path)
-        _finish(prob_staging, prob_path)
+        staging = [target.with_name(target.name + ".tmp.tif") for target in (mask_path, prob_path)]
+        with rasterio.open(staging[0], "w", **profile) as mask, rasterio.open(staging[1], "w", **profile) as probs:
+            windows, skipped = predict_windows(predictor, source, offsets, window, mask, probs, progress)
+        finish(staging[0], mask_path)
+        finish(staging[1], prob_path)
+    return measured_raster(mask_path, windows, window, min_area, min_length, scale, profile, len(offsets), skipped)
+
+
+def measured_raster(mask_path: Path, windows: Dict[Tuple[int, int], WindowLabels], window: int, min_area: int,
+                    min_length: float, scale: float, profile: Dict[str, Any], count: int,
+                    skipped: int) -> RasterResult:
+    """The cracks of a finished mask GeoTIFF (and its probabilities), from its windows' labels."""
+    prob_path = probabilities_path(mask_path)
     measured = _measure(mask_path, prob_path, windows, window, min_area, min_length)
     return RasterResult(mask_path, prob_path, [crack for crack, _ in measured], [outline for _, outline in measured],
-                        scale, profile["crs"], profile["transform"], len(offsets), skipped, height * width)
+                        scale, profile["crs"], profile["transform"], count, skipped,
+                        profile["height"] * profile["width"])
 
 
-def _finish(staging: Path, mask_path: Path) -> None:
-    """The staged tiled GeoTIFF becomes a COG (with overviews) where GDAL has the driver, else it stays as it is."""
+def finish(staging: Path, mask_path: Path) -> None:
+    """A staged tiled GeoTIFF becomes a COG (with overviews) where GDAL has the driver, else it stays as it is."""
     import rasterio.shutil
 
     try:
@@ -229,7 +182,7 @@ def probabilities_path(mask_path: Path) -> Path:
     return mask_path.with_name(f"{stem}_prob.tif")
 
 
-def _measure(mask_path: Path, prob_path: Path, windows: Dict[Tuple[int, int], _Labels], core: int, min_area: int,
+def _measure(mask_path: Path, prob_path: Path, windows: Dict[Tuple[int, int], WindowLabels], core: int, min_area: int,
              min_length: float) -> List[Tuple[Crack, Dict[str, Any]]]:
     """Each crack (a group of window components joined across borders) measured once, from the mask over its
     bounding box, its confidence from the probabilities there, with its outline; numbered 1.. in reading order of
