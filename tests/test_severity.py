@@ -171,6 +171,13 @@ def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
     measurements.write()
     (row,) = csv.DictReader(open(tmp_path / "out" / "images.csv"))
     assert (row["captured"], row["gps_lat"], row["gps_lon"]) == ("2026-05-01 10:22:13", "51.5", "-0.125")
+    (point,) = json.loads((tmp_path / "out" / "images.geojson").read_text())["features"]
+    assert point["geometry"] == {"type": "Point", "coordinates": [-0.125, 51.5]}  # longitude first (RFC 7946)
+    assert point["properties"]["file"] == str(tmp_path / "site.jpg") and point["properties"]["cracks"] == 0
+    measurements = Measurements(tmp_path / "out")
+    measurements.add(str(tmp_path / "nothing.png"), "nothing", np.zeros((64, 64), bool))
+    measurements.write()
+    assert not (tmp_path / "out" / "images.geojson").exists()  # no photo with a position: no stale points
 
 
 def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, monkeypatch):

@@ -102,6 +102,15 @@ def crack_row(crack: Crack, mm_per_px: Optional[float], standard: Optional[Stand
     return row
 
 
+def photo_points(image_rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """images.csv's rows of photos with an EXIF GPS position as a GeoJSON FeatureCollection of points (RFC 7946:
+    longitude, latitude in WGS 84), each with its row as properties: where the photos with cracks were taken."""
+    return {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [row["gps_lon"], row["gps_lat"]]},
+         "properties": {key: value for key, value in row.items() if key not in ("gps_lat", "gps_lon")}}
+        for row in image_rows]}
+
+
 class Measurements:
     """Measures masks one by one, draws their overlays into `out_dir`, and writes the tables with `write`.
 
@@ -182,8 +191,9 @@ class Measurements:
         return crack_row(crack, mm_per_px, self.standard, self.axis_deg)
 
     def write(self) -> List[Path]:
-        """Write cracks.csv (a row per crack), images.csv (a row per image) and cracks.json (centrelines as
-        polylines of (x, y) px, for GIS/CAD tools); returns their paths."""
+        """Write cracks.csv (a row per crack), images.csv (a row per image), cracks.json (centrelines as
+        polylines of (x, y) px, for GIS/CAD tools) and, when photos carry an EXIF GPS position, images.geojson
+        (`photo_points`); returns their paths."""
         per_image = [[{"file": entry.file, **self.crack_row(crack, entry.mm_per_px)} for crack in entry.cracks]
                      for entry in self.images]
         crack_rows = [row for rows in per_image for row in rows]
@@ -214,4 +224,11 @@ class Measurements:
                                            for crack, row in zip(entry.cracks, rows)]}
                                for entry, rows in zip(self.images, per_image)]}
         write_json(paths[2], document, indent=1)
+        points = self.out_dir / "images.geojson"
+        located_rows = [row for row in image_rows
+                        if row.get("gps_lat") not in ("", None) and row.get("gps_lon") not in ("", None)]
+        points.unlink(missing_ok=True)
+        if located_rows:
+            write_json(points, photo_points(located_rows), indent=1)
+            paths.append(points)
         return paths
