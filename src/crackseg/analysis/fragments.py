@@ -4,6 +4,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
 
@@ -55,17 +57,11 @@ def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, sk
     facing = np.cos(np.radians(JOIN_ANGLE_DEG))
     joins = ((distance <= gap + half_width[first] + half_width[second] + 1)
              & ((directions[first] * across).sum(1) >= facing) & ((directions[second] * -across).sum(1) >= facing))
-    parent = np.arange(count + 1)
-
-    def find(index: int) -> int:
-        while parent[index] != index:
-            parent[index] = parent[parent[index]]
-            index = parent[index]
-        return index
-
-    for a, b in pairs[joins]:
-        parent[find(owner[a])] = find(owner[b])
-    roots = np.array([find(index) for index in range(count + 1)])
+    joined = pairs[joins]
+    graph = coo_matrix((np.ones(len(joined)), (owner[joined[:, 0]], owner[joined[:, 1]])), shape=(count + 1, count + 1))
+    _, component = connected_components(graph, directed=False)  # pieces joined through any chain of joins
+    roots = component + 1
+    roots[0] = 0  # the background (never joined: its component holds it alone)
     return roots[labels]
 
 

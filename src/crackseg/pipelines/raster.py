@@ -194,7 +194,7 @@ def _measure(mask_path: Path, prob_path: Path, windows: Dict[Tuple[int, int], Wi
 
     groups = join_windows(windows, core)
     boxes = []
-    for members in groups.values():
+    for members in groups:
         y0 = min(windows[w].boxes[label][0] for w, label in members)
         x0 = min(windows[w].boxes[label][1] for w, label in members)
         y1 = max(windows[w].boxes[label][2] for w, label in members)

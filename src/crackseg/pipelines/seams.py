@@ -1,11 +1,13 @@
 """Cracks across window borders: each core window's crack pixels labelled as its mask is written (its labels
 along its four edges and each label's bounding box kept, not the pixels), and the labels that touch across a
-border or a corner joined into one crack (union-find over (window, label) pairs)."""
+border or a corner joined into one crack."""
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from crackseg.analysis.skeleton import EIGHT
 
@@ -35,23 +37,6 @@ def labelled(core: np.ndarray, row: int, col: int) -> WindowLabels:
     return found
 
 
-class _Joined:
-    """Union-find over (window, label) pairs."""
-
-    def __init__(self) -> None:
-        self.parent: Dict[Tuple[int, int], Tuple[int, int]] = {}
-
-    def find(self, item: Tuple[int, int]) -> Tuple[int, int]:
-        self.parent.setdefault(item, item)
-        while self.parent[item] != item:
-            self.parent[item] = self.parent[self.parent[item]]
-            item = self.parent[item]
-        return item
-
-    def union(self, a: Tuple[int, int], b: Tuple[int, int]) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-
 def _touching(first: np.ndarray, second: np.ndarray) -> Iterator[Tuple[int, int]]:
     """Label pairs of two facing edges (1D, the same length) whose pixels touch: side by side or diagonally."""
     for shift in (-1, 0, 1):
@@ -61,28 +46,32 @@ def _touching(first: np.ndarray, second: np.ndarray) -> Iterator[Tuple[int, int]
         yield from set(zip(a[both].tolist(), b[both].tolist()))
 
 
-def join_windows(windows: Dict[Tuple[int, int], WindowLabels],
-                 core: int) -> Dict[Tuple[int, int], List[Tuple[int, int]]]:
+def join_windows(windows: Dict[Tuple[int, int], WindowLabels], core: int) -> List[List[Tuple[Tuple[int, int], int]]]:
     """Group the components of all windows into cracks: (window, label) pairs that touch across a border (or a
-    corner) share a crack. Returns root -> members; windows are keyed by their (row, col) offset."""
-    joined = _Joined()
+    corner) share a crack (the connected components of the graph of touching pairs). Returns each crack's
+    members; windows are keyed by their (row, col) offset."""
+    items = [((row, col), label) for (row, col), here in windows.items() for label in here.boxes]
+    number = {item: index for index, item in enumerate(items)}
+    edges = []
     for (row, col), here in windows.items():
-        for label in here.boxes:
-            joined.find(((row, col), label))
         right, below = windows.get((row, col + core)), windows.get((row + core, col))
         if right is not None:
-            for a, b in _touching(here.right, right.left):
-                joined.union(((row, col), a), ((row, col + core), b))
+            edges += [(number[((row, col), a)], number[((row, col + core), b)])
+                      for a, b in _touching(here.right, right.left)]
         if below is not None:
-            for a, b in _touching(here.bottom, below.top):
-                joined.union(((row, col), a), ((row + core, col), b))
+            edges += [(number[((row, col), a)], number[((row + core, col), b)])
+                      for a, b in _touching(here.bottom, below.top)]
         # diagonal neighbours below: this core's bottom-right pixel against the top-left of the one below right,
         # its bottom-left against the top-right of the one below left
         for corner, mine, theirs in (((row + core, col + core), -1, 0), ((row + core, col - core), 0, -1)):
             other = windows.get(corner)
             if other is not None and here.bottom[mine] and other.top[theirs]:
-                joined.union(((row, col), int(here.bottom[mine])), (corner, int(other.top[theirs])))
-    groups: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
-    for item in list(joined.parent):
-        groups.setdefault(joined.find(item), []).append(item)
-    return groups
+                edges.append((number[((row, col), int(here.bottom[mine]))],
+                              number[(corner, int(other.top[theirs]))]))
+    pairs = np.asarray(edges, dtype=np.intp).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(items), len(items)))
+    _, component = connected_components(graph, directed=False)
+    groups: Dict[int, List[Tuple[Tuple[int, int], int]]] = {}
+    for item, group in zip(items, component.tolist()):
+        groups.setdefault(group, []).append(item)
+    return list(groups.values())
