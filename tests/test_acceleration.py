@@ -206,6 +206,7 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
     pixels = sum(load_image(path).shape[1] * load_image(path).shape[2] for path in paths)
     assert report["photos"] == len(paths) and report["megapixels"] == round(pixels / 1e6, 3)
     assert report["decoded_share"] == 0.0 and model.threshold == 0.5  # the model given is left as it was
-    assert set(report["mp_per_s"]) == {"gated", "always_decoding"} and min(report["mp_per_s"].values()) > 0
+    assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only"}
+    assert min(report["mp_per_s"].values()) > 0 and 0.0 <= report["decoder_share_of_gated"] <= 1.0
     assert report["gated_over_always"] == pytest.approx(
         report["photos_per_s"]["gated"] / report["photos_per_s"]["always_decoding"], rel=0.01)

@@ -96,20 +96,23 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
 def photos(model: UNetClassifier, device: torch.device, precision: str, images: Callable[[], Any],
            rounds: int) -> Dict[str, Any]:
     """Speed of `crackseg predict`'s model work on real photos: megapixels and photos a second, gated (as predict
-    runs) and always decoding (every tile), and the share of tiles the gate decoded. The photos are decoded once,
+    runs), always decoding (every tile) and the gate alone (no tile decoded), the share of tiles the gate decoded,
+    and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate). The photos are decoded once,
     beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
 
     Args:
         model: the gated model (its gate threshold as shipped or given).
         images: a callable returning (key, image (3, H, W) uint8) pairs.
-        rounds: interleaved timed rounds of both variants over all the photos (the median counts).
+        rounds: interleaved timed rounds of the three variants over all the photos (the median counts).
     """
     decoded = list(images())
     megapixels = sum(image.shape[1] * image.shape[2] for _, image in decoded) / 1e6
-    always_model = copy.copy(model)  # the same weights; a threshold no probability is below
-    always_model.threshold = -1.0
+    always_model, gate_model = copy.copy(model), copy.copy(model)  # the same weights, other thresholds:
+    always_model.threshold = -1.0  # no probability is below it: every tile decoded
+    gate_model.threshold = 2.0  # none is above it: the gate alone (encoder and head), for the decoder's share
     predictors = {"gated": Predictor(model, device, precision=precision),
-                  "always_decoding": Predictor(always_model, device, precision=precision)}
+                  "always_decoding": Predictor(always_model, device, precision=precision),
+                  "gate_only": Predictor(gate_model, device, precision=precision)}
     counted: Dict[str, Tuple[int, int]] = {}  # variant -> (tiles, tiles decoded) of its last round
 
     def over_all(name: str) -> Callable[[], int]:
@@ -125,4 +128,5 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
             "decoded_share": round(decoded_tiles / tiles, 4) if tiles else None,
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
             "mp_per_s": {name: round(rate * megapixels / len(decoded), 4) for name, rate in rates.items()},
-            "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3)}
+            "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3),
+            "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3)}

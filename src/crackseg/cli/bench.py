@@ -52,8 +52,9 @@ def add_parser(commands: Any) -> None:
                             "tiles gated alike, with the trained checkpoints or the shipped model")
     bench.add_argument("--photos", default=None, metavar="DIR",
                        help="folder of real photos (e.g. survey footage): also report megapixels and photos a second "
-                            "of predict's model work on them, gated and always decoding, and the share of tiles "
-                            "decoded, with the trained checkpoints or the shipped model")
+                            "of predict's model work on them, gated, always decoding and the gate alone, the share "
+                            "of tiles decoded and the decoder's share of the time, with the trained checkpoints or "
+                            "the shipped model")
     bench.add_argument("--photos-limit", type=int, default=8, help="photos of --photos used, in name order [8]")
     checkpoint_arguments(bench.add_argument_group("model for --agreement-images and --photos"))
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
