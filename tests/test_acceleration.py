@@ -140,6 +140,7 @@ def test_flop_counts_give_the_ideal_gated_speedup():
     counted = flops(UNetClassifier(32, 224).eval(), 224)
     assert counted["unet_gflop_per_crop"] == pytest.approx(18.48, abs=0.01)  # SPEC: 18.5 GFLOP per crop
     assert counted["ideal_gated_speedup_at_0"] == pytest.approx(2.77, abs=0.01)
+    assert 0 < counted["decoder_gflop_per_crop"] < counted["unet_gflop_per_crop"]
 
 
 def test_bench_writes_a_complete_report(tmp_path, capsys):
@@ -208,5 +209,11 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
     assert report["decoded_share"] == 0.0 and model.threshold == 0.5  # the model given is left as it was
     assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only"}
     assert min(report["mp_per_s"].values()) > 0 and 0.0 <= report["decoder_share_of_gated"] <= 1.0
+    limit = report["limit"]  # what the FLOPs allow at this run's GEMM peak, and the share of it reached
+    assert min(limit["gemm_gflop_per_s"].values()) > 0 and limit["ran_in"] == "fp32"
+    costs = limit["gflop_per_tile"]
+    assert costs["gated"] == costs["gate_only"] < costs["always_decoding"]  # nothing decoded: the gate's cost
+    for name, rate in report["mp_per_s"].items():
+        assert limit["share_of_limit"][name] == pytest.approx(rate / limit["mp_per_s"][name]["fp32"], rel=0.02)
     assert report["gated_over_always"] == pytest.approx(
         report["photos_per_s"]["gated"] / report["photos_per_s"]["always_decoding"], rel=0.01)

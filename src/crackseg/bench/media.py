@@ -3,12 +3,12 @@ fp32 on real photos."""
 import copy
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from crackseg.bench.timing import drive_gate, interleaved
+from crackseg.bench.timing import drive_gate, flops, gemm_peak, interleaved
 from crackseg.inference.acceleration import (
     int8_head_supported,
 )
@@ -129,4 +129,25 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
             "mp_per_s": {name: round(rate * megapixels / len(decoded), 4) for name, rate in rates.items()},
             "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3),
-            "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3)}
+            "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3),
+            "limit": photo_limits(model, predictors["gated"].dtype, tiles / megapixels, decoded_tiles / tiles,
+                                  {name: rate * megapixels / len(decoded) for name, rate in rates.items()})}
+
+
+def photo_limits(model: UNetClassifier, dtype: Optional[torch.dtype], tiles_per_mp: float, decoded_share: float,
+                 mp_per_s: Dict[str, float]) -> Dict[str, Any]:
+    """The MP/s the FLOPs of each variant allow at the CPU's measured GEMM peak (fp32 and bf16, in this run), and
+    the share of that limit each variant reached at the peak of the type it ran in. A tile costs the gate
+    (encoder and head) and, when decoded, the decoder."""
+    costs = flops(model, model.crop_size)
+    gate, decoder = costs["gate_gflop_per_crop"], costs["decoder_gflop_per_crop"]
+    per_tile = {"gated": gate + decoded_share * decoder, "always_decoding": gate + decoder, "gate_only": gate}
+    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    ran = "bf16" if dtype == torch.bfloat16 else "fp32"
+    limits = {name: {kind: peak / (cost * tiles_per_mp) for kind, peak in peaks.items()}
+              for name, cost in per_tile.items()}
+    return {"gemm_gflop_per_s": {kind: round(peak, 1) for kind, peak in peaks.items()}, "ran_in": ran,
+            "gflop_per_tile": {name: round(cost, 4) for name, cost in per_tile.items()},
+            "mp_per_s": {name: {kind: round(value, 3) for kind, value in limit.items()}
+                         for name, limit in limits.items()},
+            "share_of_limit": {name: round(mp_per_s[name] / limits[name][ran], 3) for name in per_tile}}

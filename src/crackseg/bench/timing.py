@@ -38,19 +38,32 @@ def machine() -> Dict[str, Any]:
 
 
 def flops(model: UNetClassifier, crop: int) -> Dict[str, float]:
-    """FLOPs per crop of the always-decoding U-Net and of the gate alone (encoder + head), and their ratio: the
-    ideal speedup of gating when no crop is cracked."""
+    """FLOPs per crop of the always-decoding U-Net, of the gate alone (encoder + head) and of the decoder alone,
+    and the first two's ratio: the ideal speedup of gating when no crop is cracked."""
     x = torch.zeros(1, 3, crop, crop)
     counts = {}
     with torch.no_grad():
         for name, run in {"unet": lambda: model.decoder(*model.encoder(x)),
-                          "gate": lambda: model.head(model.encoder(x)[0])}.items():
+                          "gate": lambda: model.head(model.encoder(x)[0]), "encoder": lambda: model.encoder(x)}.items():
             counter = FlopCounterMode(display=False)
             with counter:
                 run()
             counts[name] = counter.get_total_flops()
     return {"unet_gflop_per_crop": counts["unet"] / 1e9, "gate_gflop_per_crop": counts["gate"] / 1e9,
+            "decoder_gflop_per_crop": (counts["unet"] - counts["encoder"]) / 1e9,
             "ideal_gated_speedup_at_0": counts["unet"] / counts["gate"]}
+
+
+def gemm_peak(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: float = 1.0) -> float:
+    """GFLOP/s of a square matrix product in `dtype` on the CPU's threads (2 size^3 FLOPs each), run for about
+    `seconds`: the machine's measured peak, which no convolution of the same type outruns."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)  # warm-up: kernel selection, page faults
+    count, start = 0, time.perf_counter()
+    while count < 3 or time.perf_counter() - start < seconds:
+        torch.matmul(a, b)
+        count += 1
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
 
 
 def synchronize(device: torch.device) -> None:
