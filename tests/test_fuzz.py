@@ -396,3 +396,19 @@ def test_a_resumed_measured_run_keeps_each_cracks_confidence(tmp_path, monkeypat
     assert parts == whole and len(whole) == 4
     assert {row["confidence"] for row in parts} == {"0.831"}  # 212 / 255, resumed or not
     assert np.asarray(Image.open(tmp_path / "parts" / "0.png_prob.png")).max() == 212
+
+
+def test_a_run_without_measure_leaves_no_earlier_probabilities_behind(tmp_path, monkeypatch):
+    from test_video import seeing_predictor
+
+    from crackseg.cli import predict
+
+    monkeypatch.setattr(predict, "predictor_from_args", seeing_predictor)
+    pixels = np.full((48, 64, 3), 160, np.uint8)
+    pixels[20:23, 4:60] = 40
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(out), "--measure"]) == 0
+    assert (out / "a.png_prob.png").is_file()
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(out)]) == 0  # a new mask, no probabilities
+    assert not (out / "a.png_prob.png").exists()  # a later resume must not take confidence from the old ones

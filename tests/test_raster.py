@@ -1,5 +1,6 @@
 """Georeferenced rasters: predicted by windows into a mask GeoTIFF with the raster's CRS and transform, cracks
 measured whole across window borders, GIS outputs in map coordinates, nodata windows never run."""
+import csv
 import json
 
 import fiona  # the gis extra, part of the test install
@@ -154,3 +155,77 @@ def test_a_raster_sharded_by_windows_merges_into_the_unsharded_result(tmp_path, 
     runs.clear()
     assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--skip-existing", *flags]) == 0
     assert runs == []  # the whole raster is done (its CSV, written last, is there)
+
+
+def sharded(tmp_path, monkeypatch):
+    """Predict flags on the test raster with a model that sees dark pixels, 128 px windows."""
+    from crackseg.cli import common
+
+    write_raster(tmp_path / "ortho.tif")
+    monkeypatch.setattr(common, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
+    return ["--device", "cpu", "--precision", "fp32", "--window", "128"]
+
+
+def test_a_failed_merge_keeps_the_parts_and_a_merged_raster_is_not_run_again(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from crackseg.cli import rasters
+
+    flags, out = sharded(tmp_path, monkeypatch), tmp_path / "out"
+    for index in range(2):
+        assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", f"{index}/2", *flags]) == 0
+    real = rasters.write_gis
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rasters, "write_gis", disk_full)
+    assert main(["merge-summaries", str(out)]) == 1
+    assert "disk full" in capsys.readouterr().err
+    assert len(list(out.glob("*.part-*"))) == 6  # nothing lost: the merge can run again
+    monkeypatch.setattr(rasters, "write_gis", real)
+    assert main(["merge-summaries", str(out)]) == 0 and not list(out.glob("*.part-*"))
+    capsys.readouterr()
+    # a retried task of the sharded job finds its raster merged: done, not run again into a new part
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "0/2", "--skip-existing",
+                 *flags]) == 0
+    assert "done before (ortho.tif_cracks.csv)" in capsys.readouterr().out and not list(out.glob("*.part-*"))
+
+
+def test_parts_of_another_grid_or_other_flags_are_not_merged(tmp_path, monkeypatch, capsys):
+    flags, out = sharded(tmp_path, monkeypatch), tmp_path / "out"
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "0/2", *flags]) == 0
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "1/2", "--mask-threshold",
+                 "0.4", *flags]) == 0
+    assert main(["merge-summaries", str(out)]) == 2
+    assert "its parts differ in settings" in capsys.readouterr().err
+    write_raster(tmp_path / "ortho.tif", height=600, width=768)  # the raster changed between the tasks
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(out), "--shard", "1/2", *flags]) == 0
+    assert main(["merge-summaries", str(out)]) == 2
+    assert "its parts differ in grid" in capsys.readouterr().err
+
+
+def test_measurement_flags_are_checked_before_a_raster_runs(tmp_path, monkeypatch, capsys):
+    from crackseg.cli import common
+
+    write_raster(tmp_path / "ortho.tif")
+    monkeypatch.setattr(common, "load_model", lambda args: pytest.fail("the model was loaded"))
+    assert main(["predict", str(tmp_path / "ortho.tif"), "--out", str(tmp_path / "out"), "--measure",
+                 "--mm-per-px", "-1"]) == 2
+    assert "--mm-per-px must be positive" in capsys.readouterr().err
+
+
+def test_photos_and_a_raster_over_two_shards_merge_into_one_summary(tmp_path, monkeypatch):
+    flags, out = sharded(tmp_path, monkeypatch), tmp_path / "out"
+    Image.new("RGB", (40, 40), (180, 180, 180)).save(tmp_path / "photo.png")  # one photo: one shard has none
+    for index in range(2):
+        assert main(["predict", str(tmp_path / "ortho.tif"), str(tmp_path / "photo.png"), "--out", str(out),
+                     "--shard", f"{index}/2", "--measure", *flags]) == 0
+    assert {path.name for path in out.glob("summary-*.csv")} == {"summary-0-of-2.csv", "summary-1-of-2.csv"}
+    assert {path.name for path in out.glob("images-*.csv")} == {"images-0-of-2.csv", "images-1-of-2.csv"}
+    assert main(["merge-summaries", str(out)]) == 0
+    with open(out / "summary.csv", newline="") as handle:
+        assert [row["file"] for row in csv.DictReader(handle)] == [str(tmp_path / "photo.png")]
+    with open(out / "images.csv", newline="") as handle:
+        assert [row["file"] for row in csv.DictReader(handle)] == [str(tmp_path / "photo.png")]
+    assert (out / "ortho.tif_cracks.csv").is_file() and (out / "ortho.tif_mask.tif").is_file()

@@ -178,6 +178,11 @@ def test_capture_time_and_gps_from_exif_reach_images_csv(tmp_path):
     measurements.add(str(tmp_path / "nothing.png"), "nothing", np.zeros((64, 64), bool))
     measurements.write()
     assert not (tmp_path / "out" / "images.geojson").exists()  # no photo with a position: no stale points
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif.get_ifd(0x8825).update({2: (IFDRational(0, 0),) * 3})  # 0/0: a camera without a fix
+    photo.save(tmp_path / "nofix.jpg", exif=exif)
+    assert photo_metadata(tmp_path / "nofix.jpg") == {"captured": "2026-05-01 10:22:13"}  # no NaN position
 
 
 def test_predict_asks_for_every_scale_before_the_model_loads(tmp_path, capsys, monkeypatch):

@@ -29,6 +29,7 @@ from crackseg.pipelines.photos import (
     predict_files,
     read_summary,
     shard,
+    shard_suffix,
     summary_name,
     unwritable,
 )
@@ -113,10 +114,11 @@ def measurement_settings(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def check_scales(args: argparse.Namespace, settings: Dict[str, Any], out: Path, names: Dict[Path, str]) -> None:
-    """A standard grades widths in mm: every photo needs a scale (a georeferenced raster has its own)."""
+    """The measurement settings are valid (before the model loads, whatever the inputs), and a standard, which
+    grades widths in mm, has the scale of every photo (a georeferenced raster has its own)."""
+    checked = Measurements(out, **{**settings, "standard": None})  # refuses a scale <= 0, --min-area < 1
     if not settings["standard"]:
         return
-    checked = Measurements(out, **{**settings, "standard": None})
     unscaled = [path for path, name in names.items()
                 if not checked.scale_of(str(path), name) and not is_georeferenced(path)]
     if unscaled:
@@ -164,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     rasters = [path for path in names if is_georeferenced(path)]  # every shard runs its windows of each
     paths = [path for path in names if path not in rasters]
+    photos_anywhere = any(path.suffix.lower() not in VIDEO_EXTENSIONS and not path.is_dir() for path in paths)
     paths = shard(paths, *shard_spec) if shard_spec else paths
     total = len(paths) + len(rasters)
     videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()]
@@ -172,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
     if args.overlap is not None and args.overlap >= predictor.tile:
         raise ConfigError(f"--overlap must be less than the tile ({predictor.tile} px)")
 
-    def measurements_in(folder: Path) -> Optional[Measurements]:
-        return Measurements(folder, **settings) if args.measure or args.report else None
+    def measurements_in(folder: Path, suffix: str = "") -> Optional[Measurements]:
+        return Measurements(folder, **settings, suffix=suffix) if args.measure or args.report else None
 
     def fail(problem: str) -> None:
         problems.append(problem)
@@ -191,8 +194,8 @@ def run(args: argparse.Namespace) -> int:
             predict_one_video(args, predictor, video, out, out / names[video], measurements, fail)
             measurements = None
             finished += 1
-        if paths:
-            measurements = measurements_in(out)
+        if paths or (shard_spec and photos_anywhere):  # a shard's summary, even if empty: merge needs all N
+            measurements = measurements_in(out, shard_suffix(shard_spec))
             with tqdm(total=len(paths), desc="predict", unit="image", disable=None) as progress:
                 rows = predict_files(predictor, paths, out, progress, names=[names[path] for path in paths],
                                      summary=summary_name(shard_spec), skip_existing=args.skip_existing,
@@ -201,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                 write_measurements(args, predictor, measurements)
                 measurements = None
     except KeyboardInterrupt:
-        if paths and finished == len(videos):  # among the images: their summary rows say how far
+        if paths and finished == len(rasters) + len(videos):  # among the images: their summary rows say how far
             finished += len(read_summary(out / summary_name(shard_spec)))
         if measurements is not None and measurements.images:  # the tables match the masks written so far
             write_measurements(args, predictor, measurements)
@@ -243,6 +246,7 @@ def write_measurements(args: argparse.Namespace, predictor: Predictor, measureme
                     "a crack": f"at least {predictor.min_area} px in area and {predictor.min_length:g} px long; "
                                f"pieces across gaps up to {predictor.join_gap:g} px joined",
                     "scale": scale}
-        written.append(write_report(measurements, settings, measurements.out_dir / "report.html").name)
+        report = measurements.out_dir / f"report{measurements.suffix}.html"  # a shard's: report-I-of-N.html
+        written.append(write_report(measurements, settings, report).name)
     print(f"measured {sum(len(entry.cracks) for entry in measurements.images)} cracks: {', '.join(written)} in "
           f"{measurements.out_dir}")

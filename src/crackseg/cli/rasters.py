@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from tqdm import tqdm
 
 from crackseg.analysis.severity import standard
+from crackseg.cli.common import summary_model
 from crackseg.errors import DatasetError
 from crackseg.inference.predictor import Predictor
 from crackseg.outputs.gis import write_gis
@@ -23,12 +24,17 @@ def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: P
     --skip-existing a raster (or part) already done is not run again."""
     (out / name).parent.mkdir(parents=True, exist_ok=True)
     mask_path = out / f"{name}_mask.tif"
-    done = part_paths(mask_path, *spec)[2] if spec else out / f"{name}_cracks.csv"  # each written last
-    if args.skip_existing and done.is_file():
-        print(f"{raster}: done before ({done.name}): skipped")
+    whole = out / f"{name}_cracks.csv"  # written last, by the run or by the merge of its parts
+    done = [whole] + ([part_paths(mask_path, *spec)[2]] if spec else [])  # a part's record: written last too
+    if args.skip_existing and any(path.is_file() for path in done):
+        print(f"{raster}: done before ({next(path for path in done if path.is_file()).name}): skipped")
         return
+    model = {key: value for key, value in summary_model(args, predictor).items() if key not in ("engine", "int8_head")}
     stored = {"min_area": predictor.min_area, "min_length": predictor.min_length, "standard": args.standard,
-              "exposure": args.exposure, "axis_deg": settings["axis_deg"]}
+              "exposure": args.exposure, "axis_deg": settings["axis_deg"],
+              "model": {**model, "mask_threshold": predictor.mask_threshold,
+                        "gate_threshold": predictor.model.threshold, "tile": predictor.tile,
+                        "overlap": predictor.overlap}}
     try:
         with tqdm(desc=raster.name, unit="window", disable=None) as progress:
             if spec:
@@ -64,10 +70,13 @@ def describe(raster: Any, result: RasterResult, written: List[Path], out: Path) 
 
 
 def merge_rasters(out: Path) -> int:
-    """Join every sharded raster's parts under `out` and write its GIS files; returns how many were joined."""
+    """Join every sharded raster's parts under `out` and write its GIS files, then delete the parts (a merge that
+    fails before keeps them, to be run again); returns how many rasters were joined."""
     groups = raster_parts(out)
     for mask_path, records in groups.items():
-        result, stored = merge_raster_parts(mask_path, records)
+        result, stored, parts = merge_raster_parts(mask_path, records)
         stem = mask_path.with_name(mask_path.name[:-len("_mask.tif")] + "_cracks")
-        describe(result.mask, result, gis_outputs(result, stem, stored), mask_path.parent)
+        describe(stored["raster"], result, gis_outputs(result, stem, stored), mask_path.parent)
+        for part in parts:
+            part.unlink()
     return len(groups)

@@ -1,5 +1,6 @@
 """Reading images and masks: listing and pairing files, decoding any image mode, EXIF, size limits."""
 import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -118,6 +119,9 @@ def photo_metadata(path: Path) -> Dict[str, Any]:
                     degrees, minutes, seconds = (float(part) for part in gps[value])
                     sign = -1 if str(gps.get(reference, "")).upper().startswith(negative) else 1
                     found[key] = round(sign * (degrees + minutes / 60 + seconds / 3600), 7)
+            if not all(math.isfinite(found.get(key, 0.0)) for key in ("gps_lat", "gps_lon")):
+                for key in ("gps_lat", "gps_lon"):  # 0/0 rationals: a camera without a fix
+                    found.pop(key, None)
             return found
     except (OSError, SyntaxError, ValueError, TypeError, ZeroDivisionError):
         return {}

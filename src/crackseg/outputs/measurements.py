@@ -102,9 +102,16 @@ def crack_row(crack: Crack, mm_per_px: Optional[float], standard: Optional[Stand
     return row
 
 
+def on_earth(latitude: Any, longitude: Any) -> bool:
+    """Whether EXIF gave a position on the earth: finite degrees in range (a camera without a fix writes 0/0)."""
+    return (isinstance(latitude, (int, float)) and isinstance(longitude, (int, float))
+            and abs(latitude) <= 90 and abs(longitude) <= 180)  # NaN fails both comparisons
+
+
 def photo_points(image_rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """images.csv's rows of photos with an EXIF GPS position as a GeoJSON FeatureCollection of points (RFC 7946:
-    longitude, latitude in WGS 84), each with its row as properties: where the photos with cracks were taken."""
+    longitude, latitude in WGS 84), each with its row as properties: where the photos were taken, with what
+    each holds."""
     return {"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "Point", "coordinates": [row["gps_lon"], row["gps_lat"]]},
          "properties": {key: value for key, value in row.items() if key not in ("gps_lat", "gps_lon")}}
@@ -125,6 +132,7 @@ class Measurements:
             taken at different distances); the others take `mm_per_px`.
         join_gap: pieces of a crack across gaps up to this many px are one crack.
         axis_deg: the road's (or wall's) axis for crack types (`cracktypes`), 0 = image horizontal, 90 = vertical.
+        suffix: after each table's name: a shard's tables (cracks-0-of-4.csv) do not overwrite the others'.
 
     Example:
         >>> measurements = Measurements(Path("out"), mm_per_px=0.5)
@@ -134,7 +142,7 @@ class Measurements:
 
     def __init__(self, out_dir: Path, mm_per_px: Optional[float] = None, min_area: int = MIN_AREA,
                  min_length: float = 0.0, standard: Optional[Standard] = None, axis_deg: float = 90.0,
-                 join_gap: float = JOIN_GAP_PX, scales: Optional[Dict[str, float]] = None):
+                 join_gap: float = JOIN_GAP_PX, scales: Optional[Dict[str, float]] = None, suffix: str = ""):
         if mm_per_px is not None and mm_per_px <= 0:
             raise ConfigError("--mm-per-px must be positive")
         if standard is not None and not mm_per_px and not scales:
@@ -149,6 +157,7 @@ class Measurements:
         self.axis_deg = axis_deg
         self.join_gap = join_gap
         self.scales = dict(scales or {})
+        self.suffix = suffix
         self.images: List[ImageMeasurement] = []
 
     def add(self, file: str, name: str, mask: np.ndarray, image: Optional[np.ndarray] = None,
@@ -206,7 +215,8 @@ class Measurements:
                        **({"mm_per_px": entry.mm_per_px} if self.scales else {}),
                        **{key: entry.metadata.get(key, "") for key in located}, "overlay": entry.overlay}
                       for entry, rows in zip(self.images, per_image)]
-        paths = [self.out_dir / "cracks.csv", self.out_dir / "images.csv", self.out_dir / "cracks.json"]
+        paths = [self.out_dir / f"{table}{self.suffix}{extension}"
+                 for table, extension in (("cracks", ".csv"), ("images", ".csv"), ("cracks", ".json"))]
         crack_fields = ["file"] + list(self.crack_row(Crack(0, 0, 0, 0, 0, 0, 0, (0, 0, 0, 0)), scaled))
         image_fields = list(dict.fromkeys(key for row in image_rows for key in row)) or ["file"]
         write_csv(paths[0], crack_fields, crack_rows, ignore_extra=True)
@@ -224,9 +234,8 @@ class Measurements:
                                            for crack, row in zip(entry.cracks, rows)]}
                                for entry, rows in zip(self.images, per_image)]}
         write_json(paths[2], document, indent=1)
-        points = self.out_dir / "images.geojson"
-        located_rows = [row for row in image_rows
-                        if row.get("gps_lat") not in ("", None) and row.get("gps_lon") not in ("", None)]
+        points = self.out_dir / f"images{self.suffix}.geojson"
+        located_rows = [row for row in image_rows if on_earth(row.get("gps_lat"), row.get("gps_lon"))]
         points.unlink(missing_ok=True)
         if located_rows:
             write_json(points, photo_points(located_rows), indent=1)

@@ -1,4 +1,5 @@
 """`crackseg predict`: gated inference over files, folders and globs, writing masks, overlays and a summary."""
+import csv
 import functools
 import glob
 import itertools
@@ -151,9 +152,14 @@ def shard(paths: Sequence[Path], index: int, count: int) -> List[Path]:
     return sorted(paths)[index::count]
 
 
+def shard_suffix(shard_spec: Optional[Tuple[int, int]] = None) -> str:
+    """What a shard's tables carry after their names: "-I-of-N" ("" unsharded)."""
+    return "" if shard_spec is None else f"-{shard_spec[0]}-of-{shard_spec[1]}"
+
+
 def summary_name(shard_spec: Optional[Tuple[int, int]] = None) -> str:
     """summary.csv, or summary-I-of-N.csv for one shard of several (joined by `merge_summaries`)."""
-    return "summary.csv" if shard_spec is None else f"summary-{shard_spec[0]}-of-{shard_spec[1]}.csv"
+    return f"summary{shard_suffix(shard_spec)}.csv"
 
 
 def read_summary(path: Path) -> List[Dict[str, str]]:
@@ -172,8 +178,9 @@ def summary_parts(out_dir: Path) -> List[Path]:
 
 
 def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
-    """Join the shards' summary-I-of-N.csv files of a folder into summary.csv (sorted by file); returns its path
-    and row count. All N shards must be there, and no file may appear twice."""
+    """Join the shards' summary-I-of-N.csv files of a folder into summary.csv (sorted by file), and their
+    cracks-I-of-N.csv and images-I-of-N.csv into cracks.csv and images.csv; returns the summary's path and row
+    count. All N shards must be there, and no file may appear twice."""
     parts = summary_parts(out_dir)
     if not parts:
         raise FileNotFoundError(f"{out_dir}: no summary-I-of-N.csv files (nor raster parts) to merge")
@@ -190,7 +197,20 @@ def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
         raise DatasetError(f"{out_dir}: some files appear in several shard summaries")
     path = out_dir / "summary.csv"
     write_summary(path, sorted(rows, key=lambda row: row["file"]))
+    for table in ("cracks", "images"):  # the shards' measurement tables (--measure), if they wrote them
+        shards = sorted(out_dir.glob(f"{table}-*-of-{count}.csv"))
+        if shards:
+            measured = [row for part in shards for row in read_rows(part)]
+            headers = [_header(part) for part in shards]
+            write_csv(out_dir / f"{table}.csv", list(dict.fromkeys(key for header in headers for key in header)),
+                      measured)
     return path, len(rows)
+
+
+def _header(path: Path) -> List[str]:
+    """The field names of a CSV file (its first row)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
 
 
 def unwritable(error: OSError, path: Path, out_dir: Path) -> str:

@@ -74,6 +74,13 @@ def window_offsets(height: int, width: int, window: int) -> List[Tuple[int, int]
     return [(row, col) for row in range(0, height, window) for col in range(0, width, window)]
 
 
+def core_window(row: int, col: int, window: int, height: int, width: int) -> Any:
+    """The rasterio Window of the core at (row, col), cut at the raster's edge."""
+    from rasterio.windows import Window
+
+    return Window(col, row, min(window, width - col), min(window, height - row))
+
+
 def raster_profile(source: Any) -> Dict[str, Any]:
     """The profile of a one-band uint8 GeoTIFF on the raster's grid (its size, CRS and transform), tiled and
     compressed, sparse (blocks never written take no space)."""
@@ -82,11 +89,38 @@ def raster_profile(source: Any) -> Dict[str, Any]:
             "compress": "deflate", "BIGTIFF": "IF_SAFER", "SPARSE_OK": True}
 
 
-def predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int, int]], window: int, mask: Any,
-                    probs: Any, progress: Any = None) -> Tuple[Dict[Tuple[int, int], WindowLabels], int]:
-    """Run the windows at `offsets` of an open raster, writing each core's mask (0/255) and its crack pixels'
-    probabilities (x 255) into the open GeoTIFFs `mask` and `probs`; returns the labels of the windows with crack
-    pixels, by offset, and how many windows were all nodata (not run)."""
+@dataclass
+class WindowRun:
+    """What a run over (some of) a raster's windows found: the labels of the windows with crack pixels, by
+    (row, col), how many of its windows were all nodata, the raster's window count, scale and grid."""
+
+    windows: Dict[Tuple[int, int], WindowLabels]
+    skipped: int
+    total: int
+    mm_per_px: float
+    profile: Dict[str, Any]
+
+
+def run_windows(predictor: Predictor, path: Path, targets: Tuple[Path, Path], mm_per_px: Optional[float],
+                window: int, shard: Tuple[int, int] = (0, 1), progress: Any = None) -> WindowRun:
+    """Run every N-th window of a raster from the I-th (`shard` (I, N); all by default) into two new GeoTIFFs on
+    its grid, `targets` (mask 0/255, crack pixels' probabilities x 255)."""
+    rasterio = rasterio_module()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as source:
+        scale = mm_per_px_of(source, mm_per_px)
+        profile = raster_profile(source)
+        offsets = window_offsets(source.height, source.width, window)
+        with rasterio.open(targets[0], "w", **profile) as mask, rasterio.open(targets[1], "w", **profile) as probs:
+            windows, skipped = _predict_windows(predictor, source, offsets[shard[0]::shard[1]], window, mask, probs,
+                                                progress)
+    return WindowRun(windows, skipped, len(offsets), scale, profile)
+
+
+def _predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int, int]], window: int, mask: Any,
+                     probs: Any, progress: Any = None) -> Tuple[Dict[Tuple[int, int], WindowLabels], int]:
+    """Run the windows at `offsets` of an open raster, writing each core's mask and its crack pixels'
+    probabilities into the open GeoTIFFs `mask` and `probs`; returns the labels of the windows with crack pixels,
+    by offset, and how many windows were all nodata (not run)."""
     from rasterio.windows import Window
 
     margin = predictor.tile
@@ -97,7 +131,7 @@ def predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int, 
         progress.refresh()
     skipped = 0
     for row, col in offsets:
-        core = Window(col, row, min(window, width - col), min(window, height - row))
+        core = core_window(row, col, window, height, width)
         y0, x0 = max(row - margin, 0), max(col - margin, 0)
         y1, x1 = min(row + core.height + margin, height), min(col + core.width + margin, width)
         read = Window(x0, y0, x1 - x0, y1 - y0)
@@ -120,6 +154,12 @@ def predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int, 
     return windows, skipped
 
 
+def staging_paths(mask_path: Path) -> Tuple[Path, Path]:
+    """Where a raster's mask and probabilities are written before they become COGs (`finish`)."""
+    prob_path = probabilities_path(mask_path)
+    return mask_path.with_name(mask_path.name + ".tmp.tif"), prob_path.with_name(prob_path.name + ".tmp.tif")
+
+
 def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px: Optional[float] = None,
                    min_area: int = 10, min_length: float = 0.0, window: int = WINDOW_PX,
                    progress: Any = None) -> RasterResult:
@@ -140,29 +180,20 @@ def predict_raster(predictor: Predictor, path: Path, mask_path: Path, mm_per_px:
         The mask's path, the cracks (pixel units, bounding boxes and centrelines in raster px), the scale, the
         CRS and transform, and the number of windows, of those skipped as nodata, and of pixels.
     """
-    rasterio = rasterio_module()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as source:
-        scale = mm_per_px_of(source, mm_per_px)
-        profile = raster_profile(source)
-        offsets = window_offsets(source.height, source.width, window)
-        prob_path = probabilities_path(mask_path)
-        staging = [target.with_name(target.name + ".tmp.tif") for target in (mask_path, prob_path)]
-        with rasterio.open(staging[0], "w", **profile) as mask, rasterio.open(staging[1], "w", **profile) as probs:
-            windows, skipped = predict_windows(predictor, source, offsets, window, mask, probs, progress)
-        finish(staging[0], mask_path)
-        finish(staging[1], prob_path)
-    return measured_raster(mask_path, windows, window, min_area, min_length, scale, profile, len(offsets), skipped)
+    staging = staging_paths(mask_path)
+    run = run_windows(predictor, path, staging, mm_per_px, window, progress=progress)
+    return finished_raster(mask_path, run, window, min_area, min_length)
 
 
-def measured_raster(mask_path: Path, windows: Dict[Tuple[int, int], WindowLabels], window: int, min_area: int,
-                    min_length: float, scale: float, profile: Dict[str, Any], count: int,
-                    skipped: int) -> RasterResult:
-    """The cracks of a finished mask GeoTIFF (and its probabilities), from its windows' labels."""
+def finished_raster(mask_path: Path, run: WindowRun, window: int, min_area: int, min_length: float) -> RasterResult:
+    """The staged mask and probabilities of a raster's windows made COGs, and its cracks measured."""
     prob_path = probabilities_path(mask_path)
-    measured = _measure(mask_path, prob_path, windows, window, min_area, min_length)
+    for staged, target in zip(staging_paths(mask_path), (mask_path, prob_path)):
+        finish(staged, target)
+    measured = _measure(mask_path, prob_path, run.windows, window, min_area, min_length)
     return RasterResult(mask_path, prob_path, [crack for crack, _ in measured], [outline for _, outline in measured],
-                        scale, profile["crs"], profile["transform"], count, skipped,
-                        profile["height"] * profile["width"])
+                        run.mm_per_px, run.profile["crs"], run.profile["transform"], run.total, run.skipped,
+                        run.profile["height"] * run.profile["width"])
 
 
 def finish(staging: Path, mask_path: Path) -> None:

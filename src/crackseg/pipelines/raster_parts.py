@@ -4,8 +4,8 @@ and probabilities and measures its cracks whole, across the parts' seams as acro
 
 A part is NAME_mask.part-I-of-N.tif and NAME_prob.part-I-of-N.tif (tiled and sparse: only its windows hold
 data), and its record NAME_mask.part-I-of-N.json, written last: a part with a record is complete (and skipped by
-a `--skip-existing` run). The record names the raster, the window size, the windows with crack pixels, the scale
-and the measurement settings, which every part of a raster must share.
+a `--skip-existing` run). The record names the raster and its grid, the window size, the windows with crack
+pixels, the scale, the model and the measurement settings, which every part of a raster must share.
 """
 import json
 import re
@@ -13,23 +13,25 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from crackseg.errors import DatasetError
-from crackseg.files.geo import mm_per_px_of, rasterio_module
+from crackseg.files.geo import rasterio_module
 from crackseg.files.writing import write_json
 from crackseg.inference.predictor import Predictor
 from crackseg.pipelines.raster import (
     GDAL_CACHE_MB,
     WINDOW_PX,
     RasterResult,
-    finish,
-    measured_raster,
-    predict_windows,
+    WindowRun,
+    core_window,
+    finished_raster,
     probabilities_path,
     raster_profile,
-    window_offsets,
+    run_windows,
+    staging_paths,
 )
 from crackseg.pipelines.seams import labelled
 
 RECORD = re.compile(r"^(?P<stem>.+)\.part-(?P<index>\d+)-of-(?P<count>\d+)\.json$")
+SHARED = ("raster_name", "grid", "window", "windows_total", "mm_per_px", "settings")  # equal in every part
 
 
 def part_paths(mask_path: Path, index: int, count: int) -> Tuple[Path, Path, Path]:
@@ -40,24 +42,24 @@ def part_paths(mask_path: Path, index: int, count: int) -> Tuple[Path, Path, Pat
             mask_path.with_name(f"{mask_stem}{suffix}.json"))
 
 
+def _grid(profile: Dict[str, Any]) -> Dict[str, Any]:
+    return {"width": profile["width"], "height": profile["height"], "crs": profile["crs"].to_wkt(),
+            "transform": list(profile["transform"])[:6]}
+
+
 def predict_raster_part(predictor: Predictor, path: Path, mask_path: Path, shard: Tuple[int, int],
                         mm_per_px: Optional[float] = None, settings: Optional[Dict[str, Any]] = None,
                         window: int = WINDOW_PX, progress: Any = None) -> Path:
     """Run shard (I, N)'s windows of a raster into its part files; returns the part's record. `settings` (JSON
-    values: min_area, min_length, standard, ...) are stored for the merge, which measures with them."""
-    rasterio = rasterio_module()
-    index, count = shard
-    mask_part, prob_part, record = part_paths(mask_path, index, count)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as source:
-        scale = mm_per_px_of(source, mm_per_px)
-        profile = raster_profile(source)
-        offsets = window_offsets(source.height, source.width, window)
-        mine = offsets[index::count]
-        with rasterio.open(mask_part, "w", **profile) as mask, rasterio.open(prob_part, "w", **profile) as probs:
-            windows, skipped = predict_windows(predictor, source, mine, window, mask, probs, progress)
-    write_json(record, {"raster": str(path), "shard": [index, count], "window": window,
-                        "windows_total": len(offsets), "windows_run": len(mine) - skipped, "skipped": skipped,
-                        "with_cracks": sorted(windows), "mm_per_px": scale, "settings": dict(settings or {})})
+    values: the model and its thresholds, min_area, min_length, standard, ...) are stored for the merge, which
+    measures with them and refuses parts whose settings differ."""
+    mask_part, prob_part, record = part_paths(mask_path, *shard)
+    run = run_windows(predictor, path, (mask_part, prob_part), mm_per_px, window, shard, progress)
+    write_json(record, {"raster": str(path), "raster_name": Path(path).name, "grid": _grid(run.profile),
+                        "shard": list(shard), "window": window, "windows_total": run.total,
+                        "windows_run": len(range(run.total)[shard[0]::shard[1]]) - run.skipped,
+                        "skipped": run.skipped, "with_cracks": sorted(run.windows), "mm_per_px": run.mm_per_px,
+                        "settings": dict(settings or {})})
     return record
 
 
@@ -72,7 +74,8 @@ def raster_parts(out_dir: Path) -> Dict[Path, List[Path]]:
 
 
 def _complete(mask_path: Path, records: List[Path]) -> List[Dict[str, Any]]:
-    """The records of a raster's parts, checked: all N there, of one raster, window size and settings."""
+    """The records of a raster's parts, checked: all N there, of one raster and grid, window size, model and
+    settings."""
     parts = [json.loads(record.read_text()) for record in records]
     counts = {part["shard"][1] for part in parts}
     if len(counts) != 1:
@@ -81,44 +84,37 @@ def _complete(mask_path: Path, records: List[Path]) -> List[Dict[str, Any]]:
     missing = sorted(set(range(count)) - {part["shard"][0] for part in parts})
     if missing:
         raise DatasetError(f"{mask_path}: part(s) {', '.join(map(str, missing))} of {count} are not done yet")
-    for key in ("raster", "window", "mm_per_px", "settings"):
-        if len({json.dumps(part[key], sort_keys=True) for part in parts}) != 1:
-            raise DatasetError(f"{mask_path}: its parts differ in {key}: were they run with the same flags?")
+    for key in SHARED:
+        if len({json.dumps(part.get(key), sort_keys=True) for part in parts}) != 1:
+            raise DatasetError(f"{mask_path}: its parts differ in {key}: run them again on the same raster with "
+                               "the same flags")
     return sorted(parts, key=lambda part: part["shard"][0])
 
 
-def merge_raster_parts(mask_path: Path, records: List[Path]) -> Tuple[RasterResult, Dict[str, Any]]:
-    """Join a raster's N parts into NAME_mask.tif and NAME_prob.tif (COGs, as an unsharded run writes them),
-    measure its cracks whole with the parts' settings, and delete the parts; returns the result and the
-    settings."""
+def merge_raster_parts(mask_path: Path, records: List[Path]) -> Tuple[RasterResult, Dict[str, Any], List[Path]]:
+    """Join a raster's N parts into NAME_mask.tif and NAME_prob.tif (COGs, as an unsharded run writes them) and
+    measure its cracks whole with the parts' settings; returns the result, the settings and the part files (to
+    delete once the caller has written what it needs)."""
     rasterio = rasterio_module()
-    from rasterio.windows import Window
-
     parts = _complete(mask_path, records)
-    window, settings = parts[0]["window"], parts[0]["settings"]
-    prob_path = probabilities_path(mask_path)
+    window = parts[0]["window"]
     pieces = [part_paths(mask_path, *part["shard"]) for part in parts]
-    staging = [target.with_name(target.name + ".tmp.tif") for target in (mask_path, prob_path)]
     windows = {}
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         with rasterio.open(pieces[0][0]) as first:
             profile = raster_profile(first)
+        staging = staging_paths(mask_path)
         with rasterio.open(staging[0], "w", **profile) as mask, rasterio.open(staging[1], "w", **profile) as probs:
             for part, (mask_part, prob_part, _) in zip(parts, pieces):
                 with rasterio.open(mask_part) as part_mask, rasterio.open(prob_part) as part_probs:
                     for row, col in part["with_cracks"]:
-                        core = Window(col, row, min(window, profile["width"] - col),
-                                      min(window, profile["height"] - row))
+                        core = core_window(row, col, window, profile["height"], profile["width"])
                         binary = part_mask.read(1, window=core)
                         mask.write(binary[None], window=core)
                         probs.write(part_probs.read(window=core), window=core)
                         windows[(row, col)] = labelled(binary > 0, row, col)
-        finish(staging[0], mask_path)
-        finish(staging[1], prob_path)
-    result = measured_raster(mask_path, windows, window, settings.get("min_area", 10),
-                             settings.get("min_length", 0.0), parts[0]["mm_per_px"], profile,
-                             parts[0]["windows_total"], sum(part["skipped"] for part in parts))
-    for piece in pieces:
-        for path in piece:
-            path.unlink()
-    return result, settings
+    settings = parts[0]["settings"]
+    run = WindowRun(windows, sum(part["skipped"] for part in parts), parts[0]["windows_total"],
+                    parts[0]["mm_per_px"], profile)
+    result = finished_raster(mask_path, run, window, settings.get("min_area", 10), settings.get("min_length", 0.0))
+    return result, {**settings, "raster": parts[0]["raster"]}, [path for piece in pieces for path in piece]

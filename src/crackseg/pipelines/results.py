@@ -41,9 +41,12 @@ def write_result(out_dir: Path, name: str, key: str, image: torch.Tensor, binary
         image: (3, H, W) uint8 RGB; binary: (H, W) booleans.
     """
     row["mask"], row["overlay"] = f"{name}_mask.png", f"{name}_overlay.png"
+    kept = out_dir / PROBABILITIES.format(name)
     if measurements is not None:  # before the mask: a result whose mask is on disk has its probabilities too
         probs = np.round(result.probs.numpy() * 255).astype(np.uint8)
-        save_png(probs, out_dir / PROBABILITIES.format(name))
+        save_png(probs, kept)
+    else:  # an earlier run's would not be this mask's: a resumed --measure must not take its confidence from it
+        kept.unlink(missing_ok=True)
     save_png(binary.numpy().astype(np.uint8) * 255, out_dir / row["mask"])
     save_png(crack_overlay(image, binary), out_dir / row["overlay"])
     if measurements is not None:
