@@ -223,6 +223,10 @@ def test_photos_and_a_raster_over_two_shards_merge_into_one_summary(tmp_path, mo
                      "--shard", f"{index}/2", "--measure", *flags]) == 0
     assert {path.name for path in out.glob("summary-*.csv")} == {"summary-0-of-2.csv", "summary-1-of-2.csv"}
     assert {path.name for path in out.glob("images-*.csv")} == {"images-0-of-2.csv", "images-1-of-2.csv"}
+    kept = (out / "images-1-of-2.csv").read_bytes()
+    (out / "images-1-of-2.csv").unlink()  # a shard run without --measure, or killed before its tables
+    assert main(["merge-summaries", str(out)]) == 2
+    (out / "images-1-of-2.csv").write_bytes(kept)
     assert main(["merge-summaries", str(out)]) == 0
     with open(out / "summary.csv", newline="") as handle:
         assert [row["file"] for row in csv.DictReader(handle)] == [str(tmp_path / "photo.png")]

@@ -131,7 +131,8 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
             "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3),
             "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3),
             "limit": photo_limits(model, predictors["gated"].dtype, tiles / megapixels, decoded_tiles / tiles,
-                                  {name: rate * megapixels / len(decoded) for name, rate in rates.items()})}
+                                  {name: rate * megapixels / len(decoded) for name, rate in rates.items()})
+            if device.type == "cpu" else None}  # the GEMM peak is the CPU's
 
 
 def photo_limits(model: UNetClassifier, dtype: Optional[torch.dtype], tiles_per_mp: float, decoded_share: float,

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from crackseg.analysis.severity import standard
 from crackseg.cli.common import summary_model
 from crackseg.errors import DatasetError
+from crackseg.files.pretrained import sha256
 from crackseg.inference.predictor import Predictor
 from crackseg.outputs.gis import write_gis
 from crackseg.pipelines.photos import unwritable
@@ -29,7 +30,8 @@ def predict_one_raster(args: argparse.Namespace, predictor: Predictor, raster: P
     if args.skip_existing and any(path.is_file() for path in done):
         print(f"{raster}: done before ({next(path for path in done if path.is_file()).name}): skipped")
         return
-    model = {key: value for key, value in summary_model(args, predictor).items() if key not in ("engine", "int8_head")}
+    model = {key: sha256(value)[:16] if key in ("segmentation", "classification") else value  # by content, not path
+             for key, value in summary_model(args, predictor).items() if key not in ("engine", "int8_head")}
     stored = {"min_area": predictor.min_area, "min_length": predictor.min_length, "standard": args.standard,
               "exposure": args.exposure, "axis_deg": settings["axis_deg"],
               "model": {**model, "mask_threshold": predictor.mask_threshold,

@@ -13,7 +13,7 @@ def read_rows(path: Path) -> List[Dict[str, str]]:
     there is no file."""
     if not path.is_file():
         return []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:  # as every table is written
         text = handle.read()
     complete = text[:text.rfind("\n") + 1]  # a last row without its line end was cut inside a field
     return [row for row in csv.DictReader(io.StringIO(complete)) if None not in row.values()]

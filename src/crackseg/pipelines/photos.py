@@ -198,12 +198,17 @@ def merge_summaries(out_dir: Path) -> Tuple[Path, int]:
     path = out_dir / "summary.csv"
     write_summary(path, sorted(rows, key=lambda row: row["file"]))
     for table in ("cracks", "images"):  # the shards' measurement tables (--measure), if they wrote them
-        shards = sorted(out_dir.glob(f"{table}-*-of-{count}.csv"))
-        if shards:
-            measured = [row for part in shards for row in read_rows(part)]
-            headers = [_header(part) for part in shards]
-            write_csv(out_dir / f"{table}.csv", list(dict.fromkeys(key for header in headers for key in header)),
-                      measured)
+        shards = {int(part.stem.split("-")[1]): part for part in out_dir.glob(f"{table}-*-of-{count}.csv")}
+        if not shards:
+            continue
+        absent = sorted(set(range(count)) - set(shards))
+        if absent:
+            raise DatasetError(f"{out_dir}: shard(s) {', '.join(map(str, absent))} of {count} have no {table}-I-of-"
+                               f"{count}.csv (run them with --measure, as the others)")
+        measured = [row for index in sorted(shards) for row in read_rows(shards[index])]
+        headers = [_header(shards[index]) for index in sorted(shards)]
+        write_csv(out_dir / f"{table}.csv", list(dict.fromkeys(key for header in headers for key in header)),
+                  sorted(measured, key=lambda row: row["file"]))  # stable: a photo's cracks keep their order
     return path, len(rows)
 
 
