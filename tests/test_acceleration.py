@@ -163,6 +163,18 @@ def test_bench_writes_a_complete_report(tmp_path, capsys):
     assert set(report["training"]["crops_per_s"]) == {"plain_fp32", "fast", "loader_only"}
 
 
+def test_bench_times_the_compiled_fast_path_beside_the_eager_one():
+    from crackseg.bench.throughput import inference
+
+    # torch.compile's "eager" backend: dynamo's graphs run by eager torch, the plumbing without inductor's compile
+    report = inference(4, 32, 4, 1, torch.device("cpu"), "fp32", onnx=False, compile_backend="eager")
+    speeds, compiled = report["crops_per_s"], report["compiled"]
+    assert {"compiled", "compiled_gated_0", "compiled_gated_100"} <= set(speeds)
+    assert compiled["backend"] == "eager" and compiled["compile_s"] > 0
+    assert compiled["compiled_over_fast"] == pytest.approx(speeds["compiled"] / speeds["fast"])
+    assert compiled["max_abs_diff"] == {"mask_prob": 0.0, "gate_prob": 0.0}  # the same operations
+
+
 @pytest.mark.parametrize("share, expected", [(0.0, 0), (0.5, 3), (1.0, 6)])
 def test_onnx_gated_decodes_exactly_the_share(share, expected):
     predictor = Predictor(tiny_model(), "cpu", engine="onnxruntime")

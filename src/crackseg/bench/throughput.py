@@ -2,8 +2,9 @@
 does not depend on them, and the gate's decisions are driven so the share of decoded crops is exact."""
 
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,11 +25,13 @@ from crackseg.training.losses import BCEDiceLoss
 
 
 def inference(width: int, crop: int, batch: int, rounds: int, device: torch.device,
-              precision: str = "auto", onnx: bool = True) -> Dict[str, Any]:
+              precision: str = "auto", onnx: bool = True, compile_backend: Optional[str] = None) -> Dict[str, Any]:
     """Crops per second: the plain eager fp32 U-Net (on the whole batch, and one crop at a time, its best on
     CPUs), the fast path always decoding, and the gated model on the fast path at several crack shares; where the
     fast path's head is int8 (fp32 CPUs), also the full-precision head gated at 0 and 100%; with `onnx`, the
-    onnxruntime engine always decoding and gated at 0 and 100%."""
+    onnxruntime engine always decoding and gated at 0 and 100%; with `compile_backend` (torch.compile's, e.g.
+    "inductor"), the fast path with its encoder, decoder and head compiled, always decoding and gated at 0 and
+    100%, its compile time and how far its outputs are from the eager fast path's."""
     torch.manual_seed(0)
     crops = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8)
     model = UNetClassifier(width, crop).eval()
@@ -61,6 +64,10 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
         variants["onnxruntime"] = lambda: len(engine.unet(crops))
         variants.update({f"onnxruntime_gated_{round(100 * share)}": onnx_gated(engine, crops, share)
                          for share in (0.0, 1.0)})
+    if compile_backend:
+        compiled, compiling = compiled_predictor(model, device, precision, compile_backend, crops)
+        variants["compiled"] = lambda: len(compiled.unet(crops))
+        variants.update({f"compiled_gated_{round(100 * share)}": gated(compiled, share) for share in (0.0, 1.0)})
     speeds = interleaved(variants, rounds, device)
     report = {"fast_path": {"dtype": str(fast.dtype or torch.float32), "channels_last": True,
                             "batchnorm_folded": True, "int8_head": fast.int8_head,
@@ -72,12 +79,39 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
                                   for s in GATED_SHARES}}
     if fast.int8_head:
         report["full_head_gated_over_fast"] = {s: speeds[f"gated_{s}_full_head"] / speeds["fast"] for s in ("0", "100")}
+    if compile_backend:
+        with torch.no_grad():
+            eager, other = fast.crops(crops), compiled.crops(crops)
+        report["compiled"] = {"backend": compile_backend, "compile_s": compiling,
+                              "compiled_over_fast": speeds["compiled"] / speeds["fast"],
+                              "gated_over_eager_gated": {s: speeds[f"compiled_gated_{s}"] / speeds[f"gated_{s}"]
+                                                         for s in ("0", "100")},
+                              "max_abs_diff": {"mask_prob": float((eager[0] - other[0]).abs().max()),
+                                               "gate_prob": float((eager[1] - other[1]).abs().max())}}
     if onnx:
         report["onnxruntime_over_fast"] = speeds["onnxruntime"] / speeds["fast"]
         report["onnxruntime_over_plain"] = speeds["onnxruntime"] / speeds["plain_fp32"]
         report["onnxruntime_gated_over_onnxruntime"] = {s: speeds[f"onnxruntime_gated_{s}"] / speeds["onnxruntime"]
                                                         for s in ("0", "100")}
     return report
+
+
+def compiled_predictor(model: UNetClassifier, device: torch.device, precision: str, backend: str,
+                       crops: torch.Tensor) -> Tuple[Predictor, float]:
+    """The fast path with its encoder, decoder and head run through torch.compile, compiled on `crops` (a gated
+    and an always-decoding pass, so both graphs are built before timing); returns it and the seconds it took."""
+    predictor = Predictor(model, device, precision=precision)
+    inner = predictor.model
+    started = time.perf_counter()
+    for part in ("encoder", "decoder", "head"):
+        setattr(inner, part, torch.compile(getattr(inner, part), backend=backend))
+    for share in (0.0, 1.0):
+        handle = drive_gate(inner, share, len(crops))
+        try:
+            predictor.crops(crops)
+        finally:
+            handle.remove()
+    return predictor, time.perf_counter() - started
 
 
 def onnx_gated(predictor: Predictor, crops: torch.Tensor, share: float) -> Callable[[], int]:

@@ -40,6 +40,9 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--no-training", action="store_true", help="skip the training measurements")
     bench.add_argument("--no-onnx", action="store_true",
                        help="skip the onnxruntime engine (its export takes a few seconds)")
+    bench.add_argument("--compile", default=None, metavar="BACKEND",
+                       help="also time the fast path with its parts through torch.compile on this backend "
+                            "(inductor: the first compile takes about a minute on a CPU)")
     bench.add_argument("--video", action="store_true",
                        help="also measure a video stream: PyAV's decoder alone, and the model on its frames gated "
                             "at 10%% cracked tiles and always decoding (frames/s)")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                    "device": str(device), "precision": args.precision}}
     report["flops"] = timing.flops(UNetClassifier(args.width, args.crop).eval(), args.crop)
     report["inference"] = throughput.inference(args.width, args.crop, args.batch, args.rounds, device, args.precision,
-                                              onnx=not args.no_onnx)
+                                              onnx=not args.no_onnx, compile_backend=args.compile)
     report["inference"]["gated_0_share_of_ideal"] = (report["inference"]["gated_over_fast"]["0"]
                                                      / report["flops"]["ideal_gated_speedup_at_0"])
     if not args.no_training:
