@@ -216,6 +216,9 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
     with torch.no_grad():  # a gate that decodes no tile
         model.head.layers[-1].bias.fill_(-20.0)
     report = photos(model, torch.device("cpu"), "fp32", images, rounds=1)
+    assert report["overlap"] == 8  # predict's default: a quarter of the 32 px tile
+    fewer = photos(model, torch.device("cpu"), "fp32", images, rounds=1, overlap=0)
+    assert fewer["overlap"] == 0 and fewer["tiles"] == 3 * 2 * 2 < report["tiles"]  # 64 px photos: 2 x 2 tiles
     pixels = sum(load_image(path).shape[1] * load_image(path).shape[2] for path in paths)
     assert report["photos"] == len(paths) and report["megapixels"] == round(pixels / 1e6, 3)
     assert report["decoded_share"] == 0.0 and model.threshold == 0.5  # the model given is left as it was

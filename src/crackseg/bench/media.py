@@ -94,7 +94,7 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
 
 
 def photos(model: UNetClassifier, device: torch.device, precision: str, images: Callable[[], Any],
-           rounds: int) -> Dict[str, Any]:
+           rounds: int, overlap: Optional[int] = None) -> Dict[str, Any]:
     """Speed of `crackseg predict`'s model work on real photos: megapixels and photos a second, gated (as predict
     runs), always decoding (every tile) and the gate alone (no tile decoded), the share of tiles the gate decoded,
     and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate). The photos are decoded once,
@@ -104,15 +104,15 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
         model: the gated model (its gate threshold as shipped or given).
         images: a callable returning (key, image (3, H, W) uint8) pairs.
         rounds: interleaved timed rounds of the three variants over all the photos (the median counts).
+        overlap: the tiles' overlap in px [predict's default, a quarter of the tile].
     """
     decoded = list(images())
     megapixels = sum(image.shape[1] * image.shape[2] for _, image in decoded) / 1e6
     always_model, gate_model = copy.copy(model), copy.copy(model)  # the same weights, other thresholds:
     always_model.threshold = -1.0  # no probability is below it: every tile decoded
     gate_model.threshold = 2.0  # none is above it: the gate alone (encoder and head), for the decoder's share
-    predictors = {"gated": Predictor(model, device, precision=precision),
-                  "always_decoding": Predictor(always_model, device, precision=precision),
-                  "gate_only": Predictor(gate_model, device, precision=precision)}
+    predictors = {name: Predictor(variant, device, precision=precision, overlap=overlap)
+                  for name, variant in (("gated", model), ("always_decoding", always_model), ("gate_only", gate_model))}
     counted: Dict[str, Tuple[int, int]] = {}  # variant -> (tiles, tiles decoded) of its last round
 
     def over_all(name: str) -> Callable[[], int]:
@@ -124,7 +124,8 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
 
     rates = interleaved({name: over_all(name) for name in predictors}, rounds, device, warmup=0)
     tiles, decoded_tiles = counted["gated"]
-    return {"photos": len(decoded), "megapixels": round(megapixels, 3), "tiles": tiles,
+    return {"photos": len(decoded), "megapixels": round(megapixels, 3), "overlap": predictors["gated"].overlap,
+            "tiles": tiles,
             "decoded_share": round(decoded_tiles / tiles, 4) if tiles else None,
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
             "mp_per_s": {name: round(rate * megapixels / len(decoded), 4) for name, rate in rates.items()},

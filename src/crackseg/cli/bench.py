@@ -59,6 +59,8 @@ def add_parser(commands: Any) -> None:
                             "of tiles decoded and the decoder's share of the time, with the trained checkpoints or "
                             "the shipped model")
     bench.add_argument("--photos-limit", type=int, default=8, help="photos of --photos used, in name order [8]")
+    bench.add_argument("--overlap", type=int, default=None,
+                       help="the tiles' overlap in px for --photos [predict's default, a quarter of the tile]")
     checkpoint_arguments(bench.add_argument_group("model for --agreement-images and --photos"))
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = photo_paths(args.photos)[:args.photos_limit]
         images = lambda: ((path, load_image(path)) for path in chosen)  # noqa: E731
         report["photos"] = {"folder": args.photos, **media.photos(load_model(args), device, args.precision, images,
-                                                                     args.rounds)}
+                                                                     args.rounds, args.overlap)}
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
