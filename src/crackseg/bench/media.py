@@ -123,16 +123,17 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
         return run
 
     rates = interleaved({name: over_all(name) for name in predictors}, rounds, device, warmup=0)
+    mp_per_s = {name: rate * megapixels / len(decoded) for name, rate in rates.items()}
     tiles, decoded_tiles = counted["gated"]
     return {"photos": len(decoded), "megapixels": round(megapixels, 3), "overlap": predictors["gated"].overlap,
             "tiles": tiles,
             "decoded_share": round(decoded_tiles / tiles, 4) if tiles else None,
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
-            "mp_per_s": {name: round(rate * megapixels / len(decoded), 4) for name, rate in rates.items()},
+            "mp_per_s": {name: round(rate, 4) for name, rate in mp_per_s.items()},
             "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3),
             "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3),
             "limit": photo_limits(model, predictors["gated"].dtype, tiles / megapixels, decoded_tiles / tiles,
-                                  {name: rate * megapixels / len(decoded) for name, rate in rates.items()})
+                                  mp_per_s)
             if device.type == "cpu" else None}  # the GEMM peak is the CPU's
 
 

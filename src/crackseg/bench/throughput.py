@@ -4,7 +4,7 @@ does not depend on them, and the gate's decisions are driven so the share of dec
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -65,7 +65,11 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
         variants.update({f"onnxruntime_gated_{round(100 * share)}": onnx_gated(engine, crops, share)
                          for share in (0.0, 1.0)})
     if compile_backend:
-        compiled, compiling = compiled_predictor(model, device, precision, compile_backend, crops)
+        started = time.perf_counter()
+        compiled = compiled_predictor(model, device, precision, compile_backend)
+        for share in (0.0, 1.0):  # both graphs (gated, always decoding) built before timing
+            gated(compiled, share)()
+        compiling = time.perf_counter() - started
         variants["compiled"] = lambda: len(compiled.unet(crops))
         variants.update({f"compiled_gated_{round(100 * share)}": gated(compiled, share) for share in (0.0, 1.0)})
     speeds = interleaved(variants, rounds, device)
@@ -96,22 +100,12 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
     return report
 
 
-def compiled_predictor(model: UNetClassifier, device: torch.device, precision: str, backend: str,
-                       crops: torch.Tensor) -> Tuple[Predictor, float]:
-    """The fast path with its encoder, decoder and head run through torch.compile, compiled on `crops` (a gated
-    and an always-decoding pass, so both graphs are built before timing); returns it and the seconds it took."""
+def compiled_predictor(model: UNetClassifier, device: torch.device, precision: str, backend: str) -> Predictor:
+    """The fast path with its encoder, decoder and head run through torch.compile (compiled on first use)."""
     predictor = Predictor(model, device, precision=precision)
-    inner = predictor.model
-    started = time.perf_counter()
     for part in ("encoder", "decoder", "head"):
-        setattr(inner, part, torch.compile(getattr(inner, part), backend=backend))
-    for share in (0.0, 1.0):
-        handle = drive_gate(inner, share, len(crops))
-        try:
-            predictor.crops(crops)
-        finally:
-            handle.remove()
-    return predictor, time.perf_counter() - started
+        setattr(predictor.model, part, torch.compile(getattr(predictor.model, part), backend=backend))
+    return predictor
 
 
 def onnx_gated(predictor: Predictor, crops: torch.Tensor, share: float) -> Callable[[], int]:

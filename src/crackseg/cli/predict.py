@@ -166,10 +166,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     rasters = [path for path in names if is_georeferenced(path)]  # every shard runs its windows of each
     paths = [path for path in names if path not in rasters]
-    photos_anywhere = any(path.suffix.lower() not in VIDEO_EXTENSIONS and not path.is_dir() for path in paths)
+    is_video = lambda path: path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()  # noqa: E731 (or frames)
+    photos_anywhere = not all(map(is_video, paths))
     paths = shard(paths, *shard_spec) if shard_spec else paths
     total = len(paths) + len(rasters)
-    videos = [path for path in paths if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()]
+    videos = [path for path in paths if is_video(path)]
     paths = [path for path in paths if path not in videos]
     predictor = predictor_from_args(args)
     if args.overlap is not None and args.overlap >= predictor.tile:

@@ -143,10 +143,11 @@ def _predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int,
         else:
             image = _neutral(_rgb(source.read(window=read)), read_valid)
             result = next(predictor.tiled([((row, col), image)]))
-            binary = (result.probs[inner] >= predictor.mask_threshold).numpy() & valid
+            core_probs = result.probs[inner].numpy()
+            binary = (core_probs >= predictor.mask_threshold) & valid
             if binary.any():
                 mask.write((binary.astype(np.uint8) * 255)[None], window=core)
-                crack_probs = np.round(result.probs[inner].numpy() * 255).astype(np.uint8) * binary
+                crack_probs = np.round(core_probs * 255).astype(np.uint8) * binary
                 probs.write(crack_probs[None], window=core)
                 windows[(row, col)] = labelled(binary, row, col)
         if progress is not None:
