@@ -13,7 +13,7 @@ from skimage import draw
 from test_commands import write_checkpoints
 
 from crackseg.analysis.measure import has_crack, measure_mask
-from crackseg.analysis.skeleton import merge_through
+from crackseg.analysis.skeleton import graph, prune, simplify, trace
 from crackseg.cli import main
 
 
@@ -86,24 +86,47 @@ def test_a_one_pixel_hairline_is_one_pixel_wide_at_any_angle(angle):
     assert crack.max_width_px == pytest.approx(1.0, abs=0.05)
 
 
-def chain(count):
-    """`count` branches of 3 px, end to end along a row: every joint is where only two branches meet."""
-    return [[(0, 2 * i), (0, 2 * i + 1), (0, 2 * i + 2)] for i in range(count)]
+def skeleton_of(*pixels):
+    image = np.zeros((12, 12), bool)
+    image[tuple(np.array(pixels).T)] = True
+    return image
 
 
-def test_branches_meeting_only_each_other_merge_in_linear_time():
+def test_branches_are_traced_in_order_between_nodes_around_loops_and_alone():
+    ring = [(2, 4), (2, 5), (3, 6), (4, 6), (5, 5), (5, 4), (4, 3), (3, 3)]  # no nodes: a loop of its own
+    points, edges = graph(skeleton_of(*ring, (9, 9)))
+    branches = trace(points, edges)
+    paths = [[tuple(p) for p in path] for path in branches.split(branches.pixels)]
+    assert len(paths) == 2 and [(9, 9)] in paths  # the lone pixel
+    loop = next(path for path in paths if len(path) > 1)
+    assert loop[0] == loop[-1] and sorted(set(loop)) == sorted(ring) and len(loop) == 9
+    assert all(max(abs(a[0] - b[0]), abs(a[1] - b[1])) == 1 for a, b in zip(loop, loop[1:]))  # walked in order
+    # a T: three branches from the junction; an L-bend's corner is no junction
+    points, edges = graph(skeleton_of(*[(5, x) for x in range(1, 10)], *[(y, 5) for y in range(6, 11)],
+                                      (1, 1), (2, 1), (2, 2), (2, 3)))
+    branches = trace(points, edges)
+    ends = sorted(sorted([tuple(path[0]), tuple(path[-1])]) for path in branches.split(branches.pixels))
+    assert ends == [[(1, 1), (2, 3)], [(5, 1), (5, 5)], [(5, 5), (5, 9)], [(5, 5), (10, 5)]]
+
+
+def test_pruned_spurs_leave_one_branch_in_linear_time():
+    """A line 40,000 px long with a 1-px spur every 4 px: the spurs are shorter than the crack's width, and once
+    they are gone the 10,000 pieces between them meet only each other (joining them one pair at a time, looking
+    again after each, took minutes)."""
+    length = 40_000
+    skeleton = np.zeros((4, length + 2), bool)
+    skeleton[1, 1:length + 1] = True
+    skeleton[2, 3:length - 4:4] = True
     started = time.perf_counter()
-    merged = merge_through(chain(20_000)[::-1])
-    assert time.perf_counter() - started < 2  # one pair at a time, looking again after each: minutes
-    assert len(merged) == 1 and sorted(merged[0]) == [(0, x) for x in range(40_001)]
-    # a loop closed by the joins: its ends no longer count at the point it closed, where two others then join
-    loop = [[(5, 5), (4, 6), (3, 5)], [(3, 5), (4, 4), (5, 5)]]
-    arms = [[(5, 5), (6, 5), (7, 5)], [(5, 5), (5, 6), (5, 7), (5, 8)]]
-    merged = merge_through(loop + arms)
-    assert sorted(len(path) for path in merged) == [5, 6]
-    assert [(5, 8), (7, 5)] in [sorted([path[0], path[-1]]) for path in merged]
-    merged = merge_through(chain(3) + [[(0, 2), (1, 2)]])  # where three meet, nothing joins
-    assert sorted(merged) == [[(0, 0), (0, 1), (0, 2)], [(0, 2), (0, 3), (0, 4), (0, 5), (0, 6)], [(0, 2), (1, 2)]]
+    points, edges = graph(skeleton)
+    branches, keep, lengths = prune(points, edges, np.ones(skeleton.shape))
+    assert time.perf_counter() - started < 5
+    assert branches.count == 1 and lengths[0] == pytest.approx(length - 1)
+    assert sorted(map(tuple, branches.pixels)) == [(1, x) for x in range(1, length + 1)]
+    assert keep.sum() == 2  # a straight line keeps its two ends
+    # where three long branches meet, nothing is pruned or joined
+    points, edges = graph(skeleton_of(*[(5, x) for x in range(1, 10)], *[(y, 5) for y in range(6, 11)]))
+    assert prune(points, edges, np.ones((12, 12)))[0].count == 3
 
 
 def test_separate_cracks_are_separate_rows_specks_are_dropped_and_empty_masks_give_nothing():
@@ -247,24 +270,23 @@ def test_measure_joins_at_join_gap_in_px_or_mm(tmp_path):
     assert list(counts.values()) == [1, 9, 9, 1]  # 1 mm at 0.5 mm/px is 2 px: less than the 3 px gaps
 
 
-def test_short_branches_take_the_chord_exactly_as_douglas_peucker_would():
+def test_every_branch_is_simplified_at_once_exactly_as_douglas_peucker_would_alone():
     from skimage.measure import approximate_polygon
-
-    from crackseg.analysis.skeleton import polyline_length
 
     rng = np.random.default_rng(2)
     steps = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-    checked = 0
-    while checked < 500:  # random self-avoiding pixel paths, as skeleton branches are
+    paths = []
+    while len(paths) < 500:  # random self-avoiding pixel paths, as skeleton branches are, of 1 to 80 px
         path = [(0, 0)]
-        for _ in range(int(rng.integers(3, 25))):
+        for _ in range(int(rng.integers(0, 80))):
             dy, dx = steps[rng.integers(8)]
             path.append((path[-1][0] + dy, path[-1][1] + dx))
-        if len(set(path)) < len(path):
-            continue
-        checked += 1
-        simple = approximate_polygon(np.asarray(path, float), tolerance=1.0)
-        assert polyline_length(path)[0] == pytest.approx(np.linalg.norm(np.diff(simple, axis=0), axis=1).sum())
+        if len(set(path)) == len(path):
+            paths.append(np.asarray(path, float))
+    sizes = np.array([len(path) for path in paths])
+    keep = simplify(np.concatenate(paths), np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    for path, kept in zip(paths, np.split(keep, np.cumsum(sizes)[:-1])):
+        np.testing.assert_array_equal(path[kept], approximate_polygon(path, tolerance=1.0))
 
 
 def test_crack_numbers_do_not_overlap_where_cracks_crowd():

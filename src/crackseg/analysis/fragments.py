@@ -32,24 +32,26 @@ def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, sk
     if len(ends) < 2:
         return labels
     owner = labels[ends[:, 0], ends[:, 1]]
-    pairs = cKDTree(ends).query_pairs(gap + 2 * JOIN_HALF_WIDTH_PX + 1, output_type="ndarray")
+    half_width = half_widths(mask, ends)
+    pairs = cKDTree(ends).query_pairs(gap + 2 * half_width.max() + 1, output_type="ndarray")
     pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
     if not len(pairs):
         return labels
     involved = np.unique(pairs)
     points = np.argwhere(skeleton)
     point_owner = labels[points[:, 0], points[:, 1]]
-    near = cKDTree(points)
-    directions, half_width = np.zeros((len(ends), 2)), np.zeros(len(ends))
-    for end in involved:
-        y, x = ends[end]
-        around = [index for index in near.query_ball_point(ends[end], JOIN_DIRECTION_PX)
-                  if point_owner[index] == owner[end]]
-        step = ends[end] - points[around].mean(axis=0)
-        directions[end] = step / (np.linalg.norm(step) or 1.0)
-        top, left = max(y - JOIN_HALF_WIDTH_PX, 0), max(x - JOIN_HALF_WIDTH_PX, 0)
-        window = mask[top:y + JOIN_HALF_WIDTH_PX + 1, left:x + JOIN_HALF_WIDTH_PX + 1]
-        half_width[end] = min(float(ndimage.distance_transform_edt(window)[y - top, x - left]), JOIN_HALF_WIDTH_PX)
+    # each end's direction: from the mean of its piece's skeleton pixels within JOIN_DIRECTION_PX to the end
+    near = cKDTree(points).query_ball_point(ends[involved], JOIN_DIRECTION_PX)
+    sizes = np.array([len(found) for found in near])
+    around = np.concatenate(near).astype(np.intp)
+    end_of = np.repeat(involved, sizes)
+    own = point_owner[around] == owner[end_of]
+    around, end_of = around[own], end_of[own]
+    mean = np.stack([np.bincount(end_of, weights=points[around, axis], minlength=len(ends)) for axis in (0, 1)],
+                    axis=1) / np.maximum(np.bincount(end_of, minlength=len(ends)), 1)[:, None]
+    steps = ends - mean
+    norms = np.linalg.norm(steps, axis=1)
+    directions = steps / np.where(norms > 0, norms, 1.0)[:, None]
     first, second = pairs[:, 0], pairs[:, 1]
     across = (ends[second] - ends[first]).astype(float)
     distance = np.linalg.norm(across, axis=1)
@@ -63,6 +65,20 @@ def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, sk
     roots = component + 1
     roots[0] = 0  # the background (never joined: its component holds it alone)
     return roots[labels]
+
+
+def half_widths(mask: np.ndarray, points: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Half the crack's width at each point: its distance to the nearest background pixel, looked for up to
+    JOIN_HALF_WIDTH_PX away (and at most that), all points at once."""
+    reach = JOIN_HALF_WIDTH_PX
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1].reshape(2, -1)
+    padded = np.pad(mask, reach, constant_values=True)  # beyond the image is no background
+    found = np.full(len(points), float(reach))
+    for start in range(0, len(points), chunk):
+        y, x = points[start:start + chunk, 0, None] + reach + dy, points[start:start + chunk, 1, None] + reach + dx
+        distance = np.where(padded[y, x], np.inf, np.hypot(dy, dx))
+        found[start:start + chunk] = np.minimum(distance.min(axis=1), reach)
+    return found
 
 
 def crack_candidates(mask: np.ndarray, min_area: int, join_gap: float, skeleton: Optional[np.ndarray] = None

@@ -15,23 +15,17 @@ its centreline, and a review flag for what an inspector should look at before fi
 low confidence, or the shape of a joint rather than a crack, dead straight over a long distance (saw cuts, slab
 and mortar joints, the edges of lane markings and kerbs), more so along an image axis.
 """
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+import gc
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from crackseg.analysis.fragments import JOIN_GAP_PX, crack_candidates
-from crackseg.analysis.skeleton import (
-    MIN_WIDTH_PX,
-    graph,
-    local_widths,
-    polyline_length,
-    prune,
-    to_edge,
-    trace_branches,
-)
+from crackseg.analysis.skeleton import MIN_WIDTH_PX, free_ends, graph, local_widths, prune, to_edge
 from crackseg.analysis.units import MM_DIGITS, to_mm
 
 MIN_AREA = 10  # px: smaller components are specks, not cracks
@@ -77,7 +71,8 @@ class Crack:
 
     def row(self, mm_per_px: Optional[float] = None) -> Dict[str, float]:
         """The CSV fields: pixel values, and millimetres (areas in mm^2) when the scale is known."""
-        values = {key: value for key, value in asdict(self).items() if key not in ("centreline", "widths", "bbox")}
+        values = {item.name: getattr(self, item.name) for item in fields(self)
+                  if item.name not in ("centreline", "widths", "bbox")}  # asdict would copy every polyline first
         values.update(zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), self.bbox))
         reasons = self.review_reasons
         values.update(review=int(bool(reasons)), review_reason="; ".join(reasons))
@@ -95,42 +90,46 @@ def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: 
     `probs`, the crack probabilities of the same (h, w) window, gives its confidence."""
     padded = np.pad(component, 1)
     distance = ndimage.distance_transform_edt(padded)
-    skeleton = skeletonize(padded)
-    adjacency, nodes = graph(skeleton)
-    branches = prune(trace_branches(adjacency, nodes), distance)
-    degree: Dict[Tuple[int, int], int] = {}
-    for path in branches:
-        for end in {path[0], path[-1]}:
-            degree[end] = degree.get(end, 0) + (2 if path[0] == path[-1] == end and len(path) > 1 else 1)
+    points, edges = graph(skeletonize(padded))
+    branches, keep, lengths = prune(points, edges, distance)
     # free ends: the skeleton stops about half a width short of the crack's end; follow its direction to the edge
-    extensions: Dict[Tuple[int, int], float] = {}
-    for path in branches:
-        for end, inward in ((path[0], path[1:]), (path[-1], path[-2::-1])):
-            if degree.get(end) == 1 and inward:
-                extensions[end] = to_edge(padded, end, inward[min(len(inward), int(2 * distance[end]) + 2) - 1])
-    widths = local_widths(padded, branches, extensions)
-    length = sum(extensions.values())
-    lines, line_widths = [], []
-    for path, path_widths in zip(branches, widths):
-        branch_length, simple = polyline_length(path)
-        length += branch_length
-        lines.append([(float(x) + offset[1] - 1, float(y) + offset[0] - 1) for y, x in simple])
-        at = {pixel: width for pixel, width in zip(path, path_widths)}
-        line_widths.append([round(float(at[(int(y), int(x))]), 2) for y, x in simple])
-    length = max(length, 1.0)  # a blob whose skeleton is one pixel
-    all_widths = np.concatenate(widths)
+    degree = np.bincount(edges[branches.edge_branch >= 0].ravel(), minlength=len(points))
+    ends, behind = free_ends(branches, degree, distance)
+    extensions = to_edge(padded, ends, behind)
+    widths = local_widths(padded, branches, lengths, ends, extensions)
+    length = max(float(lengths.sum() + extensions.sum()), 1.0)  # at least 1: a blob whose skeleton is one pixel
+    vertices = branches.pixels - 1 + np.asarray(offset)  # in the image
+    kept = np.flatnonzero(keep)  # the simplified polylines' vertices, cut into one list per branch
+    bounds = np.concatenate([[0], np.searchsorted(kept, branches.starts[1:]), [len(kept)]]).tolist()
+    with _collector_paused():
+        points = list(zip(vertices[kept, 1].astype(float).tolist(), vertices[kept, 0].astype(float).tolist()))
+        rounded = np.round(widths[kept], 2).tolist()
+        lines = [points[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        line_widths = [rounded[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     area = int(component.sum())
-    pixels = [p for path in branches for p in path]
-    centre = np.asarray(pixels, dtype=int) - 1  # in the unpadded window
+    centre = branches.pixels - 1  # in the unpadded window
     confidence = None if probs is None else round(float(np.mean(probs[centre[:, 0], centre[:, 1]])), 3)
-    angle, deviation = _principal_axis(pixels)
+    angle, deviation = _principal_axis(branches.pixels)
     cells = _cells(component)
     return Crack(id=crack_id, length_px=round(length, 2), mean_width_px=round(max(area / length, MIN_WIDTH_PX), 3),
-                 median_width_px=round(float(np.median(all_widths)), 3),
-                 max_width_px=round(float(all_widths.max()), 3), area_px=area, orientation_deg=round(angle, 1),
+                 median_width_px=round(float(np.median(widths)), 3),
+                 max_width_px=round(float(widths.max()), 3), area_px=area, orientation_deg=round(angle, 1),
                  bbox=(int(offset[1]), int(offset[0]), int(component.shape[1]), int(component.shape[0])),
                  centreline=lines, widths=line_widths, straightness_px=round(deviation, 2), confidence=confidence,
                  cells=len(cells), cell_area_px=float(np.median(cells)) if cells else 0.0)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused, while a noisy mask's millions of vertex tuples (which hold no cycles) are
+    built: otherwise their allocations set it off over and over, which takes twice as long as building them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _cells(component: np.ndarray) -> List[int]:
@@ -142,7 +141,7 @@ def _cells(component: np.ndarray) -> List[int]:
     return [int(area) for area in areas if area >= MIN_CELL_PX]
 
 
-def _principal_axis(pixels: Sequence[Tuple[int, int]]) -> Tuple[float, float]:
+def _principal_axis(pixels: np.ndarray) -> Tuple[float, float]:
     """Direction of the principal axis of the pixels (degrees in [0, 180), 0 = horizontal, counter-clockwise) and
     the largest distance of a pixel from that axis (px): 0 for a dead-straight line."""
     coords = np.asarray(pixels, dtype=float)

@@ -9,7 +9,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Optional
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def write_text(path: os.PathLike, text: str, durable: bool = False) -> Path:
     return Path(path)
 
 
-def write_json(path: os.PathLike, value: Any, indent: int = 2) -> Path:
+def write_json(path: os.PathLike, value: Any, indent: Optional[int] = 2) -> Path:
     """Write a value as JSON atomically (NumPy and torch scalars as numbers, paths as text); returns the path."""
     return write_text(path, json.dumps(value, indent=indent, default=_jsonable) + "\n")
 

@@ -42,11 +42,12 @@ def draw_measurements(image: np.ndarray, cracks: Sequence[Crack], width_scale: f
     canvas = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     line = max(2, round(max(canvas.size) / 400))
-    for crack in cracks:
-        for points, widths in zip(crack.centreline, crack.widths):
-            for (x0, y0), (x1, y1), width in zip(points, points[1:], widths):
-                colour = tuple(int(255 * c) for c in WIDTH_COLOURS(min(width / width_scale, 1.0))[:3])
-                draw.line([(x0, y0), (x1, y1)], fill=colour, width=line)
+    for crack in cracks:  # each segment in the colour of the width at its start, all of a crack's looked up at once
+        widths = np.concatenate([line_widths[:-1] for line_widths in crack.widths] or [[]])
+        colours = map(tuple, (255 * WIDTH_COLOURS(np.minimum(widths / width_scale, 1.0))[:, :3]).astype(int).tolist())
+        segments = ((start, end) for points in crack.centreline for start, end in zip(points, points[1:]))
+        for segment, colour in zip(segments, colours):
+            draw.line(segment, fill=colour, width=line)
     font = ImageFont.load_default(size=max(11, round(max(canvas.size) / 90)))
     for crack, box in zip(cracks, label_boxes(draw, font, cracks, canvas.size)):
         left, top, _, _ = draw.textbbox((0, 0), str(crack.id), font=font)  # the glyphs' offset from their origin
@@ -233,7 +234,7 @@ class Measurements:
                                 "cracks": [{**row, "polylines": crack.centreline, "widths_px": crack.widths}
                                            for crack, row in zip(entry.cracks, rows)]}
                                for entry, rows in zip(self.images, per_image)]}
-        write_json(paths[2], document, indent=1)
+        write_json(paths[2], document, indent=None)  # compact: a noisy mask's polylines run to millions of points
         points = self.out_dir / f"images{self.suffix}.geojson"
         located_rows = [row for row in image_rows if on_earth(row.get("gps_lat"), row.get("gps_lon"))]
         points.unlink(missing_ok=True)
