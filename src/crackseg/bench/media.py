@@ -94,10 +94,11 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
 
 
 def photos(model: UNetClassifier, device: torch.device, precision: str, images: Callable[[], Any],
-           rounds: int, overlap: Optional[int] = None) -> Dict[str, Any]:
+           rounds: int, overlap: Optional[int] = None, onnx: bool = False) -> Dict[str, Any]:
     """Speed of `crackseg predict`'s model work on real photos: megapixels and photos a second, gated (as predict
     runs), always decoding (every tile) and the gate alone (no tile decoded), the share of tiles the gate decoded,
-    and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate). The photos are decoded once,
+    and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate); with `onnx`, also gated
+    and always decoding in the onnxruntime engine, and its speed over torch's. The photos are decoded once,
     beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
 
     Args:
@@ -111,8 +112,11 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     always_model, gate_model = copy.copy(model), copy.copy(model)  # the same weights, other thresholds:
     always_model.threshold = -1.0  # no probability is below it: every tile decoded
     gate_model.threshold = 2.0  # none is above it: the gate alone (encoder and head), for the decoder's share
-    predictors = {name: Predictor(variant, device, precision=precision, overlap=overlap)
-                  for name, variant in (("gated", model), ("always_decoding", always_model), ("gate_only", gate_model))}
+    variants = (("gated", model), ("always_decoding", always_model), ("gate_only", gate_model))
+    predictors = {name: Predictor(variant, device, precision=precision, overlap=overlap) for name, variant in variants}
+    if onnx:
+        predictors.update({f"{name}_onnxruntime": Predictor(variant, device, overlap=overlap, engine="onnxruntime")
+                           for name, variant in variants[:2]})
     counted: Dict[str, Tuple[int, int]] = {}  # variant -> (tiles, tiles decoded) of its last round
 
     def over_all(name: str) -> Callable[[], int]:
@@ -131,6 +135,8 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
             "mp_per_s": {name: round(rate, 4) for name, rate in mp_per_s.items()},
             "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3),
+            **({"onnxruntime_over_torch": {name: round(rates[f"{name}_onnxruntime"] / rates[name], 3)
+                                           for name in ("gated", "always_decoding")}} if onnx else {}),
             "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3),
             "limit": photo_limits(model, predictors["gated"].dtype, tiles / megapixels, decoded_tiles / tiles,
                                   mp_per_s)

@@ -39,7 +39,7 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--train-steps", type=int, default=2, help="training steps per round [2]")
     bench.add_argument("--no-training", action="store_true", help="skip the training measurements")
     bench.add_argument("--no-onnx", action="store_true",
-                       help="skip the onnxruntime engine (its export takes a few seconds)")
+                       help="skip the onnxruntime engine, also for --photos (its export takes a few seconds)")
     bench.add_argument("--compile", default=None, metavar="BACKEND",
                        help="also time the fast path with its parts through torch.compile on this backend "
                             "(inductor: the first compile takes about a minute on a CPU)")
@@ -56,8 +56,8 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--photos", default=None, metavar="DIR",
                        help="folder of real photos (e.g. survey footage): also report megapixels and photos a second "
                             "of predict's model work on them, gated, always decoding and the gate alone, the share "
-                            "of tiles decoded and the decoder's share of the time, with the trained checkpoints or "
-                            "the shipped model")
+                            "of tiles decoded and the decoder's share of the time, in torch and (unless --no-onnx) "
+                            "onnxruntime, with the trained checkpoints or the shipped model")
     bench.add_argument("--photos-limit", type=int, default=8, help="photos of --photos used, in name order [8]")
     bench.add_argument("--overlap", type=int, default=None,
                        help="the tiles' overlap in px for --photos [predict's default, a quarter of the tile]")
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         chosen = photo_paths(args.photos)[:args.photos_limit]
         images = lambda: ((path, load_image(path)) for path in chosen)  # noqa: E731
         report["photos"] = {"folder": args.photos, **media.photos(load_model(args), device, args.precision, images,
-                                                                     args.rounds, args.overlap)}
+                                                                     args.rounds, args.overlap,
+                                                                     onnx=not args.no_onnx)}
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
