@@ -102,9 +102,9 @@ def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: 
     kept = np.flatnonzero(keep)  # the simplified polylines' vertices, cut into one list per branch
     bounds = np.concatenate([[0], np.searchsorted(kept, branches.starts[1:]), [len(kept)]]).tolist()
     with _collector_paused():
-        points = list(zip(vertices[kept, 1].astype(float).tolist(), vertices[kept, 0].astype(float).tolist()))
+        xy = list(zip(vertices[kept, 1].astype(float).tolist(), vertices[kept, 0].astype(float).tolist()))
         rounded = np.round(widths[kept], 2).tolist()
-        lines = [points[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        lines = [xy[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         line_widths = [rounded[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     area = int(component.sum())
     centre = branches.pixels - 1  # in the unpadded window
