@@ -42,6 +42,16 @@ def test_most_photos_are_crack_free_and_the_rest_carry_a_labelled_crack():
     assert all(mask.sum() > 20 for mask, has in zip(masks, cracked) if has)
 
 
+@pytest.mark.parametrize("scene", ["brick_wall", "concrete_joints"])
+def test_each_scene_carries_a_labelled_crack_at_its_own_share(monkeypatch, scene):
+    # walls get a crack more often than other scenes, so that masonry is not learnt as "never cracked"
+    monkeypatch.setattr(hardnegatives, "WEIGHTS", {name: float(name == scene) for name in hardnegatives.WEIGHTS})
+    cracked = [np.asarray(_pair(index, 64)[1]).any() for index in range(120)]
+    assert abs(np.mean(cracked) - hardnegatives.CRACK_SHARE[scene]) < 0.12
+    assert set(hardnegatives.CRACK_SHARE) == set(hardnegatives.WEIGHTS) == set(scenes.SCENES)
+    assert hardnegatives.CRACK_SHARE["brick_wall"] > hardnegatives.CRACK_SHARE["concrete_joints"]
+
+
 def test_a_drawn_crack_darkens_the_photo_where_it_is_labelled():
     for index in range(60):
         image, mask = _pair(index)
