@@ -12,7 +12,13 @@ from crackseg.cli import main
 from crackseg.errors import ConfigError
 from crackseg.files.images import load_image
 from crackseg.inference import acceleration
-from crackseg.inference.acceleration import CPU_CHUNK_BYTES, chunk_size, reduced_precision, use_int8_head
+from crackseg.inference.acceleration import (
+    CPU_CHUNK_BYTES,
+    chunk_size,
+    inference_precision,
+    reduced_precision,
+    use_int8_head,
+)
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
 
@@ -38,6 +44,36 @@ def test_precision_falls_back_to_fp32_without_native_bf16(monkeypatch):
     assert reduced_precision(cpu, "fp32") is None and reduced_precision(cpu, "bf16") == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         reduced_precision(cpu, "int8")
+
+
+@pytest.mark.parametrize("faster", [None, torch.bfloat16])
+def test_auto_takes_the_faster_of_fp32_and_bf16_where_the_cpu_has_native_bf16(monkeypatch, faster):
+    monkeypatch.setattr(acceleration, "_MEASURED", {})
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    timed = []
+
+    def seconds(model, device, dtype):
+        timed.append(dtype)
+        return 1.0 if dtype == faster else 1.5
+    monkeypatch.setattr(acceleration, "_seconds_a_chunk", seconds)
+    model = tiny_model()
+    predictor = Predictor(model, "cpu")
+    assert predictor.dtype == faster and predictor.int8_head == (faster is None)  # fp32 brings its int8 head
+    assert sorted(map(str, timed)) == ["None", "torch.bfloat16"]
+    assert inference_precision(tiny_model(1), torch.device("cpu")) == faster and len(timed) == 2  # once a shape
+    assert inference_precision(model, torch.device("cpu"), "bf16") == torch.bfloat16  # explicit: no timing
+    assert inference_precision(model, torch.device("cpu"), "fp32") is None and len(timed) == 2
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is never tried
+    monkeypatch.setattr(acceleration, "_MEASURED", {})
+    assert inference_precision(model, torch.device("cpu")) is None and len(timed) == 2
+
+
+def test_a_chunk_is_timed_in_both_types_on_the_fast_path():
+    model = tiny_model()
+    for dtype in (None, torch.bfloat16):
+        seconds = acceleration._seconds_a_chunk(model, torch.device("cpu"), dtype)
+        assert 0 < seconds < 5
+    assert model.encoder.blocks[0][0].weight.dtype == torch.float32  # timed on copies
 
 
 def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
@@ -238,3 +274,19 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
                                                               abs=0.0006)  # both are rounded to 3 decimals
     assert report["gated_over_always"] == pytest.approx(
         report["photos_per_s"]["gated"] / report["photos_per_s"]["always_decoding"], rel=0.01)
+
+
+def test_photos_time_fp32_and_bf16_beside_auto_where_the_cpu_has_native_bf16(tiny_dataset, monkeypatch):
+    from crackseg.bench import media
+
+    for module in (media, acceleration):
+        monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(acceleration, "_MEASURED", {})
+    monkeypatch.setattr(acceleration, "_seconds_a_chunk", lambda model, device, dtype: 1.0 if dtype is None else 2.0)
+    paths = sorted((tiny_dataset / "valid" / "images").iterdir())[:1]
+    report = media.photos(tiny_model(4), torch.device("cpu"), "auto", lambda: ((p, load_image(p)) for p in paths),
+                          rounds=1)
+    assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "gated_fp32", "gated_bf16"}
+    assert report["limit"]["ran_in"] == "fp32"  # auto's pick, from the (faked) timing of a chunk
+    assert "gated_fp32" not in media.photos(tiny_model(4), torch.device("cpu"), "fp32",
+                                            lambda: ((p, load_image(p)) for p in paths), rounds=1)["mp_per_s"]

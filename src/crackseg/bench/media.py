@@ -9,9 +9,7 @@ import numpy as np
 import torch
 
 from crackseg.bench.timing import drive_gate, flops, gemm_peak, interleaved
-from crackseg.inference.acceleration import (
-    int8_head_supported,
-)
+from crackseg.inference.acceleration import cpu_has_native_bf16, int8_head_supported
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
 
@@ -97,7 +95,8 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
            rounds: int, overlap: Optional[int] = None, onnx: bool = False) -> Dict[str, Any]:
     """Speed of `crackseg predict`'s model work on real photos: megapixels and photos a second, gated (as predict
     runs), always decoding (every tile) and the gate alone (no tile decoded), the share of tiles the gate decoded,
-    and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate); with `onnx`, also gated
+    and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate); on CPUs with native bf16
+    and `precision` auto, also gated in fp32 and in bf16 (auto's choice between them); with `onnx`, also gated
     and always decoding in the onnxruntime engine, and its speed over torch's. The photos are decoded once,
     beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
 
@@ -114,6 +113,10 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     gate_model.threshold = 2.0  # none is above it: the gate alone (encoder and head), for the decoder's share
     variants = (("gated", model), ("always_decoding", always_model), ("gate_only", gate_model))
     predictors = {name: Predictor(variant, device, precision=precision, overlap=overlap) for name, variant in variants}
+    if precision == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+        # auto picked one of the two on a chunk of tiles: both, on the whole photos, show whether it picked right
+        predictors.update({f"gated_{kind}": Predictor(model, device, precision=kind, overlap=overlap)
+                           for kind in ("fp32", "bf16")})
     if onnx:
         predictors.update({f"{name}_onnxruntime": Predictor(variant, device, overlap=overlap, engine="onnxruntime")
                            for name, variant in variants[:2]})

@@ -47,8 +47,8 @@ def add_parser(commands: Any) -> None:
                        help="also measure a video stream: PyAV's decoder alone, and the model on its frames gated "
                             "at 10%% cracked tiles and always decoding (frames/s)")
     bench.add_argument("--precision", default="auto", choices=PRECISIONS,
-                       help="reduced precision of the fast path [auto: fp16 on CUDA, bf16 on CPUs with native bf16, "
-                            "else fp32]")
+                       help="reduced precision of the fast path [auto: fp16 on CUDA; on CPUs with native bf16 the "
+                            "faster of bf16 and fp32, timed on a chunk of tiles; else fp32]")
     bench.add_argument("--agreement-images", default=None,
                        help="folder of photos: also report, for the fast path, the fp32 int8 head and "
                             "onnxruntime, the Dice of their binarised masks with plain fp32's and the share of "

@@ -3,13 +3,16 @@ where the hardware has it, channels-last memory format, and on CPUs batches cut 
 
 Reduced precision is fp16 on CUDA and bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX);
 elsewhere (e.g. AVX2-only CPUs, where bfloat16 is emulated and slower than fp32) the fast path stays in fp32.
+Native bfloat16 is not always the faster one: the model's inference runs in whichever of fp32 and bf16 ran a
+chunk of its tiles faster on this CPU (`inference_precision`), measured once per model shape and process.
 Training uses autocast instead (`--amp`), which keeps fp32 master weights.
 """
 import copy
+import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import ContextManager, Optional
+from typing import Callable, ContextManager, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -44,6 +47,52 @@ def reduced_precision(device: torch.device, precision: str = "auto") -> Optional
             return torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+# (width, crop, threads) -> the faster of fp32 (None) and bf16 for that model shape on this CPU, in this process
+_MEASURED: Dict[Tuple[int, int, int], Optional[torch.dtype]] = {}
+
+
+def inference_precision(model: nn.Module, device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
+    """The fast path's dtype for `model` (a `UNetClassifier`): `reduced_precision`, except that `auto` on a CPU
+    with native bf16 takes whichever of fp32 (with the int8 head, as `use_int8_head` gives it) and bf16 ran the
+    model faster here. Native bf16 does not make bf16 faster everywhere: on an AMD EPYC with AVX512-BF16 the fast
+    path ran twice as fast in bf16 as in fp32, on an Intel Xeon with AVX512-BF16 and no AMX 1.5x as fast in fp32
+    (docs/PERFORMANCE.md, "CPU kinds"). Measured once per model shape in a process, in about a second."""
+    dtype = reduced_precision(device, precision)
+    if precision != "auto" or device.type != "cpu" or dtype is None:
+        return dtype
+    key = (model.width, model.crop_size, torch.get_num_threads())
+    if key not in _MEASURED:
+        seconds = {candidate: _seconds_a_chunk(model, device, candidate) for candidate in (None, torch.bfloat16)}
+        _MEASURED[key] = min(seconds, key=seconds.get)
+    return _MEASURED[key]
+
+
+def _seconds_a_chunk(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> float:
+    """Seconds the fast path in `dtype` takes to run a chunk of random tiles through the encoder, the head and
+    the decoder (the best of two runs after a warm-up)."""
+    fast = inference_copy(model, device, dtype, use_int8_head(device, dtype))
+    count = chunk_size(device, model.width, model.crop_size, dtype) or 1
+    tiles = torch.rand(count, 3, model.crop_size, model.crop_size, generator=torch.Generator().manual_seed(0))
+    tiles = tiles.to(device, dtype or torch.float32).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def run() -> None:
+        bottleneck, skips = fast.encoder(tiles)
+        fast.head(bottleneck)
+        fast.decoder(bottleneck, skips)
+    return _best_time(run)
+
+
+def _best_time(run: Callable[[], None], repeats: int = 2) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:

@@ -11,7 +11,7 @@ import torch
 
 from crackseg.analysis.measure import JOIN_GAP_PX, MIN_AREA, has_crack
 from crackseg.files.checkpoints import PathLike
-from crackseg.inference.acceleration import chunk_size, inference_copy, reduced_precision, use_int8_head
+from crackseg.inference.acceleration import chunk_size, inference_copy, inference_precision, use_int8_head
 from crackseg.inference.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 from crackseg.models import UNetClassifier
 
@@ -98,7 +98,7 @@ class Predictor:
         self.device = torch.device(device)
         self.engine = engine
         self.fast = fast and engine == "torch"
-        self.dtype = reduced_precision(self.device, precision) if self.fast else None
+        self.dtype = inference_precision(model, self.device, precision) if self.fast else None
         self.int8_head = self.fast and use_int8_head(self.device, self.dtype, head)
         if engine == "onnxruntime":
             from crackseg.inference.onnx import OnnxGatedModel
