@@ -52,10 +52,10 @@ def test_auto_takes_the_faster_of_fp32_and_bf16_where_the_cpu_has_native_bf16(mo
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
     timed = []
 
-    def seconds(model, device, dtype):
-        timed.append(dtype)
-        return 1.0 if dtype == faster else 1.5
-    monkeypatch.setattr(acceleration, "_seconds_a_chunk", seconds)
+    def rates(model, device):  # tiles a second of each type
+        timed.extend([None, torch.bfloat16])
+        return {name: 1.0 if dtype == faster else 1 / 1.5 for name, dtype in acceleration.TIMED.items()}
+    monkeypatch.setattr(acceleration, "_rates", rates)
     model = tiny_model()
     predictor = Predictor(model, "cpu")
     assert predictor.dtype == faster and predictor.int8_head == (faster is None)  # fp32 brings its int8 head
@@ -70,8 +70,10 @@ def test_auto_takes_the_faster_of_fp32_and_bf16_where_the_cpu_has_native_bf16(mo
 
 def test_a_chunk_is_timed_in_both_types_on_the_fast_path():
     model = tiny_model()
-    for dtype in (None, torch.bfloat16):
-        seconds = acceleration._seconds_a_chunk(model, torch.device("cpu"), dtype)
+    rates = acceleration._rates(model, torch.device("cpu"))
+    assert set(rates) == {"fp32", "bf16"}
+    for name, dtype in acceleration.TIMED.items():
+        seconds = chunk_size(torch.device("cpu"), model.width, model.crop_size, dtype) / rates[name]
         assert 0 < seconds < 5
     assert model.encoder.blocks[0][0].weight.dtype == torch.float32  # timed on copies
 
@@ -279,10 +281,9 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
 def test_photos_time_fp32_and_bf16_beside_auto_where_the_cpu_has_native_bf16(tiny_dataset, monkeypatch):
     from crackseg.bench import media
 
-    for module in (media, acceleration):
-        monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(acceleration, "_MEASURED", {})
-    monkeypatch.setattr(acceleration, "_seconds_a_chunk", lambda model, device, dtype: 1.0 if dtype is None else 2.0)
+    monkeypatch.setattr(acceleration, "_rates", lambda model, device: {"fp32": 2.0, "bf16": 1.0})
     paths = sorted((tiny_dataset / "valid" / "images").iterdir())[:1]
     report = media.photos(tiny_model(4), torch.device("cpu"), "auto", lambda: ((p, load_image(p)) for p in paths),
                           rounds=1)

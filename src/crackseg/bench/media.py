@@ -8,8 +8,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from crackseg.bench.timing import drive_gate, flops, gemm_peak, interleaved
-from crackseg.inference.acceleration import cpu_has_native_bf16, int8_head_supported
+from crackseg.bench.timing import drive_gate, flops, gemm_peak
+from crackseg.inference.acceleration import int8_head_supported, interleaved, precision_is_timed
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
 
@@ -113,7 +113,7 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     gate_model.threshold = 2.0  # none is above it: the gate alone (encoder and head), for the decoder's share
     variants = (("gated", model), ("always_decoding", always_model), ("gate_only", gate_model))
     predictors = {name: Predictor(variant, device, precision=precision, overlap=overlap) for name, variant in variants}
-    if precision == "auto" and device.type == "cpu" and cpu_has_native_bf16():
+    if precision_is_timed(device, precision):
         # auto picked one of the two on a chunk of tiles: both, on the whole photos, show whether it picked right
         predictors.update({f"gated_{kind}": Predictor(model, device, precision=kind, overlap=overlap)
                            for kind in ("fp32", "bf16")})

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from crackseg.bench.timing import GATED_SHARES, drive_gate, interleaved
+from crackseg.bench.timing import GATED_SHARES, drive_gate
 from crackseg.data.datasets import CracksDataset, collate_crops
 from crackseg.data.synthetic import generate
 from crackseg.data.transforms import train_transform
 from crackseg.inference.acceleration import (
     autocast,
+    interleaved,
     reduced_precision,
     training_layout,
 )

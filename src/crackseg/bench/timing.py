@@ -1,18 +1,15 @@
-"""Timing in interleaved rounds (each round runs every variant once, so slow drifts of the machine hit all of them
-alike and their ratios are fair), the machine's ISA flags, FLOP counts, and a gate driven to an exact share."""
+"""The machine's ISA flags, FLOP counts, the GEMM peak, and a gate driven to an exact share (timing in
+interleaved rounds is `acceleration.interleaved`, which the fast path's precision choice uses too)."""
 
 import platform
-import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from crackseg.inference.acceleration import (
-    cpu_has_native_bf16,
-)
+from crackseg.inference.acceleration import cpu_has_native_bf16
 from crackseg.models import UNetClassifier
 
 GATED_SHARES = (0.0, 0.1, 0.5, 1.0)
@@ -64,30 +61,6 @@ def gemm_peak(dtype: torch.dtype = torch.float32, size: int = 1024, seconds: flo
         torch.matmul(a, b)
         count += 1
     return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for a GPU's queued work, so that a timer measures it (nothing to wait for on CPUs)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved(variants: Dict[str, Callable[[], int]], rounds: int, device: torch.device,
-                warmup: int = 1) -> Dict[str, float]:
-    """Items per second of each variant (each call returns how many items it processed), from the median round,
-    so that one round disturbed by the machine does not move the result."""
-    for run in variants.values():
-        for _ in range(warmup):
-            run()
-    rates: Dict[str, List[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
-            synchronize(device)
-            start = time.perf_counter()
-            items = run()
-            synchronize(device)
-            rates[name].append(items / (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def drive_gate(model: UNetClassifier, share: float, period: int) -> Any:

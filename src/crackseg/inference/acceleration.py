@@ -4,15 +4,17 @@ where the hardware has it, channels-last memory format, and on CPUs batches cut 
 Reduced precision is fp16 on CUDA and bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX);
 elsewhere (e.g. AVX2-only CPUs, where bfloat16 is emulated and slower than fp32) the fast path stays in fp32.
 Native bfloat16 is not always the faster one: the model's inference runs in whichever of fp32 and bf16 ran a
-chunk of its tiles faster on this CPU (`inference_precision`), measured once per model shape and process.
+chunk of its tiles faster on this CPU (`inference_precision`), measured once per model shape and process in
+interleaved rounds (`interleaved`, which `crackseg bench` times with too).
 Training uses autocast instead (`--amp`), which keeps fp32 master weights.
 """
 import copy
+import statistics
 import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -49,6 +51,7 @@ def reduced_precision(device: torch.device, precision: str = "auto") -> Optional
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+TIMED = {"fp32": None, "bf16": torch.bfloat16}  # what `auto` chooses between on CPUs with native bf16
 # (width, crop, threads) -> the faster of fp32 (None) and bf16 for that model shape on this CPU, in this process
 _MEASURED: Dict[Tuple[int, int, int], Optional[torch.dtype]] = {}
 
@@ -57,42 +60,64 @@ def inference_precision(model: nn.Module, device: torch.device, precision: str =
     """The fast path's dtype for `model` (a `UNetClassifier`): `reduced_precision`, except that `auto` on a CPU
     with native bf16 takes whichever of fp32 (with the int8 head, as `use_int8_head` gives it) and bf16 ran the
     model faster here. Native bf16 does not make bf16 faster everywhere: on an AMD EPYC with AVX512-BF16 the fast
-    path ran twice as fast in bf16 as in fp32, on an Intel Xeon with AVX512-BF16 and no AMX 1.5x as fast in fp32
-    (docs/PERFORMANCE.md, "CPU kinds"). Measured once per model shape in a process, in about a second."""
-    dtype = reduced_precision(device, precision)
-    if precision != "auto" or device.type != "cpu" or dtype is None:
-        return dtype
+    path ran twice as fast in bf16 as in fp32, on an Intel Xeon with AVX512-BF16 and no AMX 1.36-1.5x as fast in
+    fp32 (docs/PERFORMANCE.md, "CPU kinds"). Measured once per model shape in a process, in about 2 s for the
+    shipped model."""
+    if not precision_is_timed(device, precision):
+        return reduced_precision(device, precision)
     key = (model.width, model.crop_size, torch.get_num_threads())
     if key not in _MEASURED:
-        seconds = {candidate: _seconds_a_chunk(model, device, candidate) for candidate in (None, torch.bfloat16)}
-        _MEASURED[key] = min(seconds, key=seconds.get)
+        rates = _rates(model, device)
+        _MEASURED[key] = TIMED[max(rates, key=rates.get)]
     return _MEASURED[key]
 
 
-def _seconds_a_chunk(model: nn.Module, device: torch.device, dtype: Optional[torch.dtype]) -> float:
-    """Seconds the fast path in `dtype` takes to run a chunk of random tiles through the encoder, the head and
-    the decoder (the best of two runs after a warm-up)."""
-    fast = inference_copy(model, device, dtype, use_int8_head(device, dtype))
-    count = chunk_size(device, model.width, model.crop_size, dtype) or 1
-    tiles = torch.rand(count, 3, model.crop_size, model.crop_size, generator=torch.Generator().manual_seed(0))
-    tiles = tiles.to(device, dtype or torch.float32).contiguous(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def run() -> None:
-        bottleneck, skips = fast.encoder(tiles)
-        fast.head(bottleneck)
-        fast.decoder(bottleneck, skips)
-    return _best_time(run)
+def precision_is_timed(device: torch.device, precision: str) -> bool:
+    """Whether `inference_precision` times fp32 against bf16: `auto` on a CPU with native bf16."""
+    return precision == "auto" and device.type == "cpu" and cpu_has_native_bf16()
 
 
-def _best_time(run: Callable[[], None], repeats: int = 2) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _rates(model: nn.Module, device: torch.device) -> Dict[str, float]:
+    """Tiles a second of the fast path in fp32 (with its int8 head, as `use_int8_head` gives it) and in bf16, each
+    running a chunk of random tiles through the encoder, the head and the decoder, in interleaved rounds."""
+    def chunk(dtype: Optional[torch.dtype]) -> Callable[[], int]:
+        fast = inference_copy(model, device, dtype, use_int8_head(device, dtype))
+        count = chunk_size(device, model.width, model.crop_size, dtype) or 1
+        tiles = torch.rand(count, 3, model.crop_size, model.crop_size, generator=torch.Generator().manual_seed(0))
+        tiles = tiles.to(device, dtype or torch.float32).contiguous(memory_format=torch.channels_last)
+
+        @torch.inference_mode()
+        def run() -> int:
+            bottleneck, skips = fast.encoder(tiles)
+            fast.head(bottleneck)
+            fast.decoder(bottleneck, skips)
+            return count
+        return run
+    return interleaved({name: chunk(dtype) for name, dtype in TIMED.items()}, rounds=2, device=device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for a GPU's queued work, so that a timer measures it (nothing to wait for on CPUs)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(variants: Dict[str, Callable[[], int]], rounds: int, device: torch.device,
+                warmup: int = 1) -> Dict[str, float]:
+    """Items per second of each variant (each call returns how many items it processed), from the median round,
+    so that one round disturbed by the machine does not move the result."""
+    for run in variants.values():
+        for _ in range(warmup):
+            run()
+    rates: Dict[str, List[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            synchronize(device)
+            start = time.perf_counter()
+            items = run()
+            synchronize(device)
+            rates[name].append(items / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
