@@ -52,7 +52,7 @@ def test_auto_takes_the_faster_of_fp32_and_bf16_where_the_cpu_has_native_bf16(mo
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
     timed = []
 
-    def rates(model, device):  # tiles a second of each type
+    def rates(model, device, head):  # tiles a second of each type
         timed.extend([None, torch.bfloat16])
         return {name: 1.0 if dtype == faster else 1 / 1.5 for name, dtype in acceleration.TIMED.items()}
     monkeypatch.setattr(acceleration, "_rates", rates)
@@ -66,6 +66,31 @@ def test_auto_takes_the_faster_of_fp32_and_bf16_where_the_cpu_has_native_bf16(mo
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is never tried
     monkeypatch.setattr(acceleration, "_MEASURED", {})
     assert inference_precision(model, torch.device("cpu")) is None and len(timed) == 2
+
+
+def test_auto_times_the_head_it_will_run(monkeypatch):
+    monkeypatch.setattr(acceleration, "_MEASURED", {})
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
+    heads = []
+    copies = []
+    real_copy = acceleration.inference_copy
+
+    def copy(model, device, dtype, int8_head=False):
+        copies.append((dtype, int8_head))
+        return real_copy(model, device, dtype, int8_head)
+    monkeypatch.setattr(acceleration, "inference_copy", copy)
+    real_rates = acceleration._rates
+
+    def rates(model, device, head):
+        heads.append(head)
+        return real_rates(model, device, head)
+    monkeypatch.setattr(acceleration, "_rates", rates)
+    model = tiny_model()
+    predictor = Predictor(model, "cpu", head="full")
+    assert heads == ["full"] and (None, False) in copies and (None, True) not in copies  # fp32 timed unquantised
+    assert not predictor.int8_head
+    Predictor(model, "cpu")  # the default head is another setting: timed again, with the int8 head in fp32
+    assert heads == ["full", "auto"] and (None, True) in copies
 
 
 def test_a_chunk_is_timed_in_both_types_on_the_fast_path():
@@ -283,7 +308,7 @@ def test_photos_time_fp32_and_bf16_beside_auto_where_the_cpu_has_native_bf16(tin
 
     monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(acceleration, "_MEASURED", {})
-    monkeypatch.setattr(acceleration, "_rates", lambda model, device: {"fp32": 2.0, "bf16": 1.0})
+    monkeypatch.setattr(acceleration, "_rates", lambda model, device, head: {"fp32": 2.0, "bf16": 1.0})
     paths = sorted((tiny_dataset / "valid" / "images").iterdir())[:1]
     report = media.photos(tiny_model(4), torch.device("cpu"), "auto", lambda: ((p, load_image(p)) for p in paths),
                           rounds=1)

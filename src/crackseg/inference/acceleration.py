@@ -52,22 +52,24 @@ def reduced_precision(device: torch.device, precision: str = "auto") -> Optional
 
 
 TIMED = {"fp32": None, "bf16": torch.bfloat16}  # what `auto` chooses between on CPUs with native bf16
-# (width, crop, threads) -> the faster of fp32 (None) and bf16 for that model shape on this CPU, in this process
-_MEASURED: Dict[Tuple[int, int, int], Optional[torch.dtype]] = {}
+# (width, crop, threads, head) -> the faster of fp32 (None) and bf16 for that model shape and head setting on
+# this CPU, in this process
+_MEASURED: Dict[Tuple[int, int, int, str], Optional[torch.dtype]] = {}
 
 
-def inference_precision(model: nn.Module, device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
+def inference_precision(model: nn.Module, device: torch.device, precision: str = "auto",
+                        head: str = "auto") -> Optional[torch.dtype]:
     """The fast path's dtype for `model` (a `UNetClassifier`): `reduced_precision`, except that `auto` on a CPU
-    with native bf16 takes whichever of fp32 (with the int8 head, as `use_int8_head` gives it) and bf16 ran the
+    with native bf16 takes whichever of fp32 (with the head `use_int8_head` gives it for `head`) and bf16 ran the
     model faster here. Native bf16 does not make bf16 faster everywhere: on an AMD EPYC with AVX512-BF16 the fast
     path ran twice as fast in bf16 as in fp32, on an Intel Xeon with AVX512-BF16 and no AMX 1.36-1.5x as fast in
     fp32 (docs/PERFORMANCE.md, "CPU kinds"). Measured once per model shape in a process, in about 2 s for the
     shipped model."""
     if not precision_is_timed(device, precision):
         return reduced_precision(device, precision)
-    key = (model.width, model.crop_size, torch.get_num_threads())
+    key = (model.width, model.crop_size, torch.get_num_threads(), head)
     if key not in _MEASURED:
-        rates = _rates(model, device)
+        rates = _rates(model, device, head)
         _MEASURED[key] = TIMED[max(rates, key=rates.get)]
     return _MEASURED[key]
 
@@ -77,11 +79,11 @@ def precision_is_timed(device: torch.device, precision: str) -> bool:
     return precision == "auto" and device.type == "cpu" and cpu_has_native_bf16()
 
 
-def _rates(model: nn.Module, device: torch.device) -> Dict[str, float]:
-    """Tiles a second of the fast path in fp32 (with its int8 head, as `use_int8_head` gives it) and in bf16, each
+def _rates(model: nn.Module, device: torch.device, head: str = "auto") -> Dict[str, float]:
+    """Tiles a second of the fast path in fp32 (with the head `use_int8_head` gives it for `head`) and in bf16, each
     running a chunk of random tiles through the encoder, the head and the decoder, in interleaved rounds."""
     def chunk(dtype: Optional[torch.dtype]) -> Callable[[], int]:
-        fast = inference_copy(model, device, dtype, use_int8_head(device, dtype))
+        fast = inference_copy(model, device, dtype, use_int8_head(device, dtype, head))
         count = chunk_size(device, model.width, model.crop_size, dtype) or 1
         tiles = torch.rand(count, 3, model.crop_size, model.crop_size, generator=torch.Generator().manual_seed(0))
         tiles = tiles.to(device, dtype or torch.float32).contiguous(memory_format=torch.channels_last)

@@ -98,7 +98,7 @@ class Predictor:
         self.device = torch.device(device)
         self.engine = engine
         self.fast = fast and engine == "torch"
-        self.dtype = inference_precision(model, self.device, precision) if self.fast else None
+        self.dtype = inference_precision(model, self.device, precision, head) if self.fast else None
         self.int8_head = self.fast and use_int8_head(self.device, self.dtype, head)
         if engine == "onnxruntime":
             from crackseg.inference.onnx import OnnxGatedModel
