@@ -79,9 +79,9 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
     counts = {name: torch.zeros(5) for name in variants}  # both, ours, plain's crack pixels; tiles alike, tiles
     for results in zip(plain.tiled(images()), *(variant.tiled(images()) for variant in variants.values())):
         reference = results[0]
-        b = reference.probs >= plain.mask_threshold
+        b = reference.binary
         for name, result in zip(variants, results[1:]):
-            a = result.probs >= variants[name].mask_threshold
+            a = result.binary
             counts[name] += torch.tensor([float((a & b).sum()), float(a.sum()), float(b.sum()),
                                           float((result.decoded == reference.decoded).sum()), len(reference.grid)])
     report: Dict[str, Any] = {"crack_pixels_fp32": float(counts["fast"][2])}

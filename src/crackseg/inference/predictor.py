@@ -43,11 +43,16 @@ class TiledResult:
         return bool(self.decoded.any())
 
     @cached_property
+    def binary(self) -> torch.Tensor:
+        """The mask (H, W) of booleans: crack where the probability reaches the mask threshold."""
+        return self.probs >= self.mask_threshold
+
+    @cached_property
     def cracked(self) -> bool:
         """The image is called cracked when the head gated a tile AND the decoded mask holds evidence: a crack of
         at least `min_area` px whose centreline is at least `min_length` px long (`measure.has_crack`). The head
         alone passes texture, joints and blur whose mask then holds nothing, or only specks and blobs."""
-        return self.gated and has_crack((self.probs >= self.mask_threshold).numpy(), self.min_area, self.min_length,
+        return self.gated and has_crack(self.binary.numpy(), self.min_area, self.min_length,
                                         self.join_gap)
 
 

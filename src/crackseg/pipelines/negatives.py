@@ -131,7 +131,7 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
 
     for result in predictor.tiled(images()):
         image, truth, labels = loaded.pop(result.key)
-        binary = (result.probs >= predictor.mask_threshold).numpy()
+        binary = result.binary.numpy()
         name = f"{source.name}_{items[result.key][0].stem}"  # sources share one output root
         if truth is None:
             tally.units += 1

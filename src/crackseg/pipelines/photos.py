@@ -278,13 +278,12 @@ def predict_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, pr
 
     for result in predictor.tiled(readable()):
         image = images.pop(result.key)
-        binary = result.probs >= predictor.mask_threshold
         name = names[result.key]
-        row = {"file": str(paths[result.key]), "status": "ok", **result_fields(result, binary),
+        row = {"file": str(paths[result.key]), "status": "ok", **result_fields(result),
                "width": image.shape[2], "height": image.shape[1]}
         try:
             (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            write_result(out_dir, name, row["file"], image, binary, result, row, measurements)
+            write_result(out_dir, name, row["file"], image, result, row, measurements)
         except OSError as error:
             fail(result.key, unwritable(error, paths[result.key], out_dir))
             continue

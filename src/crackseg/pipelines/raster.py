@@ -144,7 +144,7 @@ def _predict_windows(predictor: Predictor, source: Any, offsets: List[Tuple[int,
             image = _neutral(_rgb(source.read(window=read)), read_valid)
             result = next(predictor.tiled([((row, col), image)]))
             core_probs = result.probs[inner].numpy()
-            binary = (core_probs >= predictor.mask_threshold) & valid
+            binary = result.binary[inner].numpy() & valid
             if binary.any():
                 mask.write((binary.astype(np.uint8) * 255)[None], window=core)
                 crack_probs = np.round(core_probs * 255).astype(np.uint8) * binary

@@ -23,23 +23,24 @@ def save_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(file, format="PNG")
 
 
-def result_fields(result: TiledResult, binary: torch.Tensor) -> Dict[str, Any]:
-    """The summary fields of one gated, tiled result; `binary` (H, W) is its mask at the mask threshold."""
+def result_fields(result: TiledResult) -> Dict[str, Any]:
+    """The summary fields of one gated, tiled result."""
     return {"cracked": int(result.cracked), "max_tile_prob": round(float(result.tile_probs.max()), 6),
-            "crack_share": round(float(binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
+            "crack_share": round(float(result.binary.float().mean()), 6), "tiles_decoded": int(result.decoded.sum()),
             "tiles_total": len(result.grid)}
 
 
-def write_result(out_dir: Path, name: str, key: str, image: torch.Tensor, binary: torch.Tensor,
-                 result: TiledResult, row: Dict[str, Any], measurements: Optional[Measurements]) -> None:
+def write_result(out_dir: Path, name: str, key: str, image: torch.Tensor, result: TiledResult,
+                 row: Dict[str, Any], measurements: Optional[Measurements]) -> None:
     """NAME_mask.png (0/255) and NAME_overlay.png into `out_dir`, and with `measurements` the cracks measured
     and NAME_prob.png, the probabilities their confidence is taken on (to 1/255, so that a resumed run measures
     the same); `row` gets the file names and the measured fields.
 
     Args:
         key: what identifies the input in the tables (its path; a video's frame: path#index).
-        image: (3, H, W) uint8 RGB; binary: (H, W) booleans.
+        image: (3, H, W) uint8 RGB.
     """
+    binary = result.binary
     row["mask"], row["overlay"] = f"{name}_mask.png", f"{name}_overlay.png"
     kept = out_dir / PROBABILITIES.format(name)
     if measurements is not None:  # before the mask: a result whose mask is on disk has its probabilities too

@@ -205,10 +205,9 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, every: int = 
     try:
         for result in predictor.tiled(readable()):
             frame = result.key
-            binary = result.probs >= predictor.mask_threshold
-            row: Dict[str, Any] = {"frame": frame.index, "time_s": frame.time, **result_fields(result, binary)}
+            row: Dict[str, Any] = {"frame": frame.index, "time_s": frame.time, **result_fields(result)}
             if result.cracked:
-                write_result(out_dir, frame_name(frame.index), f"{path}#{frame.index}", frame.image, binary, result,
+                write_result(out_dir, frame_name(frame.index), f"{path}#{frame.index}", frame.image, result,
                              row, measurements)
             append_rows(frames_csv, FRAME_FIELDS, [row])
             rows[frame.index] = row
