@@ -226,3 +226,20 @@ def test_console_lines_show_four_significant_digits_and_the_csv_keeps_full_preci
                for value in values.values()), line
     header, row = (tmp_path / "csv" / "valid.csv").read_text().splitlines()[:2]
     assert len(dict(zip(header.split(","), row.split(",")))["bce"]) > 8
+
+
+def test_the_segmentation_loss_weighs_bce_and_dice_as_configured():
+    from crackseg.errors import ConfigError
+    from crackseg.training.runner import SegmentationRunner
+
+    logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    masks = (torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.8).float()
+    losses = {}
+    for weight in (None, 0.0, 1.0):
+        config = build_config("segmentation", {"device": "cpu", "bce_weight": weight})
+        losses[weight], parts = SegmentationRunner(config).compute_loss(logits, {"masks": masks})
+    assert losses[1.0] == pytest.approx(float(parts["bce"]))  # all BCE
+    assert losses[0.0] == pytest.approx(1 - float(parts["soft_dice"]))  # all Dice
+    assert losses[None] == pytest.approx(0.9 * float(parts["bce"]) + 0.1 * (1 - float(parts["soft_dice"])))  # SPEC
+    with pytest.raises(ConfigError, match="--bce-weight"):
+        build_config("segmentation", {"device": "cpu", "bce_weight": 1.5})

@@ -59,6 +59,7 @@ class TrainConfig:
     sampling: str = THESIS["sampling"]  # "five": FiveCrop of the whole image; "window": of a random 2x-crop window
     markings: float = THESIS["markings"]  # share of training images painted with a synthetic road marking
     joints: float = THESIS["joints"]  # share of training images cut by a synthetic joint
+    bce_weight: float = 0.9  # stage 1's loss: bce_weight * BCE + (1 - bce_weight) * (1 - Dice), SPEC's a = 0.9
     workers: int = 0
     device: str = "auto"
     amp: bool = False
@@ -115,6 +116,7 @@ def check_config(config: TrainConfig) -> None:
         (0 <= config.skip_dropout < 1, f"--skip-dropout must be in [0, 1), got {config.skip_dropout}"),
         (0 <= config.markings <= 1, f"--markings must be in [0, 1], got {config.markings}"),
         (0 <= config.joints <= 1, f"--joints must be in [0, 1], got {config.joints}"),
+        (0 <= config.bce_weight <= 1, f"--bce-weight must be in [0, 1], got {config.bce_weight}"),
         (config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
         (config.processes >= 1 and config.nodes >= 1, "--processes and --nodes must be at least 1"),
         (0 <= config.node_rank < config.nodes, f"--node-rank must be in 0..{config.nodes - 1}, got {config.node_rank}"),

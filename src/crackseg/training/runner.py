@@ -201,11 +201,15 @@ class CrackRunner(dl.Runner):
 
 
 class SegmentationRunner(CrackRunner):
-    """Stage 1: loss a*BCE + (1-a)*(1-Dice) on mask logits; Dice and IoU from pixel counts."""
+    """Stage 1: loss a*BCE + (1-a)*(1-Dice) on mask logits (a = config.bce_weight); Dice and IoU from pixel
+    counts."""
 
     stage = "segmentation"
     parts = ("bce", "soft_dice")
-    criterion_fn = BCEDiceLoss(bce_weight=0.9)
+
+    def __init__(self, config: TrainConfig, *args: Any, **kwargs: Any):
+        super().__init__(config, *args, **kwargs)
+        self.criterion_fn = BCEDiceLoss(bce_weight=config.bce_weight)
 
     @staticmethod
     def build_model(config: TrainConfig, loaded: Optional[Dict[str, Any]] = None) -> nn.Module:

@@ -35,6 +35,10 @@ def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
                         help="with --init: train the decoder alone. The encoder stays as it was, so a stage-2 "
                              "head trained on it (the shipped model's too) still gates the new decoder, and each "
                              "step costs about a third less")
+    parser.add_argument("--bce-weight", type=float, default=None, metavar="A",
+                        help="the loss is A*BCE + (1-A)*(1-Dice). Dice does not count the crack-free pixels, "
+                             "so a lower A keeps many crack-free images (hard negatives) from pulling the crack "
+                             "probabilities of every surface down [0.9, as the original]")
 
 
 
@@ -102,7 +106,7 @@ class Stage:
 
 # The cpu preset's epochs keep the embedded default within minutes on a 2-core CPU in fp32 (README, "Measured").
 STAGES = {stage.name: stage for stage in (
-    Stage("segmentation", "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice)).",
+    Stage("segmentation", "Stage 1: train the U-Net to segment cracks (loss 0.9*BCE + 0.1*(1-Dice); --bce-weight).",
           "SegmentationRunner", _segmentation_flags, _segmentation_start, dict(epochs=9, milestones=(7,))),
     Stage("classification", "Stage 2: freeze stage 1's encoder and train the crack / no-crack head (BCE).",
           "ClassificationRunner", _classification_flags, _classification_start, dict(epochs=4, milestones=(3,)),
