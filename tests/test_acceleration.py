@@ -91,6 +91,8 @@ def test_auto_times_the_head_it_will_run(monkeypatch):
     assert not predictor.int8_head
     Predictor(model, "cpu")  # the default head is another setting: timed again, with the int8 head in fp32
     assert heads == ["full", "auto"] and (None, True) in copies
+    predictor = Predictor(model, "cpu", head="int8")  # int8 runs in fp32 only: chosen without timing bf16
+    assert heads == ["full", "auto"] and predictor.dtype is None and predictor.int8_head
 
 
 def test_a_chunk_is_timed_in_both_types_on_the_fast_path():

@@ -67,6 +67,8 @@ def inference_precision(model: nn.Module, device: torch.device, precision: str =
     shipped model."""
     if not precision_is_timed(device, precision):
         return reduced_precision(device, precision)
+    if head == "int8":  # the int8 head runs in fp32 only (`use_int8_head`): nothing to choose between
+        return None
     key = (model.width, model.crop_size, torch.get_num_threads(), head)
     if key not in _MEASURED:
         rates = _rates(model, device, head)
