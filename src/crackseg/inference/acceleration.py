@@ -63,8 +63,8 @@ def inference_precision(model: nn.Module, device: torch.device, precision: str =
     with native bf16 takes whichever of fp32 (with the head `use_int8_head` gives it for `head`) and bf16 ran the
     model faster here. Native bf16 does not make bf16 faster everywhere: on an AMD EPYC with AVX512-BF16 the fast
     path ran twice as fast in bf16 as in fp32, on an Intel Xeon with AVX512-BF16 and no AMX 1.36-1.5x as fast in
-    fp32 (docs/PERFORMANCE.md, "CPU kinds"). Measured once per model shape in a process, in about 2 s for the
-    shipped model."""
+    fp32 (docs/PERFORMANCE.md, "CPU kinds"). Measured once per model shape and head setting in a process, in about
+    2 s for the shipped model; `head="int8"` runs in fp32 only, so it is not timed."""
     if not precision_is_timed(device, precision):
         return reduced_precision(device, precision)
     if head == "int8":  # the int8 head runs in fp32 only (`use_int8_head`): nothing to choose between

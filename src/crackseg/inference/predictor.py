@@ -52,8 +52,7 @@ class TiledResult:
         """The image is called cracked when the head gated a tile AND the decoded mask holds evidence: a crack of
         at least `min_area` px whose centreline is at least `min_length` px long (`measure.has_crack`). The head
         alone passes texture, joints and blur whose mask then holds nothing, or only specks and blobs."""
-        return self.gated and has_crack(self.binary.numpy(), self.min_area, self.min_length,
-                                        self.join_gap)
+        return self.gated and has_crack(self.binary.numpy(), self.min_area, self.min_length, self.join_gap)
 
 
 @dataclass

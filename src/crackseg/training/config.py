@@ -9,7 +9,7 @@ from crackseg.training.stages import STAGES, default_log_dir
 
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
-              skip_dropout=0.0, sampling="five", markings=0.0, joints=0.0)
+              skip_dropout=0.0, sampling="five", markings=0.0, joints=0.0, bce_weight=0.9)
 # Sized to train both stages on a 2-core CPU in minutes (smaller width and crops; images of 2x the crop).
 # Skip dropout: on schedules this short the bottleneck of a plain U-Net collapses (the decoder segments from the
 # shallow skips alone) and the gate then has nothing to classify; see README, "Why skip dropout".
@@ -59,7 +59,7 @@ class TrainConfig:
     sampling: str = THESIS["sampling"]  # "five": FiveCrop of the whole image; "window": of a random 2x-crop window
     markings: float = THESIS["markings"]  # share of training images painted with a synthetic road marking
     joints: float = THESIS["joints"]  # share of training images cut by a synthetic joint
-    bce_weight: float = 0.9  # stage 1's loss: bce_weight * BCE + (1 - bce_weight) * (1 - Dice), SPEC's a = 0.9
+    bce_weight: float = THESIS["bce_weight"]  # stage 1's loss: bce_weight * BCE + (1 - bce_weight) * (1 - Dice)
     workers: int = 0
     device: str = "auto"
     amp: bool = False
