@@ -155,7 +155,7 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
         Image.new("RGB", (64, 64), (90 + index, 90, 90)).save(plain / f"{index:02d}.jpg")
     argv = TINY + ["--data-root", str(first), "--data-root", str(second), "--data-weights", "1", "2",
                    "--negatives", str(plain), "--markings", "0.5", "--joints", "0.25",
-                   "--log-dir", str(tmp_path / "seg")]
+                   "--sampling", "window", "--zoom", "0.8", "1.5", "--log-dir", str(tmp_path / "seg")]
     assert run("segmentation", argv) == 0
     header = (tmp_path / "seg" / "csv" / "valid.csv").read_text().splitlines()[0].split(",")
     assert {"dice", "dice/first", "dice/second", "dice/plain", "iou/second"} <= set(header)
@@ -178,7 +178,7 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
     stage_two = load_checkpoint(tmp_path / "cls" / "checkpoints" / "best.pth", stage="classification")
     assert stage_two["config"]["data_root"] == [str(first), str(second)]
     assert stage_two["config"]["negatives"] == [str(plain)] and stage_two["config"]["markings"] == 0.5
-    assert stage_two["config"]["joints"] == 0.25
+    assert stage_two["config"]["joints"] == 0.25 and stage_two["config"]["zoom"] == [0.8, 1.5]
     assert "f1_mean/plain" in stage_two["metrics"] and "f1_mean/first" in stage_two["metrics"]
 
 
@@ -243,3 +243,15 @@ def test_the_segmentation_loss_weighs_bce_and_dice_as_configured():
     assert losses[None] == pytest.approx(0.9 * float(parts["bce"]) + 0.1 * (1 - float(parts["soft_dice"])))  # SPEC
     with pytest.raises(ConfigError, match="--bce-weight"):
         build_config("segmentation", {"device": "cpu", "bce_weight": 1.5})
+
+
+@pytest.mark.parametrize("flags, message", [({"zoom": [0.0, 2.0]}, "0 < LOW <= HIGH"),
+                                            ({"zoom": [2.0, 1.0]}, "0 < LOW <= HIGH"),
+                                            ({"zoom": [1.0, 2.0], "sampling": "five"}, "needs --sampling window")])
+def test_a_zoom_is_a_range_of_window_sampling(flags, message):
+    from crackseg.errors import ConfigError
+
+    assert build_config("segmentation", {"device": "cpu"}).zoom == (1.0, 1.0)  # none by default
+    assert build_config("segmentation", {"device": "cpu", "sampling": "window", "zoom": [0.7, 2]}).zoom == (0.7, 2)
+    with pytest.raises(ConfigError, match=message):
+        build_config("segmentation", {"device": "cpu", "sampling": "window", **flags})

@@ -109,6 +109,62 @@ def test_window_sampling_trains_on_every_region_of_a_large_photo():
         train_transform(crop, "random")
 
 
+def stripe_pair(side=200, width=4):
+    """A grey photo with a dark vertical stripe `width` px wide, labelled crack."""
+    image = torch.full((3, side, side), 180, dtype=torch.uint8)
+    mask = torch.zeros(1, side, side, dtype=torch.uint8)
+    image[:, :, 98:98 + width], mask[0, :, 98:98 + width] = 40, 1
+    return image, mask
+
+
+def stripe_width(image, mask):
+    """The stripe's width in px in the image (its darkness summed along a row: resizing keeps it) and in the mask
+    (labelled pixels per row), averaged over the rows the stripe crosses."""
+    dark = ((180 - image[0].float()) / 140).sum(1)
+    rows = mask[0].sum(1) > 0
+    return dark[rows].mean().item(), mask[0].sum(1)[rows].float().mean().item()
+
+
+def test_a_zoomed_window_widens_or_narrows_cracks_in_image_and_mask_alike():
+    image, mask = stripe_pair()
+    for zoom, expected in ((2.0, 8.0), (0.5, 2.5)):  # 4 px at 0.5: 2 or 3 px, as the stripe meets the pixel grid
+        torch.manual_seed(0)
+        for _ in range(20):
+            out, out_mask = Compose([RandomWindow(64, (zoom, zoom), 32)])(image, mask)
+            assert out.shape == (3, 64, 64) and out_mask.shape == (1, 64, 64) and out.dtype == torch.uint8
+            assert set(out_mask.unique().tolist()) <= {0, 1}
+            if out_mask.any():
+                in_image, in_mask = stripe_width(out, out_mask)
+                assert in_mask == pytest.approx(expected, abs=1) and in_image == pytest.approx(expected, abs=1)
+                darkness = 180 - out[0].float()
+                near = torch.nn.functional.max_pool2d(out_mask.float()[None], 3, 1, 1)[0, 0] > 0
+                assert darkness[near].sum() > 0.95 * darkness.sum()  # the label stays on the stripe
+    # a zoom out never leaves a side below min_side: a 100 px photo at 0.5 would be 50 px, so it is zoomed to 60
+    small, small_mask = stripe_pair(side=100)
+    out, out_mask = Compose([RandomWindow(64, (0.5, 0.5), 60)])(small, small_mask)
+    assert out.shape == (3, 60, 60) and out_mask.shape == (1, 60, 60) and out_mask.sum() > 0
+    with pytest.raises(ValueError, match="zoom"):
+        RandomWindow(64, (2.0, 1.0))
+
+
+def test_zooms_spread_over_their_range_and_none_is_drawn_without_one():
+    image, mask = stripe_pair(side=400, width=6)
+    window = RandomWindow(64, (0.5, 2.0), 32)
+    torch.manual_seed(0)
+    zooms = torch.tensor([64 / window.make_params([image, mask])["height"] for _ in range(400)])
+    assert zooms.min() < 0.55 and zooms.max() > 1.85  # the whole range is drawn ...
+    assert zooms.log().median().abs() < 0.15 and ((zooms > 0.9) & (zooms < 1.1)).float().mean() < 0.2  # log-uniform
+    torch.manual_seed(3)
+    plain = Compose([RandomWindow(64)])(image, mask)
+    torch.manual_seed(3)
+    unzoomed = Compose([RandomWindow(64, (1.0, 1.0), 32)])(image, mask)
+    assert all(torch.equal(a, b) for a, b in zip(plain, unzoomed))  # no extra draw: old runs replay exactly
+    crops, _ = train_transform(32, "window", zoom=(0.7, 1.5))(image, mask)
+    assert crops.shape == (5, 3, 32, 32)
+    with pytest.raises(ValueError, match="window sampling"):
+        train_transform(32, "five", zoom=(0.7, 1.5))
+
+
 def straight_features(transform, low, high, height=96, width=128, draws=20):
     """For `draws` seeds: (photo, photo after `transform`, where its mask was cleared) for a random photo with pixel
     values in [low, high) labelled crack everywhere; checks that both stay uint8 and the mask binary."""

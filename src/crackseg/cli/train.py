@@ -12,8 +12,8 @@ from crackseg.training.launch import check_log_dir, checked_sources, prepare_dat
 from crackseg.training.stages import STAGES
 
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
-         "freeze_encoder", "sampling", "markings", "joints", "bce_weight", "seed", "workers", "amp", "data_root",
-         "data_weights", "negatives", "log_dir")
+         "freeze_encoder", "sampling", "markings", "joints", "zoom", "bce_weight", "seed", "workers", "amp",
+         "data_root", "data_weights", "negatives", "log_dir")
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:
@@ -67,6 +67,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
                         help="share of training images (or windows) cut by a synthetic joint (a dead-straight "
                              "dark line, as a saw cut in concrete), labelled no crack, so that joints are not taken "
                              "for cracks [0; stage 2: stage 1's]")
+    parser.add_argument("--zoom", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="with --sampling window: cut each window at a random zoom between LOW and HIGH "
+                             "(log-uniform; 2 = twice as close, cracks twice as wide), so the model learns cracks "
+                             "at more widths than its data shows, e.g. the open cracks of close-ups [1 1: none; "
+                             "stage 2: stage 1's]")
     parser.add_argument("--seed", type=int, default=None, help="global seed (data order, augmentation, init)")
     parser.add_argument("--workers", type=int, default=None, help="data loader worker processes [0]")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N [auto]")

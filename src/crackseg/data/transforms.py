@@ -65,20 +65,39 @@ class FiveCrop(v2.Transform):
 
 class RandomWindow(v2.Transform):
     """A random window of size x size px (or the whole side where the image is smaller), the same for image and
-    mask: with FiveCrop after it, every region of a large photo is trained on across epochs."""
+    mask: with FiveCrop after it, every region of a large photo is trained on across epochs.
 
-    def __init__(self, size: int):
+    With `zoom` (low, high) other than (1, 1), the window is cut at a random zoom z, log-uniform in [low, high]: a
+    window of size / z px (or the whole side) resized by z, so a crack 4 px wide comes out 4 z px wide and the model
+    sees open cracks as wide as close-ups show them. z is raised where needed so that no side ends below `min_side`
+    px (the crop cut after it). The mask is resized bilinearly and cut at one half, so a thin crack survives a zoom
+    out as a thin crack."""
+
+    def __init__(self, size: int, zoom: Tuple[float, float] = (1.0, 1.0), min_side: int = 0):
         super().__init__()
-        self.size = size
+        if not 0 < zoom[0] <= zoom[1]:
+            raise ValueError(f"zoom must be 0 < low <= high, got {zoom}")
+        self.size, self.zoom, self.min_side = size, tuple(zoom), min_side
 
     def make_params(self, flat_inputs: List[Any]) -> Dict[str, Any]:
         height, width = v2.query_size(flat_inputs)
-        h, w = min(self.size, height), min(self.size, width)
+        zoom = 1.0
+        if self.zoom != (1.0, 1.0):
+            zoom = max(math.exp(_uniform(math.log(self.zoom[0]), math.log(self.zoom[1]))),
+                       self.min_side / min(height, width))
+        h, w = min(round(self.size / zoom), height), min(round(self.size / zoom), width)
+        out = None if zoom == 1.0 else [max(self.min_side, min(self.size, round(side * zoom))) for side in (h, w)]
         return {"top": int(torch.randint(height - h + 1, ())), "left": int(torch.randint(width - w + 1, ())),
-                "height": h, "width": w}
+                "height": h, "width": w, "out": out}
 
     def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
-        return F.crop(inpt, **params)
+        window = F.crop(inpt, params["top"], params["left"], params["height"], params["width"])
+        if params["out"] is None:
+            return window
+        if isinstance(inpt, tv_tensors.Mask):
+            soft = F.resize(window.as_subclass(torch.Tensor).float(), params["out"], antialias=True)
+            return tv_tensors.wrap((soft >= 0.5).to(inpt.dtype), like=inpt)
+        return F.resize(window, params["out"], antialias=True)
 
 
 def _uniform(low: float, high: float) -> float:
@@ -193,14 +212,18 @@ TO_FLOAT = {tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.float32}
 SAMPLINGS = ("window", "five")
 
 
-def train_transform(crop_size: int, sampling: str = "five", markings: float = 0.0, joints: float = 0.0) -> Compose:
+def train_transform(crop_size: int, sampling: str = "five", markings: float = 0.0, joints: float = 0.0,
+                    zoom: Tuple[float, float] = (1.0, 1.0)) -> Compose:
     """Training augmentation: flips, rotation by k*90 degrees, FiveCrop, to float. `sampling="five"` is SPEC's
-    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size. `markings` and
+    (FiveCrop of the whole image); "window" first takes a random window of twice the crop size, at a random `zoom`
+    (`RandomWindow`; (1, 1): none; "five" takes none). `markings` and
     `joints` > 0 first paint a synthetic road marking (`RandomMarking`) and cut a synthetic joint (`RandomJoint`)
     into those shares of the images (or windows)."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; expected one of {', '.join(SAMPLINGS)}")
-    window = [RandomWindow(2 * crop_size)] if sampling == "window" else []
+    if sampling != "window" and tuple(zoom) != (1.0, 1.0):
+        raise ValueError("a zoom needs window sampling")
+    window = [RandomWindow(2 * crop_size, zoom, crop_size)] if sampling == "window" else []
     distractors = ([RandomMarking(markings)] if markings > 0 else []) + ([RandomJoint(joints)] if joints > 0 else [])
     return Compose(window + distractors + [v2.RandomVerticalFlip(), v2.RandomHorizontalFlip(), RandomRotate90(),
                                            FiveCrop(crop_size), v2.ToDtype(TO_FLOAT, scale=True)])

@@ -9,13 +9,13 @@ from crackseg.training.stages import STAGES, default_log_dir
 
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
-              skip_dropout=0.0, sampling="five", markings=0.0, joints=0.0, bce_weight=0.9)
+              skip_dropout=0.0, sampling="five", markings=0.0, joints=0.0, zoom=(1.0, 1.0), bce_weight=0.9)
 # Sized to train both stages on a 2-core CPU in minutes (smaller width and crops; images of 2x the crop).
 # Skip dropout: on schedules this short the bottleneck of a plain U-Net collapses (the decoder segments from the
 # shallow skips alone) and the gate then has nothing to classify; see README, "Why skip dropout".
 # FiveCrop sampling ("five"): on CFD at 12 epochs it beat "window" (full-resolution Dice 0.663 vs 0.630, docs/MODEL.md)
 CPU = dict(batch_size=8, lr=3e-3, gamma=0.1, width=16, crop=64, seed=17, skip_dropout=0.5, sampling="five",
-           markings=0.0, joints=0.0)
+           markings=0.0, joints=0.0, zoom=(1.0, 1.0))
 
 
 def preset_values(preset: str, stage: str) -> Dict[str, Any]:
@@ -59,6 +59,7 @@ class TrainConfig:
     sampling: str = THESIS["sampling"]  # "five": FiveCrop of the whole image; "window": of a random 2x-crop window
     markings: float = THESIS["markings"]  # share of training images painted with a synthetic road marking
     joints: float = THESIS["joints"]  # share of training images cut by a synthetic joint
+    zoom: Tuple[float, float] = THESIS["zoom"]  # window sampling: each window cut at a random zoom in this range
     bce_weight: float = THESIS["bce_weight"]  # stage 1's loss: bce_weight * BCE + (1 - bce_weight) * (1 - Dice)
     workers: int = 0
     device: str = "auto"
@@ -76,7 +77,7 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         """The config as plain values (tuples as lists), as checkpoints store it."""
         values = asdict(self)
-        for key in ("milestones", "data_root", "data_weights", "negatives"):
+        for key in ("milestones", "data_root", "data_weights", "negatives", "zoom"):
             values[key] = list(values[key])
         return values
 
@@ -90,7 +91,7 @@ def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
         preset = "thesis" if device.startswith("cuda") else "cpu"
     values = {**preset_values(preset, stage), **explicit, "preset": preset, "device": device, "stage": stage}
     values.setdefault("log_dir", default_log_dir(stage))
-    for key in ("milestones", "data_root", "data_weights", "negatives"):
+    for key in ("milestones", "data_root", "data_weights", "negatives", "zoom"):
         if key in values:  # checkpoints written before several roots were possible stored one path
             values[key] = tuple([values[key]] if isinstance(values[key], str) else values[key])
     config = TrainConfig(**values)
@@ -116,6 +117,11 @@ def check_config(config: TrainConfig) -> None:
         (0 <= config.skip_dropout < 1, f"--skip-dropout must be in [0, 1), got {config.skip_dropout}"),
         (0 <= config.markings <= 1, f"--markings must be in [0, 1], got {config.markings}"),
         (0 <= config.joints <= 1, f"--joints must be in [0, 1], got {config.joints}"),
+        (len(config.zoom) == 2 and 0 < config.zoom[0] <= config.zoom[1],
+         f"--zoom takes LOW HIGH with 0 < LOW <= HIGH, got {list(config.zoom)}"),
+        (config.sampling == "window" or tuple(config.zoom) == (1.0, 1.0),
+         f"--zoom {' '.join(map(str, config.zoom))} needs --sampling window (FiveCrop of the whole photo is not "
+         "zoomed)"),
         (0 <= config.bce_weight <= 1, f"--bce-weight must be in [0, 1], got {config.bce_weight}"),
         (config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
         (config.processes >= 1 and config.nodes >= 1, "--processes and --nodes must be at least 1"),

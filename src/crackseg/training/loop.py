@@ -36,7 +36,7 @@ def make_loaders(config: TrainConfig, sources: Optional[List[Source]] = None) ->
     the epoch: epoch k draws the same order and augmentations in a resumed run as in an uninterrupted one.
     """
     sources = sources if sources is not None else config_sources(config)
-    transforms = {"train": train_transform(config.crop, config.sampling, config.markings, config.joints),
+    transforms = {"train": train_transform(config.crop, config.sampling, config.markings, config.joints, config.zoom),
                   "valid": valid_transform(config.crop)}
     datasets = {}
     for split, transform in transforms.items():

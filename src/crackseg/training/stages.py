@@ -9,7 +9,7 @@ from crackseg.files.checkpoints import load_checkpoint
 from crackseg.files.pretrained import load_pretrained
 
 # stage 2 takes these from stage 1 unless given
-INHERITED = ("data_root", "data_weights", "negatives", "sampling", "markings", "joints")
+INHERITED = ("data_root", "data_weights", "negatives", "sampling", "markings", "joints", "zoom")
 
 
 def default_log_dir(stage: str) -> str:
