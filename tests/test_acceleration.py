@@ -281,7 +281,7 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
     with torch.no_grad():  # a gate that decodes no tile
         model.head.layers[-1].bias.fill_(-20.0)
     report = photos(model, torch.device("cpu"), "fp32", images, rounds=1)
-    assert report["overlap"] == 8  # predict's default: a quarter of the 32 px tile
+    assert report["overlap"] == 4  # predict's default: an eighth of the 32 px tile
     fewer = photos(model, torch.device("cpu"), "fp32", images, rounds=1, overlap=0, onnx=True)
     assert fewer["overlap"] == 0 and fewer["tiles"] == 3 * 2 * 2 < report["tiles"]  # 64 px photos: 2 x 2 tiles
     assert set(fewer["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "gated_onnxruntime",

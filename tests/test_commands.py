@@ -66,7 +66,7 @@ def test_evaluate_writes_metrics_rows_and_plots(tiny_dataset, gate_open, tmp_pat
             assert 0.0 <= metrics[source][key] <= 1.0, (source, key)
         assert metrics[source]["ods"] >= metrics[source]["f1"] - 1e-9  # ODS is the best threshold
     gate = metrics["gate"]
-    # 64 px images in 32 px tiles with 8 px overlap: 3 x 3 tiles each; an open gate decodes them all.
+    # 64 px images in 32 px tiles with the default 4 px overlap: 3 x 3 tiles each; an open gate decodes them all.
     assert gate["tiles_total"] == gate["tiles_decoded"] == 27
     assert sum(map(sum, gate["crop"]["confusion"])) == 27 and sum(map(sum, gate["image"]["confusion"])) == 3
     rows = read_csv(out / "per_image.csv")
@@ -121,7 +121,7 @@ def test_predict_survives_a_corrupt_file_and_writes_full_size_masks(gate_open, t
         assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
         assert float(row["crack_share"]) == pytest.approx((mask > 0).mean(), abs=1e-6)
         assert Image.open(out / f"{name}_overlay.png").size == (width, height)
-    # 45 x 100 px in 32 px tiles, 8 px overlap: rows start at 0 and 13, columns at 0, 24, 48 and 68
+    # 45 x 100 px in 32 px tiles, 4 px overlap: rows start at 0 and 13, columns at 0, 28, 56 and 68
     assert [rows[name]["tiles_total"] for name in ("wide.jpg", "small.png", "exact.bmp")] == ["8", "1", "1"]
 
 

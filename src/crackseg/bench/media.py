@@ -104,7 +104,7 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
         model: the gated model (its gate threshold as shipped or given).
         images: a callable returning (key, image (3, H, W) uint8) pairs.
         rounds: interleaved timed rounds of the three variants over all the photos (the median counts).
-        overlap: the tiles' overlap in px [predict's default, a quarter of the tile].
+        overlap: the tiles' overlap in px [predict's default, an eighth of the tile].
     """
     decoded = list(images())
     megapixels = sum(image.shape[1] * image.shape[2] for _, image in decoded) / 1e6

@@ -60,7 +60,7 @@ def add_parser(commands: Any) -> None:
                             "onnxruntime, with the trained checkpoints or the shipped model")
     bench.add_argument("--photos-limit", type=int, default=8, help="photos of --photos used, in name order [8]")
     bench.add_argument("--overlap", type=int, default=None,
-                       help="the tiles' overlap in px for --photos [predict's default, a quarter of the tile]")
+                       help="the tiles' overlap in px for --photos [predict's default, an eighth of the tile]")
     checkpoint_arguments(bench.add_argument_group("model for --agreement-images and --photos"))
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     bench.add_argument("--out", default="logs/bench.json", help="JSON output file [logs/bench.json]")

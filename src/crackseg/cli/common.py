@@ -50,7 +50,7 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gate-threshold", type=float, default=None,
                        help="the head's crack probability above which a tile is decoded [the shipped model's; "
                             "0.5 for checkpoints]")
-    group.add_argument("--overlap", type=int, default=None, help="tile overlap in px [a quarter of the crop]")
+    group.add_argument("--overlap", type=int, default=None, help="tile overlap in px [an eighth of the crop]")
     group.add_argument("--tile-batch", type=int, default=32,
                        help="tiles per batch, across images (cut into cache-sized chunks on CPUs) [32]")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
