@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crackseg import UNetClassifier
-from crackseg.cli.train import run
+from crackseg.cli.train import build_parser, run
 from crackseg.files.checkpoints import load_checkpoint
 from crackseg.models import UNet
 from crackseg.training import launch
@@ -180,6 +180,10 @@ def test_several_data_roots_and_negatives_in_one_run(tmp_path):
     assert stage_two["config"]["negatives"] == [str(plain)] and stage_two["config"]["markings"] == 0.5
     assert stage_two["config"]["joints"] == 0.25 and stage_two["config"]["zoom"] == [0.8, 1.5]
     assert "f1_mean/plain" in stage_two["metrics"] and "f1_mean/first" in stage_two["metrics"]
+    # FiveCrop of whole photos in stage 2: stage 1's zoom (of windows) is not inherited, and no error names it
+    flags = ["--segmentation-checkpoint", str(seg_path), "--sampling", "five", "--device", "cpu"]
+    config, _ = launch.resolve("classification", vars(build_parser("classification").parse_args(flags)))
+    assert config.sampling == "five" and config.zoom == (1.0, 1.0)
 
 
 def test_metrics_per_source_come_from_that_source_only():

@@ -133,7 +133,9 @@ def test_a_zoomed_window_widens_or_narrows_cracks_in_image_and_mask_alike():
             out, out_mask = Compose([RandomWindow(64, (zoom, zoom), 32)])(image, mask)
             assert out.shape == (3, 64, 64) and out_mask.shape == (1, 64, 64) and out.dtype == torch.uint8
             assert set(out_mask.unique().tolist()) <= {0, 1}
-            if out_mask.any():
+            visible = bool(((180 - out[0].float()) > 20).any())
+            assert bool(out_mask.any()) == visible  # a stripe in the window is labelled, and only then
+            if visible:
                 in_image, in_mask = stripe_width(out, out_mask)
                 assert in_mask == pytest.approx(expected, abs=1) and in_image == pytest.approx(expected, abs=1)
                 darkness = 180 - out[0].float()
@@ -147,6 +149,16 @@ def test_a_zoomed_window_widens_or_narrows_cracks_in_image_and_mask_alike():
         RandomWindow(64, (2.0, 1.0))
 
 
+def test_a_hairline_stays_labelled_when_zoomed_out():
+    image, mask = stripe_pair(side=120, width=1)
+    for zoom in (0.3, 0.5, 0.6, 0.75):
+        for seed in range(10):
+            torch.manual_seed(seed)
+            out, out_mask = Compose([RandomWindow(64, (zoom, zoom), 32)])(image, mask)
+            if ((180 - out[0].float()) > 20).any():  # the hairline is in the window, fainter
+                assert (out_mask[0].sum(1) == 1).all(), (zoom, seed)  # every row: one pixel of crack
+
+
 def test_zooms_spread_over_their_range_and_none_is_drawn_without_one():
     image, mask = stripe_pair(side=400, width=6)
     window = RandomWindow(64, (0.5, 2.0), 32)
@@ -155,10 +167,11 @@ def test_zooms_spread_over_their_range_and_none_is_drawn_without_one():
     assert zooms.min() < 0.55 and zooms.max() > 1.85  # the whole range is drawn ...
     assert zooms.log().median().abs() < 0.15 and ((zooms > 0.9) & (zooms < 1.1)).float().mean() < 0.2  # log-uniform
     torch.manual_seed(3)
-    plain = Compose([RandomWindow(64)])(image, mask)
-    torch.manual_seed(3)
     unzoomed = Compose([RandomWindow(64, (1.0, 1.0), 32)])(image, mask)
-    assert all(torch.equal(a, b) for a, b in zip(plain, unzoomed))  # no extra draw: old runs replay exactly
+    torch.manual_seed(3)  # without a zoom, the window's only draws are its corner's, as before zooms existed
+    top, left = int(torch.randint(400 - 64 + 1, ())), int(torch.randint(400 - 64 + 1, ()))
+    assert torch.equal(unzoomed[0], image[:, top:top + 64, left:left + 64])
+    assert torch.equal(unzoomed[1], mask[:, top:top + 64, left:left + 64])
     crops, _ = train_transform(32, "window", zoom=(0.7, 1.5))(image, mask)
     assert crops.shape == (5, 3, 32, 32)
     with pytest.raises(ValueError, match="window sampling"):

@@ -70,8 +70,8 @@ class RandomWindow(v2.Transform):
     With `zoom` (low, high) other than (1, 1), the window is cut at a random zoom z, log-uniform in [low, high]: a
     window of size / z px (or the whole side) resized by z, so a crack 4 px wide comes out 4 z px wide and the model
     sees open cracks as wide as close-ups show them. z is raised where needed so that no side ends below `min_side`
-    px (the crop cut after it). The mask is resized bilinearly and cut at one half, so a thin crack survives a zoom
-    out as a thin crack."""
+    px (the crop cut after it). The mask is resized bilinearly and cut at one half, or at z / 2 when zooming out, so
+    that a crack 1 px wide, which covers only z of the pixels it crosses, stays labelled: 1 px wide."""
 
     def __init__(self, size: int, zoom: Tuple[float, float] = (1.0, 1.0), min_side: int = 0):
         super().__init__()
@@ -88,7 +88,7 @@ class RandomWindow(v2.Transform):
         h, w = min(round(self.size / zoom), height), min(round(self.size / zoom), width)
         out = None if zoom == 1.0 else [max(self.min_side, min(self.size, round(side * zoom))) for side in (h, w)]
         return {"top": int(torch.randint(height - h + 1, ())), "left": int(torch.randint(width - w + 1, ())),
-                "height": h, "width": w, "out": out}
+                "height": h, "width": w, "out": out, "zoom": zoom}
 
     def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:
         window = F.crop(inpt, params["top"], params["left"], params["height"], params["width"])
@@ -96,7 +96,7 @@ class RandomWindow(v2.Transform):
             return window
         if isinstance(inpt, tv_tensors.Mask):
             soft = F.resize(window.as_subclass(torch.Tensor).float(), params["out"], antialias=True)
-            return tv_tensors.wrap((soft >= 0.5).to(inpt.dtype), like=inpt)
+            return tv_tensors.wrap((soft >= 0.5 * min(1.0, params["zoom"])).to(inpt.dtype), like=inpt)
         return F.resize(window, params["out"], antialias=True)
 
 

@@ -72,8 +72,11 @@ def _classification_start(args: Dict[str, Any]) -> Dict[str, Any]:
     stage_one = load_checkpoint(args["segmentation_checkpoint"], stage="segmentation")
     args.update(width=stage_one["model"]["width"], skip_dropout=stage_one["model"]["skip_dropout"],
                 crop=stage_one["config"]["crop"])  # the U-Net takes any size: the crop is a training setting
-    args.update({key: stage_one["config"][key] for key in INHERITED
-                 if args.get(key) is None and key in stage_one["config"]})
+    inherited = {key: stage_one["config"][key] for key in INHERITED
+                 if args.get(key) is None and key in stage_one["config"]}
+    if "zoom" in inherited and inherited.get("sampling", args.get("sampling")) != "window":
+        del inherited["zoom"]  # stage 2 asked for FiveCrop of whole photos: stage 1's zoom does not apply
+    args.update(inherited)
     return {"stage_one": stage_one}
 
 
