@@ -111,7 +111,9 @@ def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
     fast = Predictor(model, "cpu", head="full")
     plain = Predictor(tiny_model(), "cpu", fast=False)
     assert fast.dtype is None and plain.dtype is None and not fast.int8_head
-    assert fast.model.encoder.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    first = fast.model.encoder.blocks[0][0]  # ReLU fused into it where oneDNN has the kernel
+    first = first.conv if isinstance(first, acceleration.ConvReLU) else first
+    assert first.weight.is_contiguous(memory_format=torch.channels_last)
     norms = (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d)
     assert not any(isinstance(module, norms) for module in fast.model.modules())  # folded into the layers
     assert sum(isinstance(module, norms) for module in model.modules()) == 20  # on a copy: the caller's model
@@ -123,6 +125,43 @@ def test_fast_path_in_fp32_matches_plain_eager(monkeypatch):
     torch.testing.assert_close(fast.unet(crops), plain.unet(crops), rtol=0, atol=1e-5)
     image = torch.randint(0, 256, (3, 45, 70), dtype=torch.uint8)
     torch.testing.assert_close(fast.segment(image), plain.segment(image), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_fused_fast_path_computes_what_the_unfused_one_does(dtype):
+    model = tiny_model(3)
+    cpu = torch.device("cpu")
+    fused, unfused = (acceleration.inference_copy(model, cpu, dtype, fuse=fuse) for fuse in (True, False))
+    kinds = [type(module) for module in fused.modules()]
+    assert kinds.count(acceleration.MaxPool2x2) == 1 and torch.nn.MaxPool2d not in kinds  # the encoder's pool
+    expected = 18 if acceleration.pointwise_convolution_available() else 0  # 9 VGG blocks of 2 convolutions
+    assert kinds.count(acceleration.ConvReLU) == expected
+    head_relus = sum(isinstance(module, torch.nn.ReLU) for module in model.head.modules())
+    assert head_relus > 0 and kinds.count(torch.nn.ReLU) == 18 - expected + head_relus  # the head's stay
+    assert acceleration.ConvReLU not in map(type, unfused.modules())
+    tiles = torch.rand(5, 3, 32, 32).to(dtype or torch.float32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        (bottleneck, skips), (reference, reference_skips) = fused.encoder(tiles), unfused.encoder(tiles)
+        assert torch.equal(bottleneck, reference) and all(map(torch.equal, skips, reference_skips))
+        assert torch.equal(fused.decoder(bottleneck, skips), unfused.decoder(reference, reference_skips))
+        assert torch.equal(fused.head(bottleneck), unfused.head(reference))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 16, 7, 9), (2, 4, 3, 6)])
+def test_strided_max_pool_equals_torch_max_pool(shape):
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, 0] = float("nan")  # NaN propagates as in max_pool2d
+    expected = torch.nn.functional.max_pool2d(x, 2)
+    torch.testing.assert_close(acceleration.MaxPool2x2()(x), expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_fusion_leaves_other_pools_and_unfollowed_convolutions_alone():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.MaxPool2d(3),
+                                 torch.nn.Conv2d(4, 4, 3, padding="same"), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(4, 4, 1), torch.nn.Sigmoid())
+    fused = acceleration.fuse_for_cpu(module)
+    assert [type(layer) for layer in fused] == [torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.Conv2d,
+                                                torch.nn.ReLU, torch.nn.Conv2d, torch.nn.Sigmoid]
 
 
 def test_int8_head_is_chosen_where_the_cpu_runs_fp32_and_keeps_the_gate(monkeypatch):
@@ -284,7 +323,7 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
     assert report["overlap"] == 4  # predict's default: an eighth of the 32 px tile
     fewer = photos(model, torch.device("cpu"), "fp32", images, rounds=1, overlap=0, onnx=True)
     assert fewer["overlap"] == 0 and fewer["tiles"] == 3 * 2 * 2 < report["tiles"]  # 64 px photos: 2 x 2 tiles
-    assert set(fewer["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "gated_onnxruntime",
+    assert set(fewer["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "v2_default", "gated_onnxruntime",
                                       "always_decoding_onnxruntime"}
     for name, ratio in fewer["onnxruntime_over_torch"].items():
         assert ratio == pytest.approx(fewer["photos_per_s"][f"{name}_onnxruntime"] / fewer["photos_per_s"][name],
@@ -292,17 +331,23 @@ def test_photos_times_gated_and_always_decoding_on_the_photos_given(tiny_dataset
     pixels = sum(load_image(path).shape[1] * load_image(path).shape[2] for path in paths)
     assert report["photos"] == len(paths) and report["megapixels"] == round(pixels / 1e6, 3)
     assert report["decoded_share"] == 0.0 and model.threshold == 0.5  # the model given is left as it was
-    assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only"}
+    assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "v2_default"}
     assert min(report["mp_per_s"].values()) > 0 and 0.0 <= report["decoder_share_of_gated"] <= 1.0
     limit = report["limit"]  # what the FLOPs allow at this run's GEMM peak, and the share of it reached
     assert min(limit["gemm_gflop_per_s"].values()) > 0 and limit["ran_in"] == "fp32"
     costs = limit["gflop_per_tile"]
     assert costs["gated"] == costs["gate_only"] < costs["always_decoding"]  # nothing decoded: the gate's cost
-    for name, rate in report["mp_per_s"].items():
+    assert set(limit["share_of_limit"]) == {"gated", "always_decoding", "gate_only"}
+    for name in limit["share_of_limit"]:
+        rate = report["mp_per_s"][name]
         assert limit["share_of_limit"][name] == pytest.approx(rate / limit["mp_per_s"][name]["fp32"], rel=0.02,
                                                               abs=0.0006)  # both are rounded to 3 decimals
     assert report["gated_over_always"] == pytest.approx(
         report["photos_per_s"]["gated"] / report["photos_per_s"]["always_decoding"], rel=0.01)
+    v2 = report["v2_default"]  # predict as crackseg-v2 shipped: a quarter of the tile's overlap, unfused
+    assert v2["overlap"] == 8 and v2["precision"] == "fp32" and v2["tiles"] == 3 * 3 * 3 >= report["tiles"]
+    assert report["gated_over_v2_default"] == pytest.approx(
+        report["photos_per_s"]["gated"] / report["photos_per_s"]["v2_default"], rel=0.01)
 
 
 def test_photos_time_fp32_and_bf16_beside_auto_where_the_cpu_has_native_bf16(tiny_dataset, monkeypatch):
@@ -314,7 +359,8 @@ def test_photos_time_fp32_and_bf16_beside_auto_where_the_cpu_has_native_bf16(tin
     paths = sorted((tiny_dataset / "valid" / "images").iterdir())[:1]
     report = media.photos(tiny_model(4), torch.device("cpu"), "auto", lambda: ((p, load_image(p)) for p in paths),
                           rounds=1)
-    assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "gated_fp32", "gated_bf16"}
+    assert set(report["mp_per_s"]) == {"gated", "always_decoding", "gate_only", "gated_fp32", "gated_bf16",
+                                       "v2_default"}
     assert report["limit"]["ran_in"] == "fp32"  # auto's pick, from the (faked) timing of a chunk
     assert "gated_fp32" not in media.photos(tiny_model(4), torch.device("cpu"), "fp32",
                                             lambda: ((p, load_image(p)) for p in paths), rounds=1)["mp_per_s"]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from crackseg.bench.timing import drive_gate, flops, gemm_peak
-from crackseg.inference.acceleration import int8_head_supported, interleaved, precision_is_timed
+from crackseg.inference.acceleration import int8_head_supported, interleaved, precision_is_timed, reduced_precision
 from crackseg.inference.predictor import Predictor
 from crackseg.models import UNetClassifier
 
@@ -97,7 +97,10 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     runs), always decoding (every tile) and the gate alone (no tile decoded), the share of tiles the gate decoded,
     and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate); on CPUs with native bf16
     and `precision` auto, also gated in fp32 and in bf16 (auto's choice between them); with `onnx`, also gated
-    and always decoding in the onnxruntime engine, and its speed over torch's. The photos are decoded once,
+    and always decoding in the onnxruntime engine, and its speed over torch's. `v2_default` is gated predict
+    as crackseg-v2 shipped: tiles overlapping by a quarter, no fused convolutions, and `precision` auto taking
+    bf16 wherever the CPU has native bf16 (untimed); `gated_over_v2_default` is the speed bought since. The
+    photos are decoded once,
     beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
 
     Args:
@@ -117,6 +120,9 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
         # auto picked one of the two on a chunk of tiles: both, on the whole photos, show whether it picked right
         predictors.update({f"gated_{kind}": Predictor(model, device, precision=kind, overlap=overlap)
                            for kind in ("fp32", "bf16")})
+    v2_precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[reduced_precision(device, precision)]
+    predictors["v2_default"] = Predictor(model, device, precision=v2_precision, overlap=model.crop_size // 4,
+                                         fuse=False)
     if onnx:
         predictors.update({f"{name}_onnxruntime": Predictor(variant, device, overlap=overlap, engine="onnxruntime")
                            for name, variant in variants[:2]})
@@ -138,6 +144,9 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
             "mp_per_s": {name: round(rate, 4) for name, rate in mp_per_s.items()},
             "gated_over_always": round(rates["gated"] / rates["always_decoding"], 3),
+            "gated_over_v2_default": round(rates["gated"] / rates["v2_default"], 3),
+            "v2_default": {"overlap": predictors["v2_default"].overlap, "tiles": counted["v2_default"][0],
+                           "precision": v2_precision},
             **({"onnxruntime_over_torch": {name: round(rates[f"{name}_onnxruntime"] / rates[name], 3)
                                            for name in ("gated", "always_decoding")}} if onnx else {}),
             "decoder_share_of_gated": round(max(0.0, 1 - rates["gated"] / rates["gate_only"]), 3),

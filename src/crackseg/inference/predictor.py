@@ -74,7 +74,8 @@ class Predictor:
 
     The fast path (the default) runs a copy of the model with BatchNorm folded, weights channels-last and in
     reduced precision where the hardware has it (`precision="auto"`, see `acceleration`), the gate's head with
-    int8 weights where the CPU runs in fp32 (`head="auto"`), in cache-sized chunks on CPUs. `fast=False` runs
+    int8 weights where the CPU runs in fp32 (`head="auto"`), on CPUs with ReLUs fused into the convolutions and
+    in cache-sized chunks. `fast=False` runs
     the model as given: the plain eager fp32 model. `engine="onnxruntime"` runs the model exported to ONNX
     (`runtime.OnnxGatedModel`; pass one to use an exported folder) with the same tiling, gate and stitching.
 
@@ -89,6 +90,8 @@ class Predictor:
         precision: "auto", "fp32", "bf16" or "fp16" (torch engine).
         head: "auto", "int8" or "full": the gate's head weights on fp32 CPUs (torch engine).
         engine: "torch" or "onnxruntime".
+        fuse: on CPUs, ReLUs fused into the convolutions and the max-pools replaced (`acceleration.fuse_for_cpu`;
+            the same values). False gives the fast path as crackseg-v2 shipped with, for benchmarks.
 
     Example:
         >>> predictor = Predictor(UNetClassifier.pretrained())
@@ -99,7 +102,7 @@ class Predictor:
     def __init__(self, model: Any, device: Any = "cpu", batch_size: int = 32, overlap: Optional[int] = None,
                  mask_threshold: Optional[float] = None, fast: bool = True, precision: str = "auto", head: str = "auto",
                  engine: str = "torch", min_length: float = DEFAULT_MIN_LENGTH, min_area: int = MIN_AREA,
-                 join_gap: float = JOIN_GAP_PX):
+                 join_gap: float = JOIN_GAP_PX, fuse: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
@@ -113,7 +116,7 @@ class Predictor:
             self.model = model if isinstance(model, OnnxGatedModel) else OnnxGatedModel.exported(model,
                                                                                               device=self.device)
         elif self.fast:
-            self.model = inference_copy(model, self.device, self.dtype, self.int8_head)
+            self.model = inference_copy(model, self.device, self.dtype, self.int8_head, fuse)
         else:
             self.model = model.eval().to(self.device)
         # onnxruntime runs whole batches: it ran them faster than cache-sized chunks (docs/PERFORMANCE.md)
