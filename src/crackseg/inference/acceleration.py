@@ -1,5 +1,6 @@
 """The inference fast path: BatchNorm folded into the layers before it, weights cast once to reduced precision
-where the hardware has it, channels-last memory format, and on CPUs batches cut into cache-sized chunks.
+where the hardware has it, channels-last memory format, and on CPUs ReLUs fused into the convolutions, max-pools
+as strided maxima (`fuse_for_cpu`) and batches cut into cache-sized chunks.
 
 Reduced precision is fp16 on CUDA and bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX);
 elsewhere (e.g. AVX2-only CPUs, where bfloat16 is emulated and slower than fp32) the fast path stays in fp32.
