@@ -109,3 +109,47 @@ def test_label_maps_of_another_size_and_empty_splits_are_one_line_errors(tmp_pat
     photo(few / "a.png")
     with pytest.raises(DatasetError, match="no photos in its valid split"):
         scan(predictor, few, split="valid")  # one photo: every 5th is valid, so none
+
+
+def test_pseudolabels_write_the_teachers_masks_of_photos_it_calls_cracked(tmp_path, predictor):
+    from crackseg.pipelines.pseudolabels import label_all
+
+    folder = tmp_path / "crack"
+    for index in range(10):  # every 5th file (b4, b9) is held out; b2 and b7's lines are too short for a crack
+        photo(folder / f"b{index}.png", [(10, 5, 12 if index % 5 == 2 else 50)])
+    out = tmp_path / "pseudo"
+    (result,) = label_all(predictor, [folder], out, split="train")
+    assert (result["photos"], result["labelled"], result["left_out"]) == (8, 6, 2)
+    assert result["share_of_pixels_labelled_crack"] == pytest.approx(2 * 45 / (64 * 96), abs=1e-5)
+    train = pair_files(out / "train" / "images", out / "train" / "masks")
+    (valid,) = pair_files(out / "valid" / "images", out / "valid" / "masks")  # the 5th written
+    assert [image.name for image, _ in train] == ["crack_b0.png", "crack_b1.png", "crack_b3.png", "crack_b5.png",
+                                                  "crack_b8.png"]
+    assert valid[0].name == "crack_b6.png"
+    mask = np.asarray(Image.open(train[0][1])) > 0
+    assert mask.sum() == 2 * 45 and mask[10:12, 5:50].all()  # the teacher's mask, at the photo's size
+    photo(tmp_path / "one" / "a.png", [(10, 5, 50)])
+    with pytest.raises(DatasetError, match="one: no photos in its valid split"):
+        label_all(predictor, [tmp_path / "one"], tmp_path / "o", split="valid")
+    with pytest.raises(DatasetError, match="missing: no such folder"):
+        label_all(predictor, [folder, tmp_path / "missing"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # every folder is checked before anything is written
+
+
+def test_pseudolabel_command_refuses_an_occupied_out_and_prints_json(tmp_path, capsys, monkeypatch):
+    import crackseg.cli as commands
+    from crackseg.cli import common
+
+    folder = tmp_path / "crack"
+    photo(folder / "a.png", [(10, 5, 40)])
+    monkeypatch.setattr(common, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "x.txt").write_text("x")
+    assert commands.main(["pseudolabel", str(folder), "--out", str(occupied), "--split", "all"]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert commands.main(["pseudolabel", str(folder), "--out", str(tmp_path / "pseudo"), "--split", "all",
+                          "--precision", "fp32"]) == 0
+    (printed,) = json.loads(capsys.readouterr().out)
+    assert (printed["photos"], printed["labelled"]) == (1, 1)
+    assert (tmp_path / "pseudo" / "train" / "masks" / "crack_a.png").is_file()

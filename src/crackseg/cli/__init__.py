@@ -16,6 +16,7 @@ from crackseg.cli import (
     negatives,
     pack,
     predict,
+    pseudolabel,
     synthesize,
     train,
 )
@@ -23,8 +24,8 @@ from crackseg.cli.common import check_model_flags, show_messages
 from crackseg.errors import CheckpointError, ConfigError, DatasetError
 from crackseg.files.writing import DISK_FULL
 
-COMMANDS = (train, evaluate, predict, measure, negatives, merge_summaries, bench, pack, export, check_data, synthesize,
-            curves)
+COMMANDS = (train, evaluate, predict, measure, negatives, pseudolabel, merge_summaries, bench, pack, export, check_data,
+            synthesize, curves)
 
 
 def build_parser() -> argparse.ArgumentParser:

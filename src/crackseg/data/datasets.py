@@ -52,6 +52,20 @@ def split_negatives(folder: Path) -> Dict[str, List[Path]]:
             "valid": [f for i, f in enumerate(files) if i % NEGATIVE_VALID_EVERY == NEGATIVE_VALID_EVERY - 1]}
 
 
+
+def photos_of_split(folder: Path, split: str) -> List[Path]:
+    """The photos of a folder of photos without masks in one split (train, valid as `split_negatives`, or all);
+    an error names the folder when there are none."""
+    if not Path(folder).is_dir():
+        raise DatasetError(f"{folder}: no such folder")
+    photos = list(list_images(Path(folder)).values()) if split == "all" else split_negatives(folder).get(split)
+    if photos is None:
+        raise DatasetError(f"{folder}: a folder of photos has the splits train, valid and all, not {split}")
+    if not photos:
+        raise DatasetError(f"{folder}: no photos in its {split} split (every 5th file is valid: --split all takes "
+                           "them all)")
+    return photos
+
 Sample = Tuple[Path, Optional[Path]]  # an image and its mask; None for a crack-free photo
 
 

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from crackseg.analysis.measure import has_crack
 from crackseg.background import prefetch
-from crackseg.data.datasets import read_pair, split_negatives
+from crackseg.data.datasets import photos_of_split, read_pair
 from crackseg.errors import DatasetError
 from crackseg.files.images import list_images, load_image, open_image, pair_files
 from crackseg.inference.predictor import Predictor, TiledResult
@@ -45,17 +45,9 @@ def _items(source: Path, split: str) -> List[Tuple[Path, Optional[Path], Optiona
         maps = list_images(other) if other.is_dir() else {}
         return [(image, mask, maps.get(image.stem)) for image, mask in pair_files(source / split / "images",
                                                                                   source / split / "masks")]
-    if not source.is_dir():
-        raise DatasetError(f"{source}: no such folder")
     if (source / "train" / "images").is_dir() or (source / "valid" / "images").is_dir():
         raise DatasetError(f"{source}: a data root without {split}/images and {split}/masks (--split train or valid)")
-    photos = list(list_images(source).values()) if split == "all" else split_negatives(source).get(split)
-    if photos is None:
-        raise DatasetError(f"{source}: a folder of crack-free photos has the splits train, valid and all, not {split}")
-    if not photos:
-        raise DatasetError(f"{source}: no photos in its {split} split (every 5th file is valid: --split all takes "
-                           "them all)")
-    return [(photo, None, None) for photo in photos]
+    return [(photo, None, None) for photo in photos_of_split(source, split)]
 
 
 class _Tally:
@@ -139,7 +131,7 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
             tally.pixels += binary.size
             tally.crack_pixels += int(binary.sum())
             if out is not None and result.cracked:
-                _write(out, mined, name, image, np.zeros(binary.shape, bool))
+                write_example(out, mined, name, image, np.zeros(binary.shape, bool))
                 mined += 1
         else:
             free = np.zeros(binary.shape, bool)
@@ -165,7 +157,8 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
     return summary
 
 
-def _write(out: Path, count: int, name: str, image: torch.Tensor, mask: np.ndarray) -> None:
+def write_example(out: Path, count: int, name: str, image: torch.Tensor, mask: np.ndarray) -> None:
+    """The `count`-th example written to OUT as NAME.png in images/ and masks/ (0/255): every 5th to valid."""
     split = "valid" if count % MINED_EVERY == MINED_EVERY - 1 else "train"
     for folder in ("images", "masks"):
         (Path(out) / split / folder).mkdir(parents=True, exist_ok=True)
@@ -181,7 +174,7 @@ def _write_window(out: Path, count: int, name: str, image: torch.Tensor, truth: 
     top = int(np.clip(corner[0] - tile // 2, 0, height - side_y))
     left = int(np.clip(corner[1] - tile // 2, 0, width - side_x))
     window = (slice(top, top + side_y), slice(left, left + side_x))
-    _write(out, count, name, image[:, window[0], window[1]], truth[window])
+    write_example(out, count, name, image[:, window[0], window[1]], truth[window])
 
 
 def scan_all(predictor: Predictor, sources: Sequence[Path], split: str = "valid", out: Optional[Path] = None,
