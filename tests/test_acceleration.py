@@ -147,6 +147,30 @@ def test_fused_fast_path_computes_what_the_unfused_one_does(dtype):
         assert torch.equal(fused.head(bottleneck), unfused.head(reference))
 
 
+def test_fused_convolution_runs_bf16_as_two_layers_where_onednn_has_no_bf16_kernels(monkeypatch):
+    # oneDNN aborts on a bf16 pointwise convolution on CPUs without AVX512BW/VL/DQ or AVX-NE-CONVERT
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).to(torch.bfloat16)
+    x = torch.randn(2, 3, 8, 8).to(torch.bfloat16)
+    expected = torch.relu(conv(x))
+    calls = []
+    real = torch.ops.mkldnn._convolution_pointwise
+
+    class Ops:  # torch.ops.mkldnn with the pointwise kernel counted and bf16 support switched off
+        _is_mkldnn_bf16_supported = staticmethod(lambda: False)
+
+        @staticmethod
+        def _convolution_pointwise(*args):
+            calls.append(args[0].dtype)
+            return real(*args)
+
+    monkeypatch.setattr(torch.ops, "mkldnn", Ops)
+    fused = acceleration.ConvReLU(conv)
+    torch.testing.assert_close(fused(x), expected, rtol=0, atol=0)
+    assert calls == []
+    fused.float()(x.float())  # fp32 still takes the fused kernel
+    assert calls == [torch.float32]
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 16, 7, 9), (2, 4, 3, 6)])
 def test_strided_max_pool_equals_torch_max_pool(shape):
     x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)

@@ -159,8 +159,11 @@ def pointwise_convolution_available() -> bool:
 
 class ConvReLU(nn.Module):
     """A Conv2d (zero padding) and the ReLU after it in one oneDNN call, ReLU applied as the convolution writes its
-    output: the same values as the two layers, without a second pass over the feature map. Inputs of other
-    dtypes than fp32 and bf16 run the two layers."""
+    output: the same values as the two layers, without a second pass over the feature map, except that a NaN comes
+    out as 0 (nn.ReLU keeps it). For inference only: the call records no gradients and ignores autocast, so the
+    input must already be in the weights' dtype. Inputs of other dtypes than fp32 and bf16, and bf16 on CPUs where
+    oneDNN has no bf16 kernels (no AVX512BW/VL/DQ or AVX-NE-CONVERT; the call would abort there), run the two
+    layers."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -168,7 +171,9 @@ class ConvReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if x.dtype not in (torch.float32, torch.bfloat16):
+        native = x.dtype is torch.float32 or (x.dtype is torch.bfloat16
+                                              and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not native:
             return torch.relu_(conv(x))
         return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding),
                                                        list(conv.stride), list(conv.dilation), conv.groups, "relu",
@@ -189,8 +194,9 @@ class MaxPool2x2(nn.Module):
 def fuse_for_cpu(module: nn.Module) -> nn.Module:
     """In place, on a BatchNorm-folded eval copy for the CPU: each Conv2d followed by a ReLU (with the folded
     BatchNorm's Identity between them) inside an `nn.Sequential` becomes a `ConvReLU` (where
-    `pointwise_convolution_available`), each 2x2 max-pool a `MaxPool2x2`. The same function: on a 2-core Xeon with
-    AMX the shipped model's bf16 fast path ran 1.4x as fast on real photos (docs/PERFORMANCE.md, "CPU kinds")."""
+    `pointwise_convolution_available`), each 2x2 max-pool a `MaxPool2x2`. For inference only (`ConvReLU`). The same
+    function: on a 2-core Xeon with AMX the shipped model's bf16 fast path ran 1.4x as fast on real photos
+    (docs/PERFORMANCE.md, "CPU kinds")."""
     fuse = pointwise_convolution_available()
     for name, child in module.named_children():
         if isinstance(child, nn.MaxPool2d) and _is_2x2(child):
