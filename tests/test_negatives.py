@@ -153,3 +153,67 @@ def test_pseudolabel_command_refuses_an_occupied_out_and_prints_json(tmp_path, c
     (printed,) = json.loads(capsys.readouterr().out)
     assert (printed["photos"], printed["labelled"]) == (1, 1)
     assert (tmp_path / "pseudo" / "train" / "masks" / "crack_a.png").is_file()
+
+
+def test_names_that_repeat_across_sources_or_differ_in_case_get_suffixes(tmp_path, predictor):
+    from crackseg.pipelines.pseudolabels import label_all
+
+    for name in ("crack/x_1.png", "crack_x/1.png", "crack_x/A.png", "crack_x/a.jpg", "walls/crack/q.png"):
+        photo(tmp_path / name, [(10, 5, 50)])
+    photo(tmp_path / "more" / "crack" / "q.png", [(20, 5, 50)])  # a second source folder named crack
+    sources = [tmp_path / "crack", tmp_path / "crack_x", tmp_path / "walls" / "crack", tmp_path / "more" / "crack"]
+    results = label_all(predictor, sources, tmp_path / "pseudo", split="all")
+    assert sum(result["labelled"] for result in results) == 6
+    written = sorted(path.name for path in (tmp_path / "pseudo").glob("*/images/*.png"))
+    assert len(written) == 6 and len({name.casefold() for name in written}) == 6  # nothing overwritten
+    assert {"crack_x_1.png", "crack_x_1-2.png", "crack_q.png", "crack_q-2.png"} <= set(written)
+    rows = {mask.name: int(np.argmax(np.asarray(Image.open(mask)).any(1)))  # the first row of crack
+            for mask in (tmp_path / "pseudo").glob("*/masks/crack_q*.png")}
+    assert rows == {"crack_q.png": 10, "crack_q-2.png": 20}  # each photo with its own mask
+    scan_all(predictor, sources, split="all", out=tmp_path / "mined")  # mining: the same rule
+    assert len(list((tmp_path / "mined").glob("*/images/*.png"))) == 6
+
+
+def test_unreadable_photos_are_skipped_and_counted_and_a_failed_run_leaves_no_out(tmp_path, predictor):
+    from crackseg.pipelines.pseudolabels import label_all
+
+    folder = tmp_path / "crack"
+    for index in range(3):
+        photo(folder / f"c{index}.png", [(10, 5, 50)])
+    (folder / "c1.png").write_bytes(b"not a png")
+    out = tmp_path / "pseudo"
+    (result,) = label_all(predictor, [folder], out, split="all")
+    assert (result["photos"], result["labelled"], result["unreadable"], result["left_out"]) == (3, 2, 1, 0)
+    assert sorted(path.name for path in out.glob("*/images/*.png")) == ["crack_c0.png", "crack_c2.png"]
+
+    class Fails(Predictor):  # e.g. a full disk or a kill in the middle of a run
+        def tiled(self, images):
+            for count, result in enumerate(super().tiled(images)):
+                if count == 1:
+                    raise OSError("disk full")
+                yield result
+
+    failing = Fails(DarkIsCrack(width=4, crop_size=32), fast=False, batch_size=1, mask_threshold=0.5, min_length=10)
+    for index in range(3):
+        photo(tmp_path / "walls" / f"w{index}.png", [(10, 5, 50)])
+    for run in (lambda out: label_all(failing, [folder], out, split="all"),
+                lambda out: scan_all(failing, [tmp_path / "walls"], split="all", out=out)):
+        with pytest.raises(OSError, match="disk full"):
+            run(tmp_path / "failed")
+        assert list(tmp_path.glob("*failed*")) == []  # neither OUT nor its staging folder
+    (tmp_path / "empty").mkdir()
+    (result,) = scan_all(predictor, [tmp_path / "walls"], split="all", out=tmp_path / "empty")  # empty: allowed
+    assert result["mined"] == 3 and len(list((tmp_path / "empty").glob("*/images/*.png"))) == 3
+
+
+def test_pseudolabel_command_fails_when_nothing_is_labelled(tmp_path, capsys, monkeypatch):
+    import crackseg.cli as commands
+    from crackseg.cli import common
+
+    folder = tmp_path / "crack"
+    photo(folder / "a.png")  # no dark line: not called cracked
+    monkeypatch.setattr(common, "load_model", lambda args: DarkIsCrack(width=4, crop_size=32))
+    assert commands.main(["pseudolabel", str(folder), "--out", str(tmp_path / "pseudo"), "--split", "all",
+                          "--precision", "fp32"]) == 2
+    assert "no photo was called cracked" in capsys.readouterr().err
+    assert not (tmp_path / "pseudo").exists()

@@ -7,7 +7,7 @@ from typing import Any
 from tqdm import tqdm
 
 from crackseg.cli.common import min_length_argument, model_arguments, predictor_from_args
-from crackseg.errors import DatasetError
+from crackseg.data.writer import check_empty
 from crackseg.files.writing import write_text
 from crackseg.pipelines.negatives import scan_all
 
@@ -37,8 +37,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`crackseg negatives` with its parsed flags; returns the exit code."""
-    if args.mine and Path(args.mine).exists() and any(Path(args.mine).iterdir()):
-        raise DatasetError(f"{args.mine}: not empty; --mine writes only into an empty or missing folder")
+    if args.mine:
+        check_empty(Path(args.mine), "--mine")  # before the model loads
     predictor = predictor_from_args(args)
     with tqdm(desc="crack-free material", unit="photo", disable=None) as progress:  # stderr: stdout is the JSON
         results = scan_all(predictor, [Path(source) for source in args.sources], args.split,

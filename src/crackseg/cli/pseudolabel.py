@@ -7,6 +7,7 @@ from typing import Any
 from tqdm import tqdm
 
 from crackseg.cli.common import min_length_argument, model_arguments, predictor_from_args
+from crackseg.data.writer import check_empty
 from crackseg.errors import DatasetError
 from crackseg.files.writing import write_text
 from crackseg.pipelines.pseudolabels import label_all
@@ -22,8 +23,10 @@ def add_parser(commands: Any) -> None:
                     "OUT/{train,valid}/{images,masks} (every 5th written to valid): one more --data-root, so that a "
                     "model trained with many hard negatives keeps the cracks its teacher finds (docs/MODEL.md). "
                     "Photos it does not call cracked are left out (an empty mask would teach them as crack-free) "
-                    "and counted. Prints per folder, as JSON, photos, labelled, left out and the share of pixels "
-                    "labelled crack.")
+                    "and counted, as are unreadable ones (skipped with a note); OUT is written only if the run "
+                    "completes, and the exit code is 1 "
+                    "if no photo was labelled. Prints per folder, as JSON, photos, labelled, left out, unreadable and "
+                    "the share of pixels labelled crack.")
     pseudolabel.add_argument("sources", nargs="+", metavar="FOLDER", help="folders of cracked photos")
     pseudolabel.add_argument("--out", required=True, help="an empty or missing folder")
     pseudolabel.add_argument("--split", default="train", help="split of each folder: train, valid or all [train]")
@@ -36,8 +39,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """`crackseg pseudolabel` with its parsed flags; returns the exit code."""
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DatasetError(f"{out}: not an empty folder; pseudolabel writes only into an empty or missing one")
+    check_empty(out, "pseudolabel")  # before the model loads
     teacher = predictor_from_args(args)
     with tqdm(desc="cracked photos", unit="photo", disable=None) as progress:  # stderr: stdout is the JSON
         results = label_all(teacher, [Path(source) for source in args.sources], out, args.split, progress)
@@ -45,4 +47,6 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     if args.json:
         write_text(Path(args.json), text + "\n")
+    if not any(result["labelled"] for result in results):
+        raise DatasetError(f"no photo was called cracked: nothing written to {out}")
     return 0

@@ -12,25 +12,24 @@ the share of its pixels called crack.
 Mining (`out`): what was wrongly called cracked becomes training data for the next run: each crack-free photo
 called cracked, and a window of twice the tile around each crack-free tile called cracked (with its real labels:
 a crack elsewhere in the window stays labelled), written as OUT/{train,valid}/{images,masks}/ (every 5th to
-valid), so OUT trains as one more --data-root.
+valid, `crackseg.data.writer`), so OUT trains as one more --data-root.
 """
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 
 from crackseg.analysis.measure import has_crack
 from crackseg.background import prefetch
 from crackseg.data.datasets import photos_of_split, read_pair
+from crackseg.data.writer import DataRootWriter, data_root
 from crackseg.errors import DatasetError
 from crackseg.files.images import list_images, load_image, open_image, pair_files
 from crackseg.inference.predictor import Predictor, TiledResult
 
 MARGIN = 8  # px around labelled cracks that are not counted as crack-free
-MINED_EVERY = 5  # of the mined windows, every 5th goes to valid
 
 
 def is_data_root(path: Path, split: str) -> bool:
@@ -101,10 +100,10 @@ def _decoded(image_path: Path, mask: Optional[Path], label_map: Optional[Path]
     return image, truth, labels
 
 
-def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional[Path] = None,
+def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional[DataRootWriter] = None,
          progress: Any = None) -> Dict[str, Any]:
     """Run the model over one source; the shares called crack (see the module's docstring); with `out`, write
-    what was wrongly called cracked there as training data."""
+    what was wrongly called cracked through it as training data."""
     source = Path(source)
     items = _items(source, split)
     tally = _Tally(source, "tiles" if items and items[0][1] is not None else "photos")
@@ -131,7 +130,7 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
             tally.pixels += binary.size
             tally.crack_pixels += int(binary.sum())
             if out is not None and result.cracked:
-                write_example(out, mined, name, image, np.zeros(binary.shape, bool))
+                out.write(mined, name, image, np.zeros(binary.shape, bool))
                 mined += 1
         else:
             free = np.zeros(binary.shape, bool)
@@ -157,16 +156,7 @@ def scan(predictor: Predictor, source: Path, split: str = "valid", out: Optional
     return summary
 
 
-def write_example(out: Path, count: int, name: str, image: torch.Tensor, mask: np.ndarray) -> None:
-    """The `count`-th example written to OUT as NAME.png in images/ and masks/ (0/255): every 5th to valid."""
-    split = "valid" if count % MINED_EVERY == MINED_EVERY - 1 else "train"
-    for folder in ("images", "masks"):
-        (Path(out) / split / folder).mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(Path(out) / split / "images" / f"{name}.png")
-    Image.fromarray(mask.astype(np.uint8) * 255).save(Path(out) / split / "masks" / f"{name}.png")
-
-
-def _write_window(out: Path, count: int, name: str, image: torch.Tensor, truth: np.ndarray,
+def _write_window(out: DataRootWriter, count: int, name: str, image: torch.Tensor, truth: np.ndarray,
                   corner: Tuple[int, int], tile: int) -> None:
     """A window of 2 x tile px centred on the tile (shifted to fit the image), with its real labels."""
     height, width = truth.shape
@@ -174,14 +164,14 @@ def _write_window(out: Path, count: int, name: str, image: torch.Tensor, truth: 
     top = int(np.clip(corner[0] - tile // 2, 0, height - side_y))
     left = int(np.clip(corner[1] - tile // 2, 0, width - side_x))
     window = (slice(top, top + side_y), slice(left, left + side_x))
-    write_example(out, count, name, image[:, window[0], window[1]], truth[window])
+    out.write(count, name, image[:, window[0], window[1]], truth[window])
 
 
 def scan_all(predictor: Predictor, sources: Sequence[Path], split: str = "valid", out: Optional[Path] = None,
              progress: Any = None) -> List[Dict[str, Any]]:
-    """`scan` per source, all mining into one `out` (names start with the source folder's name); two sources
-    with the same folder name would mix their windows and are refused."""
-    names = [Path(source).name for source in sources]
-    if out is not None and len(set(names)) < len(names):
-        raise DatasetError(f"sources with the same folder name mine into one {out}: {', '.join(map(str, sources))}")
-    return [scan(predictor, Path(source), split, out, progress) for source in sources]
+    """`scan` per source, all mining into one `out` (an empty or missing folder; names start with the source
+    folder's name), which is written only if the whole run succeeds (`data_root`)."""
+    if out is None:
+        return [scan(predictor, Path(source), split, None, progress) for source in sources]
+    with data_root(out, "--mine") as writer:
+        return [scan(predictor, Path(source), split, writer, progress) for source in sources]
