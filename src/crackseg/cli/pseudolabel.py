@@ -24,9 +24,8 @@ def add_parser(commands: Any) -> None:
                     "model trained with many hard negatives keeps the cracks its teacher finds (docs/MODEL.md). "
                     "Photos it does not call cracked are left out (an empty mask would teach them as crack-free) "
                     "and counted, as are unreadable ones (skipped with a note); OUT is written only if the run "
-                    "completes, and the exit code is 1 "
-                    "if no photo was labelled. Prints per folder, as JSON, photos, labelled, left out, unreadable and "
-                    "the share of pixels labelled crack.")
+                    "completes, and no photo labelled is an error. Prints per folder, as JSON, photos, labelled, "
+                    "left out, unreadable and the share of pixels labelled crack.")
     pseudolabel.add_argument("sources", nargs="+", metavar="FOLDER", help="folders of cracked photos")
     pseudolabel.add_argument("--out", required=True, help="an empty or missing folder")
     pseudolabel.add_argument("--split", default="train", help="split of each folder: train, valid or all [train]")
