@@ -317,3 +317,25 @@ def test_crack_numbers_do_not_overlap_where_cracks_crowd():
         assert 0 <= box[0] and box[2] <= 200 and 0 <= box[1] and box[3] <= 120
         for other in placed[:index]:
             assert box[2] <= other[0] or other[2] <= box[0] or box[3] <= other[1] or other[3] <= box[1]
+
+
+def test_skeleton_by_component_and_neighbour_counts_equal_the_whole_image_versions():
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    from crackseg.analysis.fragments import neighbour_counts, skeleton_of
+    from crackseg.analysis.skeleton import EIGHT
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        height, width = rng.integers(5, 90, 2)
+        mask = ndimage.binary_dilation(rng.random((height, width)) < rng.uniform(0.005, 0.2),
+                                       iterations=int(rng.integers(0, 4)))
+        if trial % 2:  # components on the image's border
+            mask[0] |= rng.random(width) < 0.5
+            mask[:, -1] = True
+        skeleton = skeletonize(mask)
+        assert np.array_equal(skeleton_of(ndimage.label(mask, structure=EIGHT)[0]), skeleton)
+        points = np.argwhere(skeleton)
+        whole = ndimage.convolve(skeleton.astype(np.uint8), EIGHT.astype(np.uint8), mode="constant") - 1
+        assert np.array_equal(neighbour_counts(skeleton, points), whole[points[:, 0], points[:, 1]])

@@ -24,10 +24,11 @@ def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, sk
     (the gap is measured between the pieces' edges: the skeleton stops about half a width short of them)."""
     if gap <= 0 or count < 2:
         return labels
-    neighbours = ndimage.convolve(skeleton.astype(np.uint8), EIGHT.astype(np.uint8), mode="constant") - 1
-    ends = np.argwhere(skeleton & (neighbours == 1))
+    points = np.argwhere(skeleton)
+    point_owner = labels[points[:, 0], points[:, 1]]
+    ends = points[neighbour_counts(skeleton, points) == 1]
     # a piece needs a few skeleton pixels to have a direction: specks (and the noise of a noisy mask) never join
-    sized = np.bincount(labels[skeleton], minlength=count + 1)
+    sized = np.bincount(point_owner, minlength=count + 1)
     ends = ends[sized[labels[ends[:, 0], ends[:, 1]]] >= JOIN_MIN_SKELETON_PX]
     if len(ends) < 2:
         return labels
@@ -38,8 +39,6 @@ def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, sk
     if not len(pairs):
         return labels
     involved = np.unique(pairs)
-    points = np.argwhere(skeleton)
-    point_owner = labels[points[:, 0], points[:, 1]]
     # each end's direction: from the mean of its piece's skeleton pixels within JOIN_DIRECTION_PX to the end
     near = cKDTree(points).query_ball_point(ends[involved], JOIN_DIRECTION_PX)
     sizes = np.array([len(found) for found in near])
@@ -67,6 +66,31 @@ def join_pieces(labels: np.ndarray, count: int, mask: np.ndarray, gap: float, sk
     return roots[labels]
 
 
+def neighbour_counts(skeleton: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """How many of the 8 neighbours of each of `points` (skeleton pixels, (N, 2) rows and columns) are skeleton
+    pixels, looked up at the points alone: the cost of the skeleton, not of the image."""
+    padded = np.pad(skeleton, 1)
+    rows, cols = points[:, 0] + 1, points[:, 1] + 1
+    return sum(padded[rows + dy, cols + dx].astype(np.intp)
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+
+
+def skeleton_of(labels: np.ndarray) -> np.ndarray:
+    """`skeletonize` of the mask `labels > 0` (labels of its 8-connected components, as `ndimage.label` gives
+    them), thinned component by component in its bounding window with a 1 px margin: the same pixels, since
+    thinning looks at 8-neighbours only and two components never touch, at the cost of the components' windows
+    instead of the whole image (a 1920x1080 survey photo's mask is mostly background)."""
+    skeleton = np.zeros(labels.shape, bool)
+    height, width = labels.shape
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if rows is None:
+            continue
+        window = (slice(max(rows.start - 1, 0), min(rows.stop + 1, height)),
+                  slice(max(cols.start - 1, 0), min(cols.stop + 1, width)))
+        skeleton[window] |= skeletonize(labels[window] == index)
+    return skeleton
+
+
 def half_widths(mask: np.ndarray, points: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Half the crack's width at each point: its distance to the nearest background pixel, looked for up to
     JOIN_HALF_WIDTH_PX away (and at most that), all points at once."""
@@ -81,15 +105,17 @@ def half_widths(mask: np.ndarray, points: np.ndarray, chunk: int = 4096) -> np.n
     return found
 
 
-def crack_candidates(mask: np.ndarray, min_area: int, join_gap: float, skeleton: Optional[np.ndarray] = None
-                ) -> List[Tuple[int, Tuple[slice, slice], np.ndarray]]:
+def crack_candidates(mask: np.ndarray, min_area: int, join_gap: float, skeleton: Optional[np.ndarray] = None,
+                     labelled: Optional[Tuple[np.ndarray, int]] = None
+                     ) -> List[Tuple[int, Tuple[slice, slice], np.ndarray]]:
     """(label, bounding slices, boolean window) of each crack candidate of at least `min_area` px: the connected
-    components (8-connectivity), pieces within `join_gap` px of each other joined (`join_pieces`; `skeleton`, the
-    mask's, if the caller has it), in reading order of their top-left pixel."""
+    components (8-connectivity), pieces within `join_gap` px of each other joined (`join_pieces`), in reading
+    order of their top-left pixel. `skeleton` (the mask's) and `labelled` (its `ndimage.label` with 8-connectivity
+    and the count) spare computing them again where the caller has them."""
     mask = np.asarray(mask, dtype=bool)
-    labels, count = ndimage.label(mask, structure=EIGHT)
+    labels, count = ndimage.label(mask, structure=EIGHT) if labelled is None else labelled
     if join_gap > 0 and count > 1:
-        labels = join_pieces(labels, count, mask, join_gap, skeletonize(mask) if skeleton is None else skeleton)
+        labels = join_pieces(labels, count, mask, join_gap, skeleton_of(labels) if skeleton is None else skeleton)
     found = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):
         if slices is None:

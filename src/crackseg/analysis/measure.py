@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from crackseg.analysis.fragments import JOIN_GAP_PX, crack_candidates
-from crackseg.analysis.skeleton import MIN_WIDTH_PX, free_ends, graph, local_widths, prune, to_edge
+from crackseg.analysis.fragments import JOIN_GAP_PX, crack_candidates, skeleton_of
+from crackseg.analysis.skeleton import EIGHT, MIN_WIDTH_PX, free_ends, graph, local_widths, prune, to_edge
 from crackseg.analysis.units import MM_DIGITS, to_mm
 
 MIN_AREA = 10  # px: smaller components are specks, not cracks
@@ -197,8 +197,9 @@ def has_crack(mask: np.ndarray, min_area: int = MIN_AREA, min_length: float = 0.
     components as it can: components are tried from the widest span down, and the first that is a crack answers.
     (A span is no proof: a round blob 30 px across has a centreline of a few px.)"""
     mask = np.asarray(mask, dtype=bool)
-    skeleton = skeletonize(mask)
-    candidates = crack_candidates(mask, min_area, join_gap, skeleton)
+    labels, count = ndimage.label(mask, structure=EIGHT)
+    skeleton = skeleton_of(labels)
+    candidates = crack_candidates(mask, min_area, join_gap, skeleton, (labels, count))
     if not candidates:
         return False
     # A bound that spares measuring most specks: a centreline is at most sqrt(2) px per skeleton pixel, plus its
