@@ -176,7 +176,9 @@ def test_strided_max_pool_equals_torch_max_pool(shape):
     x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
     x[0, 0, 0, 0] = float("nan")  # NaN propagates as in max_pool2d
     expected = torch.nn.functional.max_pool2d(x, 2)
-    torch.testing.assert_close(acceleration.MaxPool2x2()(x), expected, rtol=0, atol=0, equal_nan=True)
+    pooled = acceleration.MaxPool2x2()(x)
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=0, equal_nan=True)
+    assert pooled.is_contiguous(memory_format=torch.channels_last)  # the next convolution needs no reorder
 
 
 def test_fusion_leaves_other_pools_and_unfollowed_convolutions_alone():
