@@ -259,3 +259,37 @@ def test_a_zoom_is_a_range_of_window_sampling(flags, message):
     assert build_config("segmentation", {"device": "cpu", "sampling": "window", "zoom": [0.7, 2]}).zoom == (0.7, 2)
     with pytest.raises(ConfigError, match=message):
         build_config("segmentation", {"device": "cpu", "sampling": "window", **flags})
+
+
+def test_interpolate_blends_two_stage_one_checkpoints_weight_by_weight(tmp_path, capsys):
+    from crackseg.cli import main
+    from crackseg.files.checkpoints import save_checkpoint
+
+    def checkpoint(name, seed, width=4):
+        torch.manual_seed(seed)
+        unet = UNet(width)
+        unet.encoder.blocks[0][1].running_mean.uniform_()  # BatchNorm statistics that differ between the two
+        save_checkpoint(tmp_path / name, "segmentation", unet.state_dict(), unet.settings(),
+                        {"width": width, "crop": 32, "skip_dropout": 0.0}, epoch=3)
+        return unet.state_dict()
+
+    start, tuned = checkpoint("start.pth", 1), checkpoint("tuned.pth", 2)
+    for alpha in (0.0, 0.25, 1.0):
+        out = tmp_path / f"blend{alpha}.pth"
+        assert main(["interpolate", str(tmp_path / "tuned.pth"), "--start", str(tmp_path / "start.pth"),
+                     "--alpha", str(alpha), "--out", str(out)]) == 0
+        blend = load_checkpoint(out, stage="segmentation")
+        assert blend["interpolated"]["alpha"] == alpha and blend["epoch"] == 3
+        for key, value in blend["state"].items():
+            expected = ((1 - alpha) * start[key] + alpha * tuned[key] if value.is_floating_point() else tuned[key])
+            torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
+        UNet(4).load_state_dict(blend["state"])  # a network again
+    assert not torch.equal(start["encoder.blocks.0.0.weight"], tuned["encoder.blocks.0.0.weight"])
+    checkpoint("wide.pth", 3, width=8)
+    assert main(["interpolate", str(tmp_path / "wide.pth"), "--start", str(tmp_path / "start.pth"), "--alpha", "0.5",
+                 "--out", str(tmp_path / "x.pth")]) == 2
+    assert "not the same network" in capsys.readouterr().err
+    assert main(["interpolate", str(tmp_path / "tuned.pth"), "--start", str(tmp_path / "start.pth"), "--alpha", "1.5",
+                 "--out", str(tmp_path / "x.pth")]) == 2
+    assert "--alpha must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()

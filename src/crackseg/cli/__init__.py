@@ -11,6 +11,7 @@ from crackseg.cli import (
     curves,
     evaluate,
     export,
+    interpolate,
     measure,
     merge_summaries,
     negatives,
@@ -25,7 +26,7 @@ from crackseg.errors import CheckpointError, ConfigError, DatasetError
 from crackseg.files.writing import DISK_FULL
 
 COMMANDS = (train, evaluate, predict, measure, negatives, pseudolabel, merge_summaries, bench, pack, export, check_data,
-            synthesize, curves)
+            synthesize, curves, interpolate)
 
 
 def build_parser() -> argparse.ArgumentParser:
