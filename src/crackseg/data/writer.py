@@ -61,7 +61,7 @@ def check_empty(out: Path, flag: str) -> None:
 def data_root(out: Path, flag: str) -> Iterator[DataRootWriter]:
     """A `DataRootWriter` building the root beside `out`, renamed to `out` (which must be empty or missing) when
     the block ends without an error, removed otherwise. A root with no examples leaves `out` as it was."""
-    out = Path(out)
+    out = Path(out).resolve()  # "." has no name to put beside it
     check_empty(out, flag)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
