@@ -174,7 +174,7 @@ def test_names_that_repeat_across_sources_or_differ_in_case_get_suffixes(tmp_pat
     assert len(list((tmp_path / "mined").glob("*/images/*.png"))) == 6
 
 
-def test_unreadable_photos_are_skipped_and_counted_and_a_failed_run_leaves_no_out(tmp_path, predictor):
+def test_unreadable_photos_are_skipped_and_counted_and_a_failed_run_leaves_no_out(tmp_path, predictor, capsys):
     from crackseg.pipelines.pseudolabels import label_all
 
     folder = tmp_path / "crack"
@@ -184,6 +184,8 @@ def test_unreadable_photos_are_skipped_and_counted_and_a_failed_run_leaves_no_ou
     out = tmp_path / "pseudo"
     (result,) = label_all(predictor, [folder], out, split="all")
     assert (result["photos"], result["labelled"], result["unreadable"], result["left_out"]) == (3, 2, 1, 0)
+    note = capsys.readouterr().err  # named on stderr, without a progress bar too
+    assert "skipped: " in note and "c1.png" in note
     assert sorted(path.name for path in out.glob("*/images/*.png")) == ["crack_c0.png", "crack_c2.png"]
 
     class Fails(Predictor):  # e.g. a full disk or a kill in the middle of a run

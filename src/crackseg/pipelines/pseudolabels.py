@@ -36,8 +36,8 @@ def label_all(teacher: Predictor, sources: Sequence[Path], out: Path, split: str
                 for index, value in prefetch(lambda index: load_image(photos[index]), range(len(photos))):
                     if isinstance(value, Exception):
                         unreadable.append(str(photos[index]))
+                        (progress.write if progress is not None else print)(f"skipped: {value}", file=sys.stderr)
                         if progress is not None:
-                            progress.write(f"skipped: {value}", file=sys.stderr)
                             progress.update()
                         continue
                     loaded[index] = value
