@@ -11,7 +11,8 @@ from crackseg.models import UNet
 from crackseg.training import launch
 from crackseg.training import loop as training
 from crackseg.training.config import build_config
-from crackseg.training.loop import mixed_precision
+from crackseg.training import config as config_module
+from crackseg.training.config import mixed_precision
 
 TINY = ["--width", "4", "--crop", "32", "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--device", "cpu"]
 
@@ -109,18 +110,18 @@ def test_presets():
 def test_amp_precision_follows_the_hardware(monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="crackseg")
     monkeypatch.setattr(logging.getLogger("crackseg"), "propagate", True)  # the commands show it on the console
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: True)
     assert mixed_precision(build_config("segmentation", {"device": "cpu"})) == "no"  # without --amp
     assert mixed_precision(build_config("segmentation", {"device": "cpu", "amp": True})) == "bf16"
     assert mixed_precision(build_config("segmentation", {"device": "cuda", "amp": True})) == "fp16"
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: False)
     assert mixed_precision(build_config("segmentation", {"device": "cpu", "amp": True})) == "no"
     assert "no native bfloat16" in caplog.text
 
 
 def test_amp_trains_in_bf16_with_channels_last(tiny_dataset, tmp_path, monkeypatch):
     # On CPUs without native bf16 the arithmetic is emulated (slow, same numbers): fine for a tiny model.
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda: True)
     layouts = []
     original = training.training_layout
     monkeypatch.setattr(training, "training_layout",
@@ -293,3 +294,60 @@ def test_interpolate_blends_two_stage_one_checkpoints_weight_by_weight(tmp_path,
                  "--out", str(tmp_path / "x.pth")]) == 2
     assert "--alpha must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_the_teacher_part_is_a_weighted_bce_towards_its_probabilities_on_the_roots_it_names():
+    from crackseg.training.distillation import distillation_loss
+
+    teacher = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    student = teacher.clone().requires_grad_(True)
+    weights = torch.tensor([1.0, 0.0, 2.0])
+    distillation_loss(student, teacher, weights).backward()
+    assert float(student.grad.abs().max()) < 1e-7  # no pull where the two agree
+    moved = teacher + torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    soft = torch.sigmoid(teacher)
+    per_crop = torch.nn.functional.binary_cross_entropy(torch.sigmoid(moved), soft, reduction="none").mean((1, 2, 3))
+    expected = (per_crop[0] + 2 * per_crop[2]) / 3  # crop 1 has weight 0
+    assert float(distillation_loss(moved, teacher, weights)) == pytest.approx(float(expected), rel=1e-5)
+    changed = moved.clone()
+    changed[1] += 5  # the unweighted crop changes nothing
+    assert float(distillation_loss(changed, teacher, weights)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_run_with_a_teacher_distils_on_the_roots_it_weighs_and_refuses_a_wrong_count(stage_one, tmp_path, capsys):
+    from crackseg.data.synthetic import generate
+    from crackseg.errors import ConfigError
+    from crackseg.training.runner import SegmentationRunner
+
+    seg_path = stage_one / "seg" / "checkpoints" / "best.pth"
+    other = generate(tmp_path / "other", seed=5, image_size=64, counts={"train": 4, "valid": 2})
+    argv = TINY + ["--data-root", str(stage_one / "data"), str(other), "--init", str(seg_path),
+                   "--teacher", str(seg_path), "--teacher-weights", "1", "0", "--log-dir", str(tmp_path / "seg")]
+    assert run("segmentation", argv) == 0
+    checkpoint = load_checkpoint(tmp_path / "seg" / "checkpoints" / "best.pth", stage="segmentation")
+    assert checkpoint["config"]["teacher"] == str(seg_path) and checkpoint["config"]["teacher_weights"] == [1.0, 0.0]
+    assert checkpoint["metrics"]["distil"] > 0 and "distil" in (tmp_path / "seg" / "csv" / "train.csv").read_text()
+
+    # the part: the teacher's own logits give the BCE minimum (its entropy); crops of a 0-weight root add nothing
+    config = build_config("segmentation", {**checkpoint["config"], "device": "cpu"})
+    runner = SegmentationRunner(config, ("data", "other"))
+    images = torch.rand(4, 3, 32, 32)
+    teacher = UNet(4).eval()
+    teacher.load_state_dict(load_checkpoint(seg_path, stage="segmentation")["state"])
+    with torch.no_grad():
+        logits = teacher(images)
+    batch = {"images": images, "masks": torch.zeros(4, 1, 32, 32), "groups": torch.tensor([0, 0, 1, 1])}
+    _, parts = runner.compute_loss(logits, batch)
+    soft = torch.sigmoid(logits[:2])
+    entropy = torch.nn.functional.binary_cross_entropy(soft, soft, reduction="none").mean((1, 2, 3)).sum() / 4
+    assert float(parts["distil"]) == pytest.approx(float(entropy), rel=1e-4)
+    _, parts = runner.compute_loss(logits + torch.randn(4, 1, 32, 32), {**batch, "groups": torch.tensor([1] * 4)})
+    assert float(parts["distil"]) == 0.0
+
+    with pytest.raises(ConfigError, match="--teacher-weights: 1 weight"):
+        build_config("segmentation", {**checkpoint["config"], "device": "cpu", "teacher_weights": [1.0]})
+    with pytest.raises(ConfigError, match="needs --teacher"):
+        build_config("segmentation", {"device": "cpu", "teacher_weights": [1.0]})
+    assert run("segmentation", TINY + ["--teacher", str(tmp_path / "missing.pth"), "--log-dir",
+                                       str(tmp_path / "x")]) == 2
+    assert "missing.pth" in capsys.readouterr().err

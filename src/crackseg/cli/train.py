@@ -12,8 +12,8 @@ from crackseg.training.launch import check_log_dir, checked_sources, prepare_dat
 from crackseg.training.stages import STAGES
 
 SHOWN = ("preset", "device", "epochs", "batch_size", "lr", "milestones", "gamma", "width", "crop", "skip_dropout",
-         "freeze_encoder", "sampling", "markings", "joints", "zoom", "bce_weight", "seed", "workers", "amp",
-         "data_root", "data_weights", "negatives", "log_dir")
+         "freeze_encoder", "sampling", "markings", "joints", "zoom", "bce_weight", "teacher", "teacher_weights", "seed",
+         "workers", "amp", "data_root", "data_weights", "negatives", "log_dir")
 
 
 def build_parser(stage: str) -> argparse.ArgumentParser:

@@ -8,12 +8,12 @@ docs/MODEL.md gives the recipe.
 import hashlib
 import io
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from crackseg.errors import CheckpointError
-from crackseg.files.checkpoints import PathLike
+from crackseg.files.checkpoints import PathLike, load_checkpoint
 from crackseg.files.writing import atomic
 
 FORMAT = "crackseg-pretrained"
@@ -73,3 +73,12 @@ def _compact(tensor: torch.Tensor) -> torch.Tensor:
     if not tensor.is_floating_point() or (tensor.numel() and tensor.abs().max() > torch.finfo(torch.float16).max):
         return tensor
     return tensor.half()
+
+
+def unet_weights(weights: str, payload: Optional[Dict[str, Any]] = None) -> Tuple[Dict[str, torch.Tensor], int]:
+    """The U-Net weights (encoder and decoder) and width that `weights` names: "pretrained" (the shipped model)
+    or a stage-1 checkpoint file; `payload` is that file as already read."""
+    payload = payload or (load_pretrained() if weights == "pretrained" else load_checkpoint(weights,
+                                                                                           stage="segmentation"))
+    state = {key: value for key, value in payload["state"].items() if key.split(".", 1)[0] in ("encoder", "decoder")}
+    return state, payload["model"]["width"]

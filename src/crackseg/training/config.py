@@ -2,10 +2,15 @@
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Tuple
 
+import logging
+
 import torch
 
 from crackseg.errors import ConfigError
+from crackseg.inference.acceleration import cpu_has_native_bf16
 from crackseg.training.stages import STAGES, default_log_dir
+
+log = logging.getLogger(__name__)
 
 # SPEC.md's schedule, the same for both stages.
 THESIS = dict(epochs=64, batch_size=12, lr=1e-2, milestones=(2, 32, 48), gamma=0.1, width=32, crop=224, seed=17,
@@ -61,6 +66,8 @@ class TrainConfig:
     joints: float = THESIS["joints"]  # share of training images cut by a synthetic joint
     zoom: Tuple[float, float] = THESIS["zoom"]  # window sampling: each window cut at a random zoom in this range
     bce_weight: float = THESIS["bce_weight"]  # stage 1's loss: bce_weight * BCE + (1 - bce_weight) * (1 - Dice)
+    teacher: Optional[str] = None  # stage 1: distil from these weights ("pretrained" or a stage-1 checkpoint)
+    teacher_weights: Tuple[float, ...] = ()  # per data root: the weight of the teacher's part on its crops [1 each]
     workers: int = 0
     device: str = "auto"
     amp: bool = False
@@ -77,7 +84,7 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         """The config as plain values (tuples as lists), as checkpoints store it."""
         values = asdict(self)
-        for key in ("milestones", "data_root", "data_weights", "negatives", "zoom"):
+        for key in ("milestones", "data_root", "data_weights", "negatives", "zoom", "teacher_weights"):
             values[key] = list(values[key])
         return values
 
@@ -91,7 +98,7 @@ def build_config(stage: str, overrides: Dict[str, Any]) -> TrainConfig:
         preset = "thesis" if device.startswith("cuda") else "cpu"
     values = {**preset_values(preset, stage), **explicit, "preset": preset, "device": device, "stage": stage}
     values.setdefault("log_dir", default_log_dir(stage))
-    for key in ("milestones", "data_root", "data_weights", "negatives", "zoom"):
+    for key in ("milestones", "data_root", "data_weights", "negatives", "zoom", "teacher_weights"):
         if key in values:  # checkpoints written before several roots were possible stored one path
             values[key] = tuple([values[key]] if isinstance(values[key], str) else values[key])
     config = TrainConfig(**values)
@@ -134,7 +141,24 @@ def check_config(config: TrainConfig) -> None:
          "--freeze-encoder needs --init: a frozen random encoder cannot learn"),
         (all(weight >= 1 for weight in config.data_weights),
          "--data-weights: every weight must be a whole number >= 1"),
+        (not config.teacher_weights or config.teacher, "--teacher-weights needs --teacher: the weights to distil from"),
+        (not config.teacher_weights or len(config.teacher_weights) == len(config.data_root),
+         f"--teacher-weights: {len(config.teacher_weights)} weight(s) for {len(config.data_root)} data root(s); give "
+         "one per --data-root"),
+        (all(weight >= 0 for weight in config.teacher_weights), "--teacher-weights must be 0 or more"),
     ]
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+
+
+def mixed_precision(config: TrainConfig) -> str:
+    """Catalyst's mixed precision for --amp: fp16 on CUDA, bf16 on CPUs with native bf16, else "no" (fp32)."""
+    if not config.amp:
+        return "no"
+    if config.device.startswith("cuda"):
+        return "fp16"
+    if cpu_has_native_bf16():
+        return "bf16"
+    log.info("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
+    return "no"

@@ -15,7 +15,7 @@ import torch
 
 from crackseg.errors import CheckpointError, ConfigError
 from crackseg.files.checkpoints import load_checkpoint, save_checkpoint
-from crackseg.training.runner import initial_unet_state
+from crackseg.files.pretrained import unet_weights
 
 
 def interpolate(start: Dict[str, torch.Tensor], tuned: Dict[str, torch.Tensor], alpha: float,
@@ -42,7 +42,7 @@ def interpolate_checkpoint(start: str, tuned: Path, alpha: float, out: Path) -> 
     """Write the blend of stage-1 checkpoint `tuned` with `start` ("pretrained", the shipped model, or a stage-1
     checkpoint) to `out`: a stage-1 checkpoint with `tuned`'s settings and training configuration."""
     payload = load_checkpoint(tuned, stage="segmentation")
-    state = interpolate(initial_unet_state(start), payload["state"], alpha, f"{start} and {tuned}")
+    state = interpolate(unet_weights(start)[0], payload["state"], alpha, f"{start} and {tuned}")
     save_checkpoint(out, "segmentation", state, payload["model"], payload["config"], payload["epoch"], {},
                     interpolated={"start": str(start), "tuned": str(tuned), "alpha": alpha})
     return Path(out)

@@ -16,9 +16,9 @@ from crackseg.data.datasets import CracksDataset, Source, collate_crops, find_so
 from crackseg.data.transforms import train_transform, valid_transform
 from crackseg.errors import DatasetError
 from crackseg.files.checkpoints import load_checkpoint
-from crackseg.inference.acceleration import cpu_has_native_bf16, training_layout
+from crackseg.inference.acceleration import training_layout
 from crackseg.outputs.plots import plot_training_curves
-from crackseg.training.config import TrainConfig
+from crackseg.training.config import TrainConfig, mixed_precision
 from crackseg.training.runner import SplitTotals, runner_class
 
 log = logging.getLogger(__name__)
@@ -55,18 +55,6 @@ def make_loaders(config: TrainConfig, sources: Optional[List[Source]] = None) ->
     return {"train": DataLoader(datasets["train"], shuffle=True, batch_size=config.batch_size, **common),
             "valid": DataLoader(datasets["valid"], shuffle=False,
                                 batch_size=min(config.batch_size, valid // processes), **common)}
-
-
-def mixed_precision(config: TrainConfig) -> str:
-    """Catalyst's mixed precision for --amp: fp16 on CUDA, bf16 on CPUs with native bf16, else "no" (fp32)."""
-    if not config.amp:
-        return "no"
-    if config.device.startswith("cuda"):
-        return "fp16"
-    if cpu_has_native_bf16():
-        return "bf16"
-    log.info("--amp: this CPU has no native bfloat16 arithmetic; training in float32")
-    return "no"
 
 
 def make_engine(config: TrainConfig, precision: str) -> dl.Engine:

@@ -23,9 +23,10 @@ from crackseg.files.checkpoints import (
     set_rng_state,
     submodule_state,
 )
-from crackseg.files.pretrained import load_pretrained
+from crackseg.files.pretrained import unet_weights
 from crackseg.models import UNet, VGGEncoderClassifier
-from crackseg.training.config import TrainConfig
+from crackseg.training.config import TrainConfig, mixed_precision
+from crackseg.training.distillation import Distiller
 from crackseg.training.losses import BCEDiceLoss
 from crackseg.training.stages import STAGES
 
@@ -201,8 +202,8 @@ class CrackRunner(dl.Runner):
 
 
 class SegmentationRunner(CrackRunner):
-    """Stage 1: loss a*BCE + (1-a)*(1-Dice) on mask logits (a = config.bce_weight); Dice and IoU from pixel
-    counts."""
+    """Stage 1: loss a*BCE + (1-a)*(1-Dice) on mask logits (a = config.bce_weight), plus the teacher's part with
+    --teacher (`distillation`); Dice and IoU from pixel counts."""
 
     stage = "segmentation"
     parts = ("bce", "soft_dice")
@@ -210,6 +211,12 @@ class SegmentationRunner(CrackRunner):
     def __init__(self, config: TrainConfig, *args: Any, **kwargs: Any):
         super().__init__(config, *args, **kwargs)
         self.criterion_fn = BCEDiceLoss(bce_weight=config.bce_weight)
+        self.distiller = None
+        if config.teacher:  # one weight per data source: the data roots', then 0 for folders of negatives
+            weights = list(config.teacher_weights) or [1.0] * len(config.data_root)
+            self.distiller = Distiller(config.teacher, weights + [0.0] * len(config.negatives),
+                                       mixed_precision(config))
+            self.parts = self.parts + ("distil",)
 
     @staticmethod
     def build_model(config: TrainConfig, loaded: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -217,7 +224,7 @@ class SegmentationRunner(CrackRunner):
         unet = UNet(config.width, skip_dropout=config.skip_dropout)
         if config.init:
             try:
-                unet.load_state_dict(initial_unet_state(config.init, (loaded or {}).get("init")))
+                unet.load_state_dict(unet_weights(config.init, (loaded or {}).get("init"))[0])
             except RuntimeError as error:
                 raise CheckpointError(f"--init {config.init}: its weights do not fit a width-{config.width} U-Net "
                                       f"({str(error).splitlines()[0]})") from None
@@ -227,7 +234,11 @@ class SegmentationRunner(CrackRunner):
 
     def compute_loss(self, logits, batch):
         loss, parts = self.criterion_fn(logits, batch["masks"])
-        return loss, {"bce": parts["bce"], "soft_dice": parts["dice"]}
+        named = {"bce": parts["bce"], "soft_dice": parts["dice"]}
+        if self.distiller is not None:
+            distil = self.distiller.loss(batch["images"], logits, batch["groups"])
+            loss, named["distil"] = loss + distil, distil.detach()
+        return loss, named
 
     def outcomes(self, logits, batch):
         return logits > 0, batch["masks"] > 0.5
@@ -292,15 +303,6 @@ class ResumableCSVLogger(dl.CSVLogger):
     def _make_header(self, metrics: Dict[str, float], loader_key: str) -> None:
         if self.loggers[loader_key].tell() == 0:
             super()._make_header(metrics, loader_key)
-
-
-def initial_unet_state(init: str, payload: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
-    """The U-Net weights `--init` names: "pretrained" (the shipped model's encoder and decoder) or a stage-1
-    checkpoint file; `payload` is that file as already read."""
-    if init == "pretrained":
-        state = (payload or load_pretrained())["state"]
-        return {key: value for key, value in state.items() if key.split(".", 1)[0] in ("encoder", "decoder")}
-    return (payload or load_checkpoint(init, stage="segmentation"))["state"]
 
 
 def runner_class(stage: str) -> type:

@@ -39,11 +39,21 @@ def _segmentation_flags(parser: argparse.ArgumentParser) -> None:
                         help="the loss is A*BCE + (1-A)*(1-Dice). Dice does not count the crack-free pixels, "
                              "so a lower A keeps many crack-free images (hard negatives) from pulling the crack "
                              "probabilities of every surface down [0.9, as the original]")
+    parser.add_argument("--teacher", default=None, metavar="WEIGHTS",
+                        help="distil: also train towards the masks of these weights ('pretrained' or a stage-1 "
+                             "checkpoint) on the crops of the data roots --teacher-weights names, to keep what "
+                             "they knew where they were good while fine-tuning on hard negatives")
+    parser.add_argument("--teacher-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="one per --data-root: the weight of the teacher's loss on its crops (0: none); give "
+                             "the hard negatives 0 [1 each]")
 
 
 
 def _segmentation_start(args: Dict[str, Any]) -> Dict[str, Any]:
-    """--init: the width of the weights it names; returns them as {"init": payload}."""
+    """--init: the width of the weights it names; returns them as {"init": payload}. --teacher: its file is
+    checked."""
+    if args.get("teacher") not in (None, "pretrained"):  # a wrong file is named now, not at the first batch
+        load_checkpoint(args["teacher"], stage="segmentation")
     if args.get("init") == "pretrained":
         payload = load_pretrained()
         shipped = payload["model"]["width"]
