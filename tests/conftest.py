@@ -21,3 +21,13 @@ def _model_cache(tmp_path_factory):
     import os
 
     os.environ["CRACKSEG_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(autouse=True)
+def _float_gate_by_default(monkeypatch):
+    """`--gate-precision auto` times the int8 gate against the float one and takes the faster: in tests it takes the
+    float one, so that results do not depend on the CPU's timing; tests of the int8 gate ask for it."""
+    from crackseg.inference import quantization
+
+    monkeypatch.setattr(quantization, "_int8_gate_faster", lambda gated, device: False)
+    monkeypatch.setattr(quantization, "_MEASURED", {})

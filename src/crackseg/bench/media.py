@@ -69,9 +69,12 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
               onnx: bool = True) -> Dict[str, Any]:
     """How the faster variants agree with the plain fp32 model on real photos: the Dice between binarised gated
     masks (over all pixels of `images`) and the share of tiles gated alike. Variants: the fast path as it runs by
-    default, the fp32 fast path with an int8 head (where supported), and with `onnx` the onnxruntime engine."""
+    default, with the float gate where that default is the int8 gate, the fp32 fast path with an int8 head (where
+    supported), and with `onnx` the onnxruntime engine."""
     plain = Predictor(model, device, fast=False)
     variants = {"fast": Predictor(model, device, precision=precision)}
+    if variants["fast"].int8_gate:  # the fast path as it runs by default, with the float gate
+        variants["float_gate"] = Predictor(model, device, precision=precision, gate="float")
     if int8_head_supported(device):
         variants["fp32_int8_head"] = Predictor(model, device, precision="fp32", head="int8")
     if onnx:
@@ -98,10 +101,10 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     and the decoder's share of the gated run's time (1 - gated rate / gate-alone rate); on CPUs with native bf16
     and `precision` auto, also gated in fp32 and in bf16 (auto's choice between them); with `onnx`, also gated
     and always decoding in the onnxruntime engine, and its speed over torch's. `v2_default` is gated predict
-    as crackseg-v2 shipped: tiles overlapping by a quarter, no fused convolutions, and `precision` auto taking
-    bf16 wherever the CPU has native bf16 (untimed); `gated_over_v2_default` is the speed bought since. The
-    photos are decoded once,
-    beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
+    as crackseg-v2 shipped: tiles overlapping by a quarter, no fused convolutions, the float gate, and `precision`
+    auto taking bf16 wherever the CPU has native bf16 (untimed); `gated_over_v2_default` is the speed bought
+    since; where the gate ran in int8 (`int8_gate`), `gated_float_gate` is gated with the float gate. The photos
+    are decoded once, beforehand, so the rates are the model's and the stitching's, not the JPEG decoder's.
 
     Args:
         model: the gated model (its gate threshold as shipped or given).
@@ -121,8 +124,10 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
         predictors.update({f"gated_{kind}": Predictor(model, device, precision=kind, overlap=overlap)
                            for kind in ("fp32", "bf16")})
     v2_precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[reduced_precision(device, precision)]
+    if predictors["gated"].int8_gate:  # auto took the int8 gate: the float one beside it shows what it bought
+        predictors["gated_float_gate"] = Predictor(model, device, precision=precision, overlap=overlap, gate="float")
     predictors["v2_default"] = Predictor(model, device, precision=v2_precision, overlap=model.crop_size // 4,
-                                         fuse=False)
+                                         fuse=False, gate="float")
     if onnx:
         predictors.update({f"{name}_onnxruntime": Predictor(variant, device, overlap=overlap, engine="onnxruntime")
                            for name, variant in variants[:2]})
@@ -139,7 +144,7 @@ def photos(model: UNetClassifier, device: torch.device, precision: str, images: 
     mp_per_s = {name: rate * megapixels / len(decoded) for name, rate in rates.items()}
     tiles, decoded_tiles = counted["gated"]
     return {"photos": len(decoded), "megapixels": round(megapixels, 3), "overlap": predictors["gated"].overlap,
-            "tiles": tiles,
+            "int8_gate": predictors["gated"].int8_gate, "tiles": tiles,
             "decoded_share": round(decoded_tiles / tiles, 4) if tiles else None,
             "photos_per_s": {name: round(rate, 4) for name, rate in rates.items()},
             "mp_per_s": {name: round(rate, 4) for name, rate in mp_per_s.items()},

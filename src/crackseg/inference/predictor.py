@@ -10,8 +10,10 @@ from typing import Any, Deque, Iterable, Iterator, List, Optional, Tuple, TypeVa
 import torch
 
 from crackseg.analysis.measure import JOIN_GAP_PX, MIN_AREA, has_crack
+from crackseg.errors import ConfigError
 from crackseg.files.checkpoints import PathLike
 from crackseg.inference.acceleration import chunk_size, inference_copy, inference_precision, use_int8_head
+from crackseg.inference.quantization import int8_gated
 from crackseg.inference.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 from crackseg.models import UNetClassifier
 
@@ -89,6 +91,9 @@ class Predictor:
         fast: the fast path (torch engine only).
         precision: "auto", "fp32", "bf16" or "fp16" (torch engine).
         head: "auto", "int8" or "full": the gate's head weights on fp32 CPUs (torch engine).
+        gate: "auto", "int8" or "float": the encoder's arithmetic for the gate on CPUs (torch engine's fast path;
+            `quantization.int8_gated`): int8 decides on every tile with the int8 encoder and decodes the gated
+            tiles from its skips; auto takes int8 where it ran faster here.
         engine: "torch" or "onnxruntime".
         fuse: on CPUs, ReLUs fused into the convolutions and the max-pools replaced (`acceleration.fuse_for_cpu`;
             the same values). False gives the fast path as crackseg-v2 shipped with, for benchmarks.
@@ -102,7 +107,7 @@ class Predictor:
     def __init__(self, model: Any, device: Any = "cpu", batch_size: int = 32, overlap: Optional[int] = None,
                  mask_threshold: Optional[float] = None, fast: bool = True, precision: str = "auto", head: str = "auto",
                  engine: str = "torch", min_length: float = DEFAULT_MIN_LENGTH, min_area: int = MIN_AREA,
-                 join_gap: float = JOIN_GAP_PX, fuse: bool = True):
+                 join_gap: float = JOIN_GAP_PX, fuse: bool = True, gate: str = "auto"):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.device = torch.device(device)
@@ -110,13 +115,19 @@ class Predictor:
         self.fast = fast and engine == "torch"
         self.dtype = inference_precision(model, self.device, precision, head) if self.fast else None
         self.int8_head = self.fast and use_int8_head(self.device, self.dtype, head)
+        self.int8_gate = False
+        if gate == "int8" and not self.fast:
+            raise ConfigError("--gate-precision int8 runs on the torch engine's fast path only")
         if engine == "onnxruntime":
             from crackseg.inference.onnx import OnnxGatedModel
 
             self.model = model if isinstance(model, OnnxGatedModel) else OnnxGatedModel.exported(model,
                                                                                               device=self.device)
         elif self.fast:
-            self.model = inference_copy(model, self.device, self.dtype, self.int8_head, fuse)
+            fast_copy = inference_copy(model, self.device, self.dtype, self.int8_head, fuse)
+            gated = int8_gated(model, fast_copy, self.device, self.dtype, gate)
+            self.int8_gate = gated is not None
+            self.model = gated or fast_copy
         else:
             self.model = model.eval().to(self.device)
         # onnxruntime runs whole batches: it ran them faster than cache-sized chunks (docs/PERFORMANCE.md)
