@@ -70,7 +70,7 @@ def agreement(model: UNetClassifier, device: torch.device, precision: str, image
     """How the faster variants agree with the plain fp32 model on real photos: the Dice between binarised gated
     masks (over all pixels of `images`) and the share of tiles gated alike. Variants: the fast path as it runs by
     default, with the float gate where that default is the int8 gate, the fp32 fast path with an int8 head (where
-    supported), and with `onnx` the onnxruntime engine."""
+    supported; with the gate `auto` picks for it), and with `onnx` the onnxruntime engine."""
     plain = Predictor(model, device, fast=False)
     variants = {"fast": Predictor(model, device, precision=precision)}
     if variants["fast"].int8_gate:  # the fast path as it runs by default, with the float gate

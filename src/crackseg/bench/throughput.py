@@ -102,8 +102,9 @@ def inference(width: int, crop: int, batch: int, rounds: int, device: torch.devi
 
 
 def compiled_predictor(model: UNetClassifier, device: torch.device, precision: str, backend: str) -> Predictor:
-    """The fast path with its encoder, decoder and head run through torch.compile (compiled on first use)."""
-    predictor = Predictor(model, device, precision=precision)
+    """The fast path with its encoder, decoder and head run through torch.compile (compiled on first use), with the
+    float gate (the int8 one would run its own encoder, not the compiled one)."""
+    predictor = Predictor(model, device, precision=precision, gate="float")
     for part in ("encoder", "decoder", "head"):
         setattr(predictor.model, part, torch.compile(getattr(predictor.model, part), backend=backend))
     return predictor

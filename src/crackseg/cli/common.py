@@ -63,8 +63,9 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
                             "int8 where the CPU runs in fp32, else as trained]")
     group.add_argument("--gate-precision", default="auto", choices=GATES,
                        help="the encoder's arithmetic for the gate's decision on every tile, on CPUs: int8 "
-                            "(calibrated on synthetic tiles; the gated tiles decoded from its features) or float "
-                            "(--precision's) [auto: int8 where it ran faster here, timed on a chunk of tiles]")
+                            "(activation ranges from the model's BatchNorm statistics; the gated tiles decoded from "
+                            "its features) or float (--precision's) [auto: int8 on CPUs with VNNI or AMX where it ran "
+                            "faster here, timed on a chunk of tiles]")
     group.add_argument("--engine", default="torch", choices=ENGINES,
                        help="run the model in torch or in onnxruntime (exported once into a cache, or --onnx); "
                             "which is faster depends on the CPU: docs/PERFORMANCE.md [torch]")
@@ -184,7 +185,7 @@ def summary_model(args: argparse.Namespace, predictor: Predictor) -> Dict[str, A
               if args.classification_checkpoint else {"onnx": args.onnx} if args.onnx
               else {"shipped": WEIGHTS.name})
     return {**source, "width": predictor.model.width, "crop": predictor.model.crop_size, "engine": predictor.engine,
-            "int8_head": predictor.int8_head}
+            "int8_head": predictor.int8_head, "int8_gate": predictor.int8_gate}
 
 
 class _Console(logging.Handler):

@@ -240,7 +240,8 @@ def write_measurements(args: argparse.Namespace, predictor: Predictor, measureme
         if args.scale_csv:
             scale = f"each photo's from {args.scale_csv}; the others: {scale}"
         settings = {"inputs": ", ".join(args.inputs), "model": f"{source} (U-Net width {model['width']}, "
-                    f"{model['crop']} px tiles, {predictor.engine}{', int8 gate head' if predictor.int8_head else ''})",
+                    f"{model['crop']} px tiles, {predictor.engine}{', int8 gate head' if predictor.int8_head else ''}"
+                    f"{', int8 gate' if predictor.int8_gate else ''})",
                     "tiles": f"{predictor.tile} px, overlapping by {predictor.overlap} px; a tile's mask is decoded "
                              f"when the gate's crack probability exceeds {predictor.model.threshold:.2f}",
                     "crack pixels": f"crack probability of at least {predictor.mask_threshold:.2f}",

@@ -13,7 +13,7 @@ from crackseg.analysis.measure import JOIN_GAP_PX, MIN_AREA, has_crack
 from crackseg.errors import ConfigError
 from crackseg.files.checkpoints import PathLike
 from crackseg.inference.acceleration import chunk_size, inference_copy, inference_precision, use_int8_head
-from crackseg.inference.quantization import int8_gated
+from crackseg.inference.quantization import GATES, int8_gated
 from crackseg.inference.tiling import Stitcher, TileGrid, pad_to, pad_to_multiple
 from crackseg.models import UNetClassifier
 
@@ -116,6 +116,8 @@ class Predictor:
         self.dtype = inference_precision(model, self.device, precision, head) if self.fast else None
         self.int8_head = self.fast and use_int8_head(self.device, self.dtype, head)
         self.int8_gate = False
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
         if gate == "int8" and not self.fast:
             raise ConfigError("--gate-precision int8 runs on the torch engine's fast path only")
         if engine == "onnxruntime":

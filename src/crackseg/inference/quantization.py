@@ -10,7 +10,8 @@ CPU has VNNI or AMX, 7 elsewhere (`activation_levels`).
 `Int8Gated` decides with the int8 encoder and the model's own head, then decodes the tiles it gates from the int8
 encoder's skips, dequantised into the fast path's dtype. On a 2-core AMD EPYC with AVX512-BF16 and VNNI (Zen 4)
 the int8 gate ran 1.8x the fused bf16 one, and gated masks of real photos stayed at Dice 0.99 against plain
-fp32's (docs/PERFORMANCE.md, "The int8 gate"). `--gate-precision auto` takes it where it ran faster.
+fp32's (docs/PERFORMANCE.md, "The int8 gate"). `--gate-precision auto` takes it on CPUs with VNNI or AMX
+where it ran faster.
 """
 import copy
 import warnings
@@ -23,6 +24,7 @@ from torch import nn
 
 from crackseg.errors import ConfigError
 from crackseg.inference.acceleration import chunk_size, fold_batchnorm, interleaved
+from crackseg.models import UNetClassifier
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products summed in 32 bits
 ACTIVATION_SPREAD = 6.0  # an activation's range: its BatchNorm's mean + this many of its standard deviations
@@ -171,21 +173,26 @@ class Int8Gated(nn.Module):
 def int8_gated(model: nn.Module, fast: nn.Module, device: torch.device, dtype: Optional[torch.dtype],
                gate: str = "auto") -> Optional[Int8Gated]:
     """The fast path's copy `fast` of `model` (a `UNetClassifier`) gated by its int8 encoder (`Int8Gated`), or None
-    for the float gate. int8: where `int8_gate_supported` (an error elsewhere); float: never; auto: where
-    supported and the int8 gate ran faster than the float one on a chunk of tiles here (interleaved rounds, about
-    a second, once per model shape, dtype and head in a process; quantising needs no data and takes less)."""
+    for the float gate. int8: where `int8_gate_supported` and the model computes as `UNetClassifier` does (an
+    error elsewhere); float: never; auto: where int8 can run, its activations get 8 bits (VNNI or AMX: with 7,
+    the masks of nha12d fell to Dice 0.986 against fp32's) and it ran faster than the float gate on a chunk of
+    tiles here (interleaved rounds, about a second, once per model shape, dtype and head in a process)."""
     if gate not in GATES:
         raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
     if gate == "float":
         return None
-    if not int8_gate_supported(device):
+    own_forward = type(model).forward is not UNetClassifier.forward  # a subclass computing otherwise
+    if not int8_gate_supported(device) or own_forward:
         if gate == "int8":
-            raise ConfigError(f"--gate-precision int8 runs on CPUs with torch's x86 quantised engine, not on "
-                              f"{device} (engine {torch.backends.quantized.engine!r})")
+            raise ConfigError(f"--gate-precision int8 runs on CPUs with torch's x86 quantised engine and for "
+                              f"UNetClassifier's own computation, not on {device} (engine "
+                              f"{torch.backends.quantized.engine!r}) for {type(model).__name__}")
+        return None
+    key = (model.width, model.crop_size, torch.get_num_threads(), str(dtype), type(fast.head).__name__)
+    if gate == "auto" and (activation_levels() < 255 or _MEASURED.get(key) is False):
         return None
     gated = Int8Gated(fast, quantize_encoder(model), dtype)
     if gate == "auto":
-        key = (model.width, model.crop_size, torch.get_num_threads(), str(dtype), type(fast.head).__name__)
         if key not in _MEASURED:
             _MEASURED[key] = _int8_gate_faster(gated, device)
         if not _MEASURED[key]:
