@@ -1,5 +1,5 @@
-"""The int8 gate: deterministic calibration, the int8 encoder against the float one, the gated model's decisions
-and masks against the float gate's, and how `--gate-precision` chooses."""
+"""The int8 gate: activation ranges from BatchNorm, the int8 encoder against the float one, the gated model's
+decisions and masks against the float gate's, and how `--gate-precision` chooses."""
 import pytest
 import torch
 

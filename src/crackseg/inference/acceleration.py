@@ -14,8 +14,9 @@ import statistics
 import time
 import warnings
 from contextlib import nullcontext
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable, ContextManager, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, FrozenSet, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,14 +28,20 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+@lru_cache(maxsize=1)
+def cpu_flags() -> Optional[FrozenSet[str]]:
+    """The CPU's feature flags as Linux reports them in /proc/cpuinfo (read once), or None elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return frozenset(cpuinfo.read_text().split()) if cpuinfo.is_file() else None
+
+
 def cpu_has_native_bf16() -> bool:
     """True when oneDNN can run bfloat16 and the CPU does bfloat16 arithmetic in hardware."""
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():  # not Linux: trust oneDNN's own check
+    flags = cpu_flags()
+    if flags is None:  # not Linux: trust oneDNN's own check
         return True
-    flags = set(cpuinfo.read_text().split())
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 

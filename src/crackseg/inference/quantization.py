@@ -16,14 +16,13 @@ where it ran faster.
 import copy
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from crackseg.errors import ConfigError
-from crackseg.inference.acceleration import chunk_size, fold_batchnorm, interleaved
+from crackseg.inference.acceleration import chunk_size, cpu_flags, fold_batchnorm, interleaved
 from crackseg.models import UNetClassifier
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products summed in 32 bits
@@ -51,17 +50,11 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def _convolutions(encoder: nn.Module) -> Iterator[nn.Conv2d]:
-    for block in (*encoder.blocks, encoder.bottleneck):
-        yield from (layer for layer in block if isinstance(layer, nn.Conv2d))
-
-
 def activation_levels() -> int:
     """Levels of the unsigned activations: 255 (8 bits) where the CPU sums int8 products in 32 bits (VNNI, AMX),
     else 127 (7 bits): AVX2's kernels add pairs of u8 x s8 products in 16 bits, which 8-bit activations can
     saturate."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    flags = cpu_flags() or frozenset()
     return 255 if any(flag in flags for flag in VNNI_FLAGS) else 127
 
 
