@@ -106,6 +106,29 @@ def test_review_flags_straight_joint_like_and_unsure_cracks_but_not_a_wandering_
     assert measure_mask(short)[0].review_reasons == []
 
 
+def _drawn(draw_on, size=(300, 300)):
+    image = Image.new("L", size, 0)
+    draw_on(ImageDraw.Draw(image))
+    return np.asarray(image) > 0
+
+
+@pytest.mark.parametrize("shape, loop", [
+    (lambda d: d.ellipse((40, 60, 260, 220), outline=255, width=4), True),  # a manhole cover's rim
+    (lambda d: d.rectangle((100, 100, 160, 160), outline=255, width=3), True),  # a square road stud
+    (lambda d: (d.ellipse((40, 60, 260, 220), outline=255, width=4),
+                d.line((150, 220, 170, 290), fill=255, width=3)), False),  # a crack runs off the rim: it ends
+    (lambda d: d.line([(50, 150), (120, 60), (130, 140), (250, 70), (200, 250), (140, 160), (60, 240), (50, 150)],
+                      fill=255, width=3), False),  # a jagged loop: real cracks that close are not convex
+    (lambda d: (d.rectangle((40, 40, 260, 260), outline=255, width=3),
+                d.line((150, 40, 150, 260), fill=255, width=3)), False),  # two cells: a network
+    (lambda d: (d.ellipse((100, 100, 200, 200), fill=255), d.ellipse((145, 145, 152, 152), fill=0)), False),  # a blob
+])
+def test_review_flags_closed_outlines_of_covers_and_studs_but_not_cracks_that_close(shape, loop):
+    (found,) = measure_mask(_drawn(shape))
+    assert found.closed_loop is loop
+    assert ("closed outline (cover, stud or patch rim)" in found.review_reasons) is loop
+
+
 def test_cracks_csv_carries_confidence_and_review(tmp_path):
     joint = np.zeros((200, 300), bool)
     joint[100:103, 10:290] = True
@@ -117,6 +140,7 @@ def test_cracks_csv_carries_confidence_and_review(tmp_path):
     assert [(row["file"], row["confidence"], row["review"]) for row in rows] == [("a.png", "0.8", "1"),
                                                                                 ("b.png", "0.9", "0")]
     assert rows[0]["review_reason"] == "straight along an image axis (joint-like)" and rows[1]["review_reason"] == ""
+    assert [row["closed_loop"] for row in rows] == ["0", "0"]
 
 
 def test_measurements_drop_cracks_shorter_than_min_length(tmp_path):

@@ -12,8 +12,10 @@ thinnest line a mask can draw: a 1-px line at 45 degrees has 0.71 px of area per
 
 Given the probability map a mask came from, each crack also gets a confidence, the mean crack probability along
 its centreline, and a review flag for what an inspector should look at before filing it (`review_reasons`): a
-low confidence, or the shape of a joint rather than a crack, dead straight over a long distance (saw cuts, slab
-and mortar joints, the edges of lane markings and kerbs), more so along an image axis.
+low confidence, the shape of a joint rather than a crack, dead straight over a long distance (saw cuts, slab
+and mortar joints, the edges of lane markings and kerbs), more so along an image axis, or a closed outline: a
+centreline that is one loop, with no free end, around one convex region larger than the crack itself (the rim of
+a manhole cover, a road stud or a patch; a crack network encloses several cells, and cracks end somewhere).
 """
 import gc
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
+from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
 from crackseg.analysis.fragments import JOIN_GAP_PX, crack_candidates, skeleton_of
@@ -36,6 +39,9 @@ REVIEW_CONFIDENCE = 0.7  # mean crack probability along the centreline below whi
 STRAIGHT_MIN_LENGTH = 100.0  # px: shorter straight stretches are common in real cracks
 STRAIGHT_DEVIATION = 0.01  # largest distance of the centreline from its principal axis, as a share of the length
 AXIS_TOLERANCE_DEG = 5.0  # "along an image axis": within this many degrees of horizontal or vertical
+# Closed outlines: the least solidity (area over the convex hull's) of the one region a closed outline encloses.
+# Covers and studs are round or square (about 1), the loops of real cracks jagged (docs/MODEL.md, "Review flags")
+LOOP_SOLIDITY = 0.9
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Crack:
     cells: int = 0  # closed cells: background regions of at least MIN_CELL_PX the crack encloses (a network)
     cell_area_px: float = 0.0  # their median area
     confidence: Optional[float] = None  # mean crack probability along the centreline, when probabilities are given
+    closed_loop: bool = False  # a closed outline (see the module's docstring), not the shape of a crack
 
     @property
     def review_reasons(self) -> List[str]:
@@ -67,6 +74,8 @@ class Crack:
                 and self.straightness_px <= max(1.5, STRAIGHT_DEVIATION * self.length_px)):
             along_axis = min(self.orientation_deg % 90, 90 - self.orientation_deg % 90) <= AXIS_TOLERANCE_DEG
             reasons.append("straight along an image axis (joint-like)" if along_axis else "straight (joint-like)")
+        if self.closed_loop:
+            reasons.append("closed outline (cover, stud or patch rim)")
         return reasons
 
     def row(self, mm_per_px: Optional[float] = None) -> Dict[str, float]:
@@ -75,7 +84,7 @@ class Crack:
                   if item.name not in ("centreline", "widths", "bbox")}  # asdict would copy every polyline first
         values.update(zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), self.bbox))
         reasons = self.review_reasons
-        values.update(review=int(bool(reasons)), review_reason="; ".join(reasons))
+        values.update(closed_loop=int(self.closed_loop), review=int(bool(reasons)), review_reason="; ".join(reasons))
         if mm_per_px:
             for key in ("length", "mean_width", "median_width", "max_width"):
                 values[f"{key}_mm"] = to_mm(values[f"{key}_px"], mm_per_px)
@@ -110,13 +119,15 @@ def measure_component(component: np.ndarray, offset: Tuple[int, int], crack_id: 
     centre = branches.pixels - 1  # in the unpadded window
     confidence = None if probs is None else round(float(np.mean(probs[centre[:, 0], centre[:, 1]])), 3)
     angle, deviation = _principal_axis(branches.pixels)
-    cells = _cells(component)
+    labels, cells = _cells(component)
+    closed_loop = bool(not len(ends) and len(cells) == 1 and cells[0] >= area
+                       and regionprops(labels)[0].solidity >= LOOP_SOLIDITY)
     return Crack(id=crack_id, length_px=round(length, 2), mean_width_px=round(max(area / length, MIN_WIDTH_PX), 3),
                  median_width_px=round(float(np.median(widths)), 3),
                  max_width_px=round(float(widths.max()), 3), area_px=area, orientation_deg=round(angle, 1),
                  bbox=(int(offset[1]), int(offset[0]), int(component.shape[1]), int(component.shape[0])),
                  centreline=lines, widths=line_widths, straightness_px=round(deviation, 2), confidence=confidence,
-                 cells=len(cells), cell_area_px=float(np.median(cells)) if cells else 0.0)
+                 cells=len(cells), cell_area_px=float(np.median(cells)) if cells else 0.0, closed_loop=closed_loop)
 
 
 @contextmanager
@@ -132,13 +143,17 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _cells(component: np.ndarray) -> List[int]:
-    """Areas of the closed cells of a crack: background regions (4-connected) it encloses, of at least
-    MIN_CELL_PX (smaller holes are gaps inside a wide crack's mask, not cells of a network)."""
+def _cells(component: np.ndarray) -> Tuple[np.ndarray, List[int]]:
+    """The closed cells of a crack, background regions (4-connected) it encloses, of at least MIN_CELL_PX
+    (smaller holes are gaps inside a wide crack's mask, not cells of a network): their labels (1.., 0 elsewhere)
+    and areas."""
     holes = ndimage.binary_fill_holes(component) & ~component
     labels, count = ndimage.label(holes)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return [int(area) for area in areas if area >= MIN_CELL_PX]
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    small = areas < MIN_CELL_PX
+    small[0] = True
+    labels = np.cumsum(~small)[labels] * ~small[labels]  # the cells renumbered 1.., small holes dropped
+    return labels, [int(area) for area in areas[~small]]
 
 
 def _principal_axis(pixels: np.ndarray) -> Tuple[float, float]:
