@@ -116,6 +116,8 @@ def _drawn(draw_on, size=(300, 300)):
     (lambda d: d.ellipse((40, 60, 260, 220), outline=255, width=4), True),  # a manhole cover's rim
     (lambda d: d.rectangle((100, 100, 160, 160), outline=255, width=3), True),  # a square road stud
     (lambda d: (d.ellipse((40, 60, 260, 220), outline=255, width=4),
+                d.line((150, 220, 150, 222), fill=255, width=3)), True),  # a speck of a spur is pruned, not an end
+    (lambda d: (d.ellipse((40, 60, 260, 220), outline=255, width=4),
                 d.line((150, 220, 170, 290), fill=255, width=3)), False),  # a crack runs off the rim: it ends
     (lambda d: d.line([(50, 150), (120, 60), (130, 140), (250, 70), (200, 250), (140, 160), (60, 240), (50, 150)],
                       fill=255, width=3), False),  # a jagged loop: real cracks that close are not convex

@@ -14,8 +14,9 @@ Given the probability map a mask came from, each crack also gets a confidence, t
 its centreline, and a review flag for what an inspector should look at before filing it (`review_reasons`): a
 low confidence, the shape of a joint rather than a crack, dead straight over a long distance (saw cuts, slab
 and mortar joints, the edges of lane markings and kerbs), more so along an image axis, or a closed outline: a
-centreline that is one loop, with no free end, around one convex region larger than the crack itself (the rim of
-a manhole cover, a road stud or a patch; a crack network encloses several cells, and cracks end somewhere).
+centreline with no free end around one convex cell (an enclosed region of at least MIN_CELL_PX) at least as
+large as the crack itself (the rim of a manhole cover, a road stud or a patch; a crack network encloses several
+cells, and cracks end somewhere).
 """
 import gc
 from contextlib import contextmanager
@@ -150,10 +151,11 @@ def _cells(component: np.ndarray) -> Tuple[np.ndarray, List[int]]:
     holes = ndimage.binary_fill_holes(component) & ~component
     labels, count = ndimage.label(holes)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
-    small = areas < MIN_CELL_PX
-    small[0] = True
-    labels = np.cumsum(~small)[labels] * ~small[labels]  # the cells renumbered 1.., small holes dropped
-    return labels, [int(area) for area in areas[~small]]
+    kept = areas >= MIN_CELL_PX
+    kept[0] = False
+    renumbered = np.zeros(count + 1, labels.dtype)  # the cells 1.., small holes and the crack 0: one array
+    renumbered[kept] = np.arange(1, int(kept.sum()) + 1)
+    return renumbered[labels], [int(area) for area in areas[kept]]
 
 
 def _principal_axis(pixels: np.ndarray) -> Tuple[float, float]:
