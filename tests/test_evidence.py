@@ -106,6 +106,9 @@ def test_review_flags_straight_joint_like_and_unsure_cracks_but_not_a_wandering_
     assert measure_mask(short)[0].review_reasons == []
 
 
+JAGGED = [(50, 150), (120, 60), (130, 140), (250, 70), (200, 250), (140, 160), (60, 240), (50, 150)]
+
+
 def _drawn(draw_on, size=(300, 300)):
     image = Image.new("L", size, 0)
     draw_on(ImageDraw.Draw(image))
@@ -119,11 +122,12 @@ def _drawn(draw_on, size=(300, 300)):
                 d.line((150, 220, 150, 222), fill=255, width=3)), True),  # a speck of a spur is pruned, not an end
     (lambda d: (d.ellipse((40, 60, 260, 220), outline=255, width=4),
                 d.line((150, 220, 170, 290), fill=255, width=3)), False),  # a crack runs off the rim: it ends
-    (lambda d: d.line([(50, 150), (120, 60), (130, 140), (250, 70), (200, 250), (140, 160), (60, 240), (50, 150)],
-                      fill=255, width=3), False),  # a jagged loop: real cracks that close are not convex
+    (lambda d: d.line(JAGGED, fill=255, width=3), False),  # a jagged loop: real cracks that close are not convex
     (lambda d: (d.rectangle((40, 40, 260, 260), outline=255, width=3),
                 d.line((150, 40, 150, 260), fill=255, width=3)), False),  # two cells: a network
     (lambda d: (d.ellipse((100, 100, 200, 200), fill=255), d.ellipse((145, 145, 152, 152), fill=0)), False),  # a blob
+    (lambda d: (d.line(JAGGED, fill=255, width=3), d.ellipse((105, 35, 135, 65), fill=255),
+                d.ellipse((117, 44, 122, 49), fill=0)), False),  # a convex 24 px hole, labelled before the loop's cell
 ])
 def test_review_flags_closed_outlines_of_covers_and_studs_but_not_cracks_that_close(shape, loop):
     (found,) = measure_mask(_drawn(shape))
@@ -137,12 +141,15 @@ def test_cracks_csv_carries_confidence_and_review(tmp_path):
     measurements = Measurements(tmp_path)
     measurements.add("a.png", "a", joint, probs=np.where(joint, 0.8, 0.0))
     measurements.add("b.png", "b", _wandering(), probs=np.where(_wandering(), 0.9, 0.0))
+    rim = _drawn(lambda d: d.ellipse((40, 60, 260, 220), outline=255, width=4))
+    measurements.add("c.png", "c", rim, probs=np.where(rim, 0.9, 0.0))
     measurements.write()
     rows = list(csv.DictReader(open(tmp_path / "cracks.csv")))
-    assert [(row["file"], row["confidence"], row["review"]) for row in rows] == [("a.png", "0.8", "1"),
-                                                                                ("b.png", "0.9", "0")]
+    assert [(row["file"], row["confidence"], row["review"]) for row in rows] == [
+        ("a.png", "0.8", "1"), ("b.png", "0.9", "0"), ("c.png", "0.9", "1")]
     assert rows[0]["review_reason"] == "straight along an image axis (joint-like)" and rows[1]["review_reason"] == ""
-    assert [row["closed_loop"] for row in rows] == ["0", "0"]
+    assert rows[2]["review_reason"] == "closed outline (cover, stud or patch rim)"
+    assert [row["closed_loop"] for row in rows] == ["0", "0", "1"]
 
 
 def test_measurements_drop_cracks_shorter_than_min_length(tmp_path):
