@@ -3,8 +3,8 @@ loadable in QGIS or any GIS, and the crack table as CSV.
 
 Each crack is one feature: its centreline as a MultiLineString (pixel centres mapped through the raster's
 geotransform) with cracks.csv's fields as attributes (lengths and widths in mm and the length in m, confidence,
-`review` and `review_reason`, `type`, and the classes under `--standard`). The GeoPackage also holds a layer
-`outlines`: each crack's outline polygon.
+`review`, `review_reason` and `closed_loop`, `type`, and the classes under `--standard`). The GeoPackage also
+holds a layer `outlines`: each crack's outline polygon.
 """
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
