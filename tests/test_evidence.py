@@ -106,6 +106,7 @@ def test_review_flags_straight_joint_like_and_unsure_cracks_but_not_a_wandering_
     assert measure_mask(short)[0].review_reasons == []
 
 
+RIM = (40, 60, 260, 220)  # a manhole cover's rim
 JAGGED = [(50, 150), (120, 60), (130, 140), (250, 70), (200, 250), (140, 160), (60, 240), (50, 150)]
 
 
@@ -116,11 +117,11 @@ def _drawn(draw_on, size=(300, 300)):
 
 
 @pytest.mark.parametrize("shape, loop", [
-    (lambda d: d.ellipse((40, 60, 260, 220), outline=255, width=4), True),  # a manhole cover's rim
+    (lambda d: d.ellipse(RIM, outline=255, width=4), True),  # a manhole cover's rim
     (lambda d: d.rectangle((100, 100, 160, 160), outline=255, width=3), True),  # a square road stud
-    (lambda d: (d.ellipse((40, 60, 260, 220), outline=255, width=4),
+    (lambda d: (d.ellipse(RIM, outline=255, width=4),
                 d.line((150, 220, 150, 222), fill=255, width=3)), True),  # a speck of a spur is pruned, not an end
-    (lambda d: (d.ellipse((40, 60, 260, 220), outline=255, width=4),
+    (lambda d: (d.ellipse(RIM, outline=255, width=4),
                 d.line((150, 220, 170, 290), fill=255, width=3)), False),  # a crack runs off the rim: it ends
     (lambda d: d.line(JAGGED, fill=255, width=3), False),  # a jagged loop: real cracks that close are not convex
     (lambda d: (d.rectangle((40, 40, 260, 260), outline=255, width=3),
@@ -141,7 +142,7 @@ def test_cracks_csv_carries_confidence_and_review(tmp_path):
     measurements = Measurements(tmp_path)
     measurements.add("a.png", "a", joint, probs=np.where(joint, 0.8, 0.0))
     measurements.add("b.png", "b", _wandering(), probs=np.where(_wandering(), 0.9, 0.0))
-    rim = _drawn(lambda d: d.ellipse((40, 60, 260, 220), outline=255, width=4))
+    rim = _drawn(lambda d: d.ellipse(RIM, outline=255, width=4))
     measurements.add("c.png", "c", rim, probs=np.where(rim, 0.9, 0.0))
     measurements.write()
     rows = list(csv.DictReader(open(tmp_path / "cracks.csv")))
